@@ -1,0 +1,185 @@
+"""The one definition of every event on the loopwise streams (design contract).
+
+Each model validates what arrives from any producer; unknown fields are
+ignored so that older consumers tolerate newer producers, and every event
+carries ``schema_version`` so a consumer can refuse what it cannot read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+PROJECT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+EVENT_NAMESPACE = uuid.UUID("6f1c3c52-7d0e-4a53-9a59-2d1f6f0b7a10")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def stable_id(*parts: str) -> uuid.UUID:
+    """A deterministic UUID, so that a resend or a retry yields the same event id."""
+    return uuid.uuid5(EVENT_NAMESPACE, "\x1f".join(parts))
+
+
+class Event(BaseModel):
+    """Common envelope: an idempotency key and the schema version."""
+
+    model_config = ConfigDict(extra="ignore", frozen=False)
+    kind: ClassVar[str] = "event"
+
+    event_id: uuid.UUID | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, version: int) -> int:
+        if version != SCHEMA_VERSION:
+            raise ValueError(f"unsupported schema_version {version}; this build reads {SCHEMA_VERSION}")
+        return version
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_event_id(cls, data: Any) -> Any:
+        """Without an explicit id, derive one from what the producer sent: a resend is harmless."""
+        if isinstance(data, dict) and data.get("event_id") is None:
+            body = json.dumps(data, sort_keys=True, default=str)
+            data = {**data, "event_id": stable_id(cls.kind, body)}
+        return data
+
+    def to_json(self) -> str:
+        return self.model_dump_json(exclude_none=False)
+
+
+class ItemEvent(Event):
+    """An item to score: numeric features or text, plus what reviewers are shown."""
+
+    kind: ClassVar[str] = "item"
+
+    project: str = Field(pattern=PROJECT_PATTERN)
+    item_id: str = Field(min_length=1, max_length=256)
+    features: list[float] | None = None
+    text: str | None = None
+    payload: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _has_content(self) -> ItemEvent:
+        if self.features is None and self.text is None:
+            raise ValueError("an item needs 'features' (list of numbers) or 'text'")
+        if self.features is not None and not all(math.isfinite(x) for x in self.features):
+            raise ValueError("features must be finite numbers")
+        return self
+
+
+class PredictionEvent(Event):
+    """A model's class probabilities for one item. Empty ``probs``: no model yet."""
+
+    kind: ClassVar[str] = "prediction"
+
+    project: str = Field(pattern=PROJECT_PATTERN)
+    item_id: str = Field(min_length=1, max_length=256)
+    model_version: str = Field(min_length=1)
+    probs: dict[str, float]
+    payload: dict[str, Any] | None = None
+    priority: float | None = Field(None, description="active-learning priority; default uncertainty")
+    created_at: datetime = Field(default_factory=utcnow)
+
+    @field_validator("probs")
+    @classmethod
+    def _is_distribution(cls, probs: dict[str, float]) -> dict[str, float]:
+        if not probs:
+            return probs
+        for label, p in probs.items():
+            if not math.isfinite(p) or p < 0 or p > 1:
+                raise ValueError(f"probability of {label!r} is {p}, not in [0, 1]")
+        total = sum(probs.values())
+        if abs(total - 1.0) > 1e-3:
+            raise ValueError(f"probabilities sum to {total:.6f}, not 1")
+        return probs
+
+    def top(self) -> tuple[str | None, float]:
+        """The most probable label and its probability (None, 0.0 without a model)."""
+        if not self.probs:
+            return None, 0.0
+        label = max(self.probs, key=self.probs.__getitem__)
+        return label, self.probs[label]
+
+
+class LabelSource(StrEnum):
+    human = "human"
+    auto = "auto"
+    adjudicated = "adjudicated"
+    consensus = "consensus"
+    imported = "import"
+
+
+class ReviewMode(StrEnum):
+    blind = "blind"
+    prelabel = "prelabel"
+    choice = "choice"
+    adjudication = "adjudication"
+
+
+class LabelEvent(Event):
+    """One label with the full provenance of the design contract."""
+
+    kind: ClassVar[str] = "label"
+
+    project: str = Field(pattern=PROJECT_PATTERN)
+    item_id: str = Field(min_length=1, max_length=256)
+    label: str = Field(min_length=1, max_length=256)
+    labeler_id: str = Field(min_length=1, max_length=256)
+    source: LabelSource
+    mode: ReviewMode | None = None
+    shown_prelabel: str | None = None
+    agreed_with_prelabel: bool | None = None
+    revised_after_reveal: bool = False
+    model_version: str | None = None
+    guideline_version: str | None = None
+    task_id: str | None = None
+    batch_id: str | None = None
+    confidence: float | None = Field(None, ge=0.0, le=1.0)
+    created_at: datetime = Field(default_factory=utcnow)
+    duration_ms: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _attribution_is_consistent(self) -> LabelEvent:
+        if self.source is LabelSource.auto and not self.labeler_id.startswith("model:"):
+            raise ValueError("an auto label's labeler_id must be 'model:<version>'")
+        if self.source is LabelSource.human and self.mode is None:
+            raise ValueError("a human label must say its review mode")
+        return self
+
+
+class QualityEvent(Event):
+    """A finding of the quality service: a flag, an alert, an adjudication request."""
+
+    kind: ClassVar[str] = "quality"
+
+    project: str = Field(pattern=PROJECT_PATTERN)
+    type: Literal["labeler_flag", "guideline_alert", "adjudication_request", "consensus", "agreement"]
+    labeler_id: str | None = None
+    item_id: str | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class DeadLetterEvent(Event):
+    """An entry a consumer could not accept: the original, where it came from, and why."""
+
+    kind: ClassVar[str] = "deadletter"
+
+    stream: str
+    entry_id: str
+    group: str
+    reason: str
+    fields: dict[str, str]
+    created_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,69 @@
+"""Runtime settings, read from ``LOOPWISE_*`` environment variables.
+
+One definition so that services, the CLI, docker-compose and the tests agree
+on names and defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from functools import lru_cache
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES = ("scorer", "router", "labels", "quality")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LOOPWISE_", extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = "sqlite+aiosqlite:///./var/loopwise.db"
+    host: str = "127.0.0.1"
+    scorer_port: int = 8001
+    router_port: int = 8002
+    labels_port: int = 8003
+    quality_port: int = 8004
+
+    # Stream consumption.
+    batch_size: int = Field(500, ge=1, le=10_000)
+    poll_ms: int = Field(100, ge=1)
+    reclaim_idle_ms: int = Field(60_000, ge=1, description="pending entries idle this long are reclaimed")
+    consumer_name: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+
+    # Routing and review.
+    auto_accept_threshold: float = Field(0.9, ge=0.0, le=1.0)
+    lease_seconds: int = Field(600, ge=1)
+    overlap: int = Field(1, ge=1, le=5)
+
+    # Model lifecycle.
+    retrain_every: int = Field(50, ge=1, description="retrain after this many new non-auto labels")
+
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, url: str) -> str:
+        """Accept plain ``postgresql://`` and ``sqlite://`` URLs and pick the async driver."""
+        for plain, driver in (
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("postgres://", "postgresql+asyncpg://"),
+            ("sqlite://", "sqlite+aiosqlite://"),
+        ):
+            if url.startswith(plain):
+                return driver + url[len(plain) :]
+        return url
+
+    def port_of(self, service: str) -> int:
+        return int(getattr(self, f"{service}_port"))
+
+    def url_of(self, service: str) -> str:
+        return f"http://{self.host}:{self.port_of(service)}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
