@@ -1,0 +1,655 @@
+"""Label Studio JSON exports in and out of loopwise label events.
+
+Teams arrive with labels made in Label Studio and may keep labeling there, so
+the labels service reads the tool's JSON export ("JSON", not "JSON-MIN") into
+label events with full provenance, and writes label events back in the same
+format. Only single-choice classification (the ``choices`` result type) maps to
+a loopwise label; every annotation that does not map is reported with its
+reason, and an annotation is imported whole or not at all.
+
+Pure functions: the only input is the export passed in (bytes, text, a parsed
+list or a readable stream), the only output the returned values.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import re
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from pydantic import ValidationError
+
+from shared.events import (
+    PROJECT_PATTERN,
+    LabelEvent,
+    LabelSource,
+    ReviewMode,
+    stable_id,
+)
+
+CHOICES = "choices"
+ORIGIN_MANUAL = "manual"
+ORIGIN_PREDICTION = "prediction"  # the labeler kept the pre-label as it was
+ORIGIN_PREDICTION_CHANGED = "prediction-changed"  # the labeler edited the pre-label
+PRELABEL_ORIGINS = (ORIGIN_PREDICTION, ORIGIN_PREDICTION_CHANGED)
+LABELER_PREFIX = "ls:"
+AUTO_LABELER_PREFIX = "model:"
+MAX_LISTED_PROBLEMS = 20
+
+ExportSource = bytes | bytearray | str | list[Any] | IO[bytes] | IO[str]
+
+
+class LabelStudioFormatError(ValueError):
+    """The input is not a Label Studio JSON export; ``problems`` says what and where."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        listed = "; ".join(problems[:MAX_LISTED_PROBLEMS])
+        more = len(problems) - MAX_LISTED_PROBLEMS
+        suffix = f"; and {more} more problem(s)" if more > 0 else ""
+        super().__init__(f"not a Label Studio JSON export: {listed}{suffix}")
+
+
+@dataclass(frozen=True)
+class AnnotationRef:
+    """Where an imported label sits in Label Studio, so an export writes it back in place."""
+
+    task_id: int | str
+    annotation_id: int | str
+    result_id: str | None
+    from_name: str | None
+    to_name: str | None
+
+
+@dataclass(frozen=True)
+class SkippedAnnotation:
+    """An annotation that was not imported, and why."""
+
+    task_id: str
+    item_id: str
+    annotation_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class IgnoredResult:
+    """A result left out of an imported annotation because ``label_key`` names another control."""
+
+    task_id: str
+    item_id: str
+    annotation_id: str
+    from_name: str | None
+    result_type: str | None
+
+
+@dataclass
+class ImportResult:
+    """What one export gave: label events, item payloads, and everything left out.
+
+    ``items`` holds the ``data`` of every task, labeled or not; ``skipped`` every
+    annotation not imported and why; ``ignored`` the results of other controls
+    than ``label_key`` inside imported annotations; ``refs`` maps each
+    event id to the Label Studio control (``from_name``/``to_name``) and ids it
+    came from, for :func:`to_export`.
+    """
+
+    batch_id: str
+    events: list[LabelEvent] = field(default_factory=list)
+    items: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: list[SkippedAnnotation] = field(default_factory=list)
+    ignored: list[IgnoredResult] = field(default_factory=list)
+    refs: dict[uuid.UUID, AnnotationRef] = field(default_factory=dict)
+
+
+class _Skip(Exception):
+    """Internal: this annotation does not map to one label; the message says why."""
+
+
+def parse_export(
+    data: ExportSource,
+    *,
+    project: str,
+    label_key: str | None = None,
+    batch_id: str | None = None,
+    item_key: str | None = None,
+) -> ImportResult:
+    """Read a Label Studio JSON export into label events with provenance.
+
+    ``label_key`` is the ``from_name`` of the choices control that holds the
+    label; without it an annotation must hold exactly one choices control and
+    nothing else. ``item_key`` names a ``data`` field holding the item id (as
+    written by :func:`to_export`); by default the item id is the task id.
+    ``batch_id`` defaults to a digest of the export, so the same file gives the
+    same batch. Event ids derive from (project, task id, annotation id, label):
+    importing the same file again yields the same events, while an annotation
+    edited in Label Studio since yields a new event for the append-only store.
+
+    Raises :class:`LabelStudioFormatError` listing every structural problem
+    before anything is mapped, and ``ValueError`` for an invalid project name.
+    """
+    if not re.fullmatch(PROJECT_PATTERN, project):
+        raise ValueError(f"invalid project name {project!r}")
+    tasks = _load_json(data)
+    _check_structure(tasks, item_key)
+    result = ImportResult(batch_id=batch_id or _digest_batch_id(tasks))
+    for task in tasks:
+        item_id, payload = _item_of(task, item_key)
+        result.items[item_id] = payload
+        task_id = f"{LABELER_PREFIX}{task['id']}"
+        for annotation in task.get("annotations") or []:
+            annotation_id = str(annotation["id"])
+            try:
+                event, ref, ignored = _label_of(
+                    task,
+                    annotation,
+                    project=project,
+                    item_id=item_id,
+                    batch_id=result.batch_id,
+                    label_key=label_key,
+                )
+            except _Skip as skip:
+                result.skipped.append(SkippedAnnotation(task_id, item_id, annotation_id, str(skip)))
+                continue
+            result.events.append(event)
+            result.refs[event.event_id] = ref
+            result.ignored.extend(
+                IgnoredResult(task_id, item_id, annotation_id, r.get("from_name"), r.get("type"))
+                for r in ignored
+            )
+    return result
+
+
+def to_export(
+    labels: Iterable[LabelEvent | Mapping[str, Any]],
+    items: Mapping[str, Mapping[str, Any]],
+    *,
+    from_name: str = "label",
+    to_name: str = "text",
+    refs: Mapping[uuid.UUID, AnnotationRef] | None = None,
+    item_key: str | None = None,
+) -> list[dict[str, Any]]:
+    """Write label events as a Label Studio JSON export that :func:`parse_export` reads back.
+
+    One task per entry of ``items`` (unlabeled items too, ready to label); each
+    human, imported, adjudicated or consensus label becomes an annotation with a
+    ``choices`` result; an auto label (``model:<version>``) becomes a prediction,
+    as do pre-labels a labeler was shown, so ``origin`` and the prediction's
+    ``model_version`` carry the pre-label provenance. ``refs`` (from an import)
+    restores the original controls and ids; otherwise ``from_name``/``to_name``
+    name the control. ``item_key`` also writes the item id into ``data``, so it
+    survives Label Studio renumbering tasks.
+    """
+    events = [_as_label_event(label) for label in labels]
+    missing = sorted({event.item_id for event in events} - set(items))
+    if missing:
+        raise ValueError(f"no item payload for {len(missing)} labeled item(s): {missing[:10]}")
+    refs = refs or {}
+    by_item: dict[str, list[LabelEvent]] = defaultdict(list)
+    for event in events:
+        by_item[event.item_id].append(event)
+    default_control = (from_name, to_name)
+    return [
+        _export_task(
+            item_id,
+            payload,
+            sorted(by_item.get(item_id, []), key=lambda e: _utc(e.created_at)),
+            refs,
+            default_control,
+            item_key,
+        )
+        for item_id, payload in items.items()
+    ]
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def _load_json(data: ExportSource) -> Any:
+    if isinstance(data, list):
+        return data
+    if hasattr(data, "read"):
+        data = data.read()
+    if isinstance(data, bytes | bytearray):
+        try:
+            data = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise LabelStudioFormatError([f"not UTF-8 text ({exc})"]) from exc
+    if not isinstance(data, str):
+        raise TypeError(f"expected bytes, str, a list or a readable stream, got {type(data)}")
+    try:
+        return json.loads(data.removeprefix("\ufeff"))
+    except json.JSONDecodeError as exc:
+        raise LabelStudioFormatError(
+            [f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"]
+        ) from exc
+
+
+def _check_structure(tasks: Any, item_key: str | None) -> None:
+    """Every structural problem at once, with the task index, before any mapping."""
+    if not isinstance(tasks, list):
+        raise LabelStudioFormatError([f"expected a JSON list of tasks, got {_json_kind(tasks)}"])
+    problems: list[str] = []
+    first_task_of_item: dict[str, int] = {}
+    for index, task in enumerate(tasks):
+        where = f"task #{index}"
+        if not isinstance(task, dict):
+            problems.append(f"{where}: expected a task object, got {_json_kind(task)}")
+            continue
+        has_id = _is_id(task.get("id"))
+        if has_id:
+            where = f"task #{index} (id {task['id']!r})"
+        elif "id" in task:
+            problems.append(f"{where}: 'id' must be an integer or a non-empty string")
+        else:
+            problems.append(f"{where}: no 'id'")
+        if "data" not in task:
+            problems.append(f"{where}: no 'data'")
+        elif not isinstance(task["data"], dict):
+            problems.append(f"{where}: 'data' must be an object, got {_json_kind(task['data'])}")
+        elif has_id:
+            item_id, _ = _item_of(task, item_key)
+            if item_id in first_task_of_item:
+                first = first_task_of_item[item_id]
+                problems.append(f"{where}: item id {item_id!r} already used by task #{first}")
+            else:
+                first_task_of_item[item_id] = index
+        problems.extend(_entry_problems(task, "annotations", where))
+        problems.extend(_entry_problems(task, "predictions", where))
+    if problems and all(isinstance(t, dict) and "data" not in t for t in tasks):
+        problems.append("(a JSON-MIN export? loopwise reads Label Studio's full JSON export)")
+    if problems:
+        raise LabelStudioFormatError(problems)
+
+
+def _entry_problems(task: dict[str, Any], key: str, where: str) -> list[str]:
+    entries = task.get(key)
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        return [f"{where}: '{key}' must be a list, got {_json_kind(entries)}"]
+    problems = []
+    annotation_ids: set[str] = set()
+    for index, entry in enumerate(entries):
+        at = f"{where}: {key}[{index}]"
+        if not isinstance(entry, dict):
+            problems.append(f"{at} must be an object, got {_json_kind(entry)}")
+            continue
+        if key == "annotations":
+            if not _is_id(entry.get("id")):
+                problems.append(f"{at}: no 'id' (integer or non-empty string)")
+            elif str(entry["id"]) in annotation_ids:
+                problems.append(f"{at}: annotation id {entry['id']!r} repeated in the task")
+            else:
+                annotation_ids.add(str(entry["id"]))
+        results = entry.get("result")
+        if results is not None and not (
+            isinstance(results, list) and all(isinstance(r, dict) for r in results)
+        ):
+            problems.append(f"{at}: 'result' must be a list of objects")
+    return problems
+
+
+def _label_of(
+    task: dict[str, Any],
+    annotation: dict[str, Any],
+    *,
+    project: str,
+    item_id: str,
+    batch_id: str,
+    label_key: str | None,
+) -> tuple[LabelEvent, AnnotationRef, list[dict[str, Any]]]:
+    """The one label event of an annotation, or ``_Skip`` saying why there is none."""
+    if annotation.get("was_cancelled"):
+        raise _Skip("cancelled by the annotator (was_cancelled)")
+    result, ignored = _label_result(annotation.get("result") or [], label_key)
+    label = _single_choice(result)
+    rejection = _rejecting_review(annotation)
+    if rejection:
+        raise _Skip(rejection)
+    labeler_id = _labeler_id(annotation.get("completed_by"))
+    if labeler_id is None:
+        raise _Skip("no annotator: 'completed_by' is missing or unreadable")
+    created_at = _timestamp(annotation.get("updated_at") or annotation.get("created_at"))
+
+    origin = result.get("origin")
+    mode: ReviewMode | None = None
+    shown_prelabel: str | None = None
+    agreed: bool | None = None
+    model_version: str | None = None
+    if origin in PRELABEL_ORIGINS:
+        mode = ReviewMode.prelabel
+        prediction = _parent_prediction(task, annotation)
+        if prediction is not None:
+            model_version = _optional_str(prediction.get("model_version"))
+            shown_prelabel = _predicted_choice(prediction, result.get("from_name"))
+        if shown_prelabel is None and origin == ORIGIN_PREDICTION:
+            shown_prelabel = label  # kept unchanged: what was shown is what was submitted
+        agreed = label == shown_prelabel if shown_prelabel is not None else False
+    elif not task.get("predictions") and not annotation.get("prediction"):
+        mode = ReviewMode.blind  # no pre-label existed to be shown
+
+    try:
+        event = LabelEvent(
+            event_id=_event_id(project, task["id"], annotation["id"], label),
+            project=project,
+            item_id=item_id,
+            label=label,
+            labeler_id=labeler_id,
+            source=LabelSource.imported,
+            mode=mode,
+            shown_prelabel=shown_prelabel,
+            agreed_with_prelabel=agreed,
+            model_version=model_version,
+            task_id=f"{LABELER_PREFIX}{task['id']}",
+            batch_id=batch_id,
+            created_at=created_at,
+            duration_ms=_duration_ms(annotation.get("lead_time")),
+        )
+    except ValidationError as exc:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'label'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise _Skip(f"not a valid label event ({details})") from exc
+    ref = AnnotationRef(
+        task_id=task["id"],
+        annotation_id=annotation["id"],
+        result_id=_optional_str(result.get("id")),
+        from_name=_optional_str(result.get("from_name")),
+        to_name=_optional_str(result.get("to_name")),
+    )
+    return event, ref, ignored
+
+
+def _event_id(project: str, task_id: Any, annotation_id: Any, label: str) -> uuid.UUID:
+    """Stable across re-imports of a file; new when the annotation's label was edited since."""
+    return stable_id("labelstudio", project, str(task_id), str(annotation_id), label)
+
+
+def _label_result(
+    results: list[dict[str, Any]], label_key: str | None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The choices result holding the label, and the results deliberately left out."""
+    if not results:
+        raise _Skip("empty result: nothing was labeled")
+    if label_key is None:
+        chosen, ignored = results, []
+    else:
+        chosen = [r for r in results if r.get("from_name") == label_key]
+        ignored = [r for r in results if r.get("from_name") != label_key]
+        if not chosen:
+            controls = sorted({str(r.get("from_name")) for r in results})
+            raise _Skip(f"no result for control {label_key!r} (controls: {', '.join(controls)})")
+    unmappable = sorted(
+        {f"{r.get('type')} ({r.get('from_name')})" for r in chosen if r.get("type") != CHOICES}
+    )
+    if unmappable:
+        raise _Skip(
+            f"result type(s) loopwise cannot map: {', '.join(unmappable)}; "
+            "only single-choice classification ('choices') imports"
+        )
+    controls = sorted({str(r.get("from_name")) for r in chosen})
+    if len(controls) > 1:
+        raise _Skip(
+            f"choices from several controls ({', '.join(controls)}); "
+            "pass label_key to name the one holding the label"
+        )
+    if len(chosen) > 1:
+        raise _Skip(f"{len(chosen)} choices results for control {controls[0]} (per-region?)")
+    return chosen[0], ignored
+
+
+def _single_choice(result: dict[str, Any]) -> str:
+    value = result.get("value")
+    choices = value.get(CHOICES) if isinstance(value, dict) else None
+    if not isinstance(choices, list):
+        raise _Skip("choices result without a 'value.choices' list")
+    if not choices:
+        raise _Skip("no choice selected")
+    if len(choices) > 1:
+        raise _Skip(
+            f"{len(choices)} choices selected {choices!r}: multi-label, "
+            "a loopwise label is one choice"
+        )
+    if not isinstance(choices[0], str):
+        raise _Skip(f"choice {choices[0]!r} is not text")
+    return choices[0]
+
+
+def _rejecting_review(annotation: dict[str, Any]) -> str | None:
+    """A reason when the latest review rejected the annotation: it is not a label to learn from."""
+    reviews = [r for r in annotation.get("reviews") or [] if isinstance(r, dict)]
+    if not reviews:
+        return None
+    latest = max(reviews, key=lambda r: str(r.get("created_at") or ""))
+    if latest.get("accepted") is not False:
+        return None
+    reviewer = _labeler_id(latest.get("created_by")) or "a reviewer"
+    return f"rejected in review by {reviewer} (review {latest.get('id')})"
+
+
+def _parent_prediction(task: dict[str, Any], annotation: dict[str, Any]) -> dict[str, Any] | None:
+    """The prediction the annotation started from: embedded, by id, or the task's only one."""
+    embedded = annotation.get("prediction")
+    if isinstance(embedded, dict) and embedded.get("result"):
+        return embedded
+    predictions = [p for p in task.get("predictions") or [] if isinstance(p, dict)]
+    parent_id = annotation.get("parent_prediction")
+    if parent_id is not None:
+        return next((p for p in predictions if p.get("id") == parent_id), None)
+    return predictions[0] if len(predictions) == 1 else None
+
+
+def _predicted_choice(prediction: dict[str, Any], from_name: Any) -> str | None:
+    results = prediction.get("result")
+    for result in results if isinstance(results, list) else []:
+        if not isinstance(result, dict) or result.get("type") != CHOICES:
+            continue
+        if result.get("from_name") != from_name:
+            continue
+        try:
+            return _single_choice(result)
+        except _Skip:
+            return None
+    return None
+
+
+def _labeler_id(completed_by: Any) -> str | None:
+    """``ls:<email>`` when the export names the user, else ``ls:<user id>``."""
+    if isinstance(completed_by, dict):
+        email = completed_by.get("email")
+        if isinstance(email, str) and email:
+            return f"{LABELER_PREFIX}{email}"
+        completed_by = completed_by.get("id")
+    if _is_id(completed_by):
+        return f"{LABELER_PREFIX}{completed_by}"
+    return None
+
+
+def _timestamp(value: Any) -> datetime:
+    if not isinstance(value, str) or not value:
+        raise _Skip("no 'updated_at' or 'created_at' timestamp")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise _Skip(f"unreadable timestamp {value!r}") from exc
+    return _utc(moment)
+
+
+def _duration_ms(lead_time: Any) -> int | None:
+    """Label Studio's ``lead_time`` is seconds spent on the annotation."""
+    if isinstance(lead_time, bool) or not isinstance(lead_time, int | float):
+        return None
+    if not math.isfinite(lead_time) or lead_time < 0:
+        return None
+    return round(lead_time * 1000)
+
+
+def _item_of(task: dict[str, Any], item_key: str | None) -> tuple[str, dict[str, Any]]:
+    payload = dict(task["data"])
+    if item_key is not None and _is_id(payload.get(item_key)):
+        return str(payload.pop(item_key)), payload
+    return str(task["id"]), payload
+
+
+def _digest_batch_id(tasks: list[Any]) -> str:
+    body = json.dumps(tasks, sort_keys=True, ensure_ascii=False, default=str)
+    return f"ls-import:{hashlib.sha256(body.encode()).hexdigest()[:16]}"
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+def _export_task(
+    item_id: str,
+    payload: Mapping[str, Any],
+    events: list[LabelEvent],
+    refs: Mapping[uuid.UUID, AnnotationRef],
+    default_control: tuple[str, str],
+    item_key: str | None,
+) -> dict[str, Any]:
+    known = [refs[e.event_id] for e in events if e.event_id in refs]
+    task_id = known[0].task_id if known else _task_id_of(item_id)
+    data = dict(payload)
+    if item_key is not None:
+        data[item_key] = item_id
+    predictions: dict[tuple[str | None, str, str, str], dict[str, Any]] = {}
+
+    def prediction(
+        model_version: str | None, label: str, control: tuple[str, str], score: float | None
+    ) -> dict[str, Any]:
+        key = (model_version, label, *control)
+        if key not in predictions:
+            predictions[key] = {
+                "id": len(predictions) + 1,
+                "model_version": model_version,
+                "score": score,
+                "result": [_choices_result(f"p{len(predictions) + 1}", label, control, None)],
+                "task": task_id,
+            }
+        return predictions[key]
+
+    annotations = []
+    for event in events:
+        ref = refs.get(event.event_id)
+        control = (
+            (ref.from_name or default_control[0], ref.to_name or default_control[1])
+            if ref
+            else default_control
+        )
+        if event.source is LabelSource.auto:
+            version = event.model_version or event.labeler_id.removeprefix(AUTO_LABELER_PREFIX)
+            prediction(version, event.label, control, event.confidence)
+            continue
+        origin, parent = ORIGIN_MANUAL, None
+        if event.shown_prelabel is not None:
+            agreed = event.label == event.shown_prelabel
+            origin = ORIGIN_PREDICTION if agreed else ORIGIN_PREDICTION_CHANGED
+            parent = prediction(event.model_version, event.shown_prelabel, control, None)
+        moment = _ls_timestamp(event.created_at)
+        annotations.append(
+            {
+                "id": ref.annotation_id if ref else event.event_id.int % 2**53,
+                "completed_by": _completed_by(event.labeler_id),
+                "result": [
+                    _choices_result(
+                        (ref.result_id if ref else None) or event.event_id.hex[:10],
+                        event.label,
+                        control,
+                        origin,
+                    )
+                ],
+                "was_cancelled": False,
+                "ground_truth": False,
+                "created_at": moment,
+                "updated_at": moment,
+                "lead_time": None if event.duration_ms is None else event.duration_ms / 1000,
+                "prediction": copy.deepcopy(parent) if parent else {},
+                "parent_prediction": parent["id"] if parent else None,
+                "task": task_id,
+            }
+        )
+    return {
+        "id": task_id,
+        "data": data,
+        "annotations": annotations,
+        "predictions": list(predictions.values()),
+    }
+
+
+def _choices_result(
+    result_id: str, label: str, control: tuple[str, str], origin: str | None
+) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "id": result_id,
+        "type": CHOICES,
+        "value": {CHOICES: [label]},
+        "from_name": control[0],
+        "to_name": control[1],
+    }
+    if origin is not None:
+        result["origin"] = origin
+    return result
+
+
+def _completed_by(labeler_id: str) -> int | dict[str, Any]:
+    """Inverse of :func:`_labeler_id`: a bare user id, or a user object named by email."""
+    name = labeler_id.removeprefix(LABELER_PREFIX)
+    if name.isascii() and name.isdigit() and str(int(name)) == name:
+        return int(name)
+    return {"email": name}
+
+
+def _task_id_of(item_id: str) -> int | str:
+    if item_id.isascii() and item_id.isdigit() and str(int(item_id)) == item_id:
+        return int(item_id)
+    return item_id
+
+
+def _ls_timestamp(moment: datetime) -> str:
+    return _utc(moment).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _as_label_event(label: LabelEvent | Mapping[str, Any]) -> LabelEvent:
+    if isinstance(label, LabelEvent):
+        return label
+    if isinstance(label, Mapping):
+        return LabelEvent.model_validate(dict(label))
+    return LabelEvent.model_validate(label, from_attributes=True)
+
+
+# --- small readers ---------------------------------------------------------------------------
+
+
+def _utc(moment: datetime) -> datetime:
+    """Label Studio writes UTC; a timestamp without a zone is read as UTC."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _is_id(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, str) and bool(value.strip()))
+
+
+def _optional_str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return "a number"
+    return kinds.get(type(value), type(value).__name__)
