@@ -43,7 +43,9 @@ class Event(BaseModel):
     @classmethod
     def _known_version(cls, version: int) -> int:
         if version != SCHEMA_VERSION:
-            raise ValueError(f"unsupported schema_version {version}; this build reads {SCHEMA_VERSION}")
+            raise ValueError(
+                f"unsupported schema_version {version}; this build reads {SCHEMA_VERSION}"
+            )
         return version
 
     @model_validator(mode="before")
@@ -89,7 +91,9 @@ class PredictionEvent(Event):
     model_version: str = Field(min_length=1)
     probs: dict[str, float]
     payload: dict[str, Any] | None = None
-    priority: float | None = Field(None, description="active-learning priority; default uncertainty")
+    priority: float | None = Field(
+        None, description="active-learning priority; default uncertainty"
+    )
     created_at: datetime = Field(default_factory=utcnow)
 
     @field_validator("probs")
@@ -165,7 +169,9 @@ class QualityEvent(Event):
     kind: ClassVar[str] = "quality"
 
     project: str = Field(pattern=PROJECT_PATTERN)
-    type: Literal["labeler_flag", "guideline_alert", "adjudication_request", "consensus", "agreement"]
+    type: Literal[
+        "labeler_flag", "guideline_alert", "adjudication_request", "consensus", "agreement"
+    ]
     labeler_id: str | None = None
     item_id: str | None = None
     detail: dict[str, Any] = Field(default_factory=dict)

@@ -30,7 +30,9 @@ class Settings(BaseSettings):
     # Stream consumption.
     batch_size: int = Field(500, ge=1, le=10_000)
     poll_ms: int = Field(100, ge=1)
-    reclaim_idle_ms: int = Field(60_000, ge=1, description="pending entries idle this long are reclaimed")
+    reclaim_idle_ms: int = Field(
+        60_000, ge=1, description="pending entries idle this long are reclaimed"
+    )
     consumer_name: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 
     # Routing and review.

@@ -1,0 +1,281 @@
+"""Consensus labels from several labelers, and which items still need a person.
+
+Aggregators are scikit-learn-style estimators in the manner of crowd-kit: ``fit`` takes
+(item, labeler, label) triples (any form :mod:`services.quality.agreement` accepts) and
+results live in attributes ending in ``_``:
+
+* ``items_``, ``labelers_``, ``classes_``: the ids the arrays below are indexed by;
+* ``labels_``: ``{item: consensus label}``;
+* ``probas_``: items x classes, the belief in each class;
+* ``errors_``: labelers x true class x given label, each row a distribution
+  ("when the truth is ``k``, this labeler says ``j`` with probability ...");
+* ``priors_``: class frequencies;
+* ``vote_counts_``: items x classes raw vote counts (used to spot split votes).
+
+Everything works on the integer-coded label list; nothing builds an items x labelers
+matrix, so memory grows with the number of labels, not items times labelers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, Self
+
+import numpy as np
+import numpy.typing as npt
+from scipy.special import logsumexp
+
+from services.quality.agreement import Annotations, TriplesLike, as_annotations
+
+__all__ = [
+    "AdjudicationCandidate",
+    "DawidSkene",
+    "MajorityVote",
+    "needs_adjudication",
+    "select_for_adjudication",
+]
+
+
+class _Aggregator:
+    """What every aggregator offers once ``fit`` has set the ``*_`` attributes."""
+
+    labels_: dict[Any, Any]
+    probas_: npt.NDArray[np.float64]
+
+    def fit(self, triples: TriplesLike) -> Self:
+        raise NotImplementedError
+
+    def fit_predict(self, triples: TriplesLike) -> dict[Any, Any]:
+        """Consensus label of every item."""
+        return self.fit(triples).labels_
+
+    def fit_predict_proba(self, triples: TriplesLike) -> npt.NDArray[np.float64]:
+        """items x classes beliefs, rows in ``items_`` order."""
+        return self.fit(triples).probas_
+
+    def _encode(self, triples: TriplesLike, categories: Sequence[Hashable] | None) -> Annotations:
+        ann = as_annotations(triples, categories)
+        if len(ann.label) == 0:
+            raise ValueError("no labels to aggregate")
+        self.items_ = ann.items
+        self.labelers_ = ann.labelers
+        self.classes_ = ann.classes
+        return ann
+
+    def _set_labels(self, ann: Annotations, winners: npt.NDArray[np.intp]) -> None:
+        self.labels_ = dict(zip(ann.items.tolist(), ann.classes[winners].tolist(), strict=True))
+
+
+class MajorityVote(_Aggregator):
+    """The most frequent label per item; ``probas_`` are the vote shares.
+
+    Ties go to the class that is more frequent over the whole data set (the better bet
+    without other evidence), then to the class listed first in ``classes_``, so the same
+    labels always give the same consensus. ``errors_`` compares each labeler with the
+    majority label, which is what a reviewer dashboard means by "agrees with the crowd".
+    """
+
+    def __init__(self, categories: Sequence[Hashable] | None = None) -> None:
+        self.categories = categories
+
+    def fit(self, triples: TriplesLike) -> Self:
+        ann = self._encode(triples, self.categories)
+        votes = ann.vote_counts()
+        class_totals = votes.sum(axis=0)
+        winners = _argmax_breaking_ties(votes, class_totals)
+        self.vote_counts_ = votes
+        self.probas_ = votes / votes.sum(axis=1, keepdims=True)
+        self.priors_ = class_totals / class_totals.sum()
+        self.errors_ = _labeler_confusions(ann, np.eye(ann.n_classes)[winners], smoothing=0.0)
+        self._set_labels(ann, winners)
+        return self
+
+
+class DawidSkene(_Aggregator):
+    """Dawid & Skene (1979): EM over each labeler's confusion matrix and the true labels.
+
+    With ``T[i, k]`` the posterior that item ``i`` is class ``k``, ``pi[w, k, j]`` the
+    chance labeler ``w`` says ``j`` when the truth is ``k`` and ``p[k]`` the prior:
+
+    * M-step: ``pi[w, k, j] ∝ s + sum_{labels (i, w, j)} T[i, k]``,
+      ``p[k] ∝ s + sum_i T[i, k]``, with smoothing ``s`` so no probability is 0;
+    * E-step: ``log T[i, k] = log p[k] + sum_{labels (i, w, j)} log pi[w, k, j] - log Z_i``.
+
+    Starts from the majority-vote shares, so it can only improve on them: labelers who
+    agree with the rest earn weight, and one who always gives the same answer learns a
+    confusion matrix whose rows are identical, which carries no evidence. Both steps are
+    a few gathers plus ``bincount``/``reduceat`` over the label list, in log space.
+    Stops when the mean log-likelihood per label changes by less than ``tol``.
+    """
+
+    def __init__(
+        self,
+        max_iter: int = 100,
+        tol: float = 1e-6,
+        smoothing: float = 0.01,
+        categories: Sequence[Hashable] | None = None,
+    ) -> None:
+        if smoothing <= 0:
+            raise ValueError("smoothing must be positive, or unseen labels give log(0)")
+        if max_iter < 1:
+            raise ValueError("max_iter must be at least 1")
+        self.max_iter = max_iter
+        self.tol = tol
+        self.smoothing = smoothing
+        self.categories = categories
+
+    def fit(self, triples: TriplesLike) -> Self:
+        ann = self._encode(triples, self.categories)
+        n_labels, n_classes = len(ann.label), ann.n_classes
+        votes = ann.vote_counts()
+        posteriors = votes / votes.sum(axis=1, keepdims=True)
+        # Row of the (labeler, given label) table each label reads in the E-step.
+        given = ann.labeler * n_classes + ann.label
+
+        log_likelihoods: list[float] = []
+        converged = False
+        for _ in range(self.max_iter):
+            priors = _smoothed(posteriors.sum(axis=0), self.smoothing)
+            errors = _labeler_confusions(ann, posteriors, self.smoothing)
+            log_posteriors, log_likelihood = _e_step(ann, given, priors, errors)
+            posteriors = np.exp(log_posteriors)
+            log_likelihoods.append(log_likelihood)
+            if (
+                len(log_likelihoods) > 1
+                and abs(log_likelihoods[-1] - log_likelihoods[-2]) <= self.tol * n_labels
+            ):
+                converged = True
+                break
+
+        # probas_ is the E-step of priors_ and errors_, so the three agree with each other.
+        self.vote_counts_ = votes
+        self.probas_ = posteriors
+        self.priors_ = priors
+        self.errors_ = errors
+        self._set_labels(ann, posteriors.argmax(axis=1))
+        self.log_likelihoods_ = log_likelihoods
+        self.n_iter_ = len(log_likelihoods)
+        self.converged_ = converged
+        return self
+
+
+def _e_step(
+    ann: Annotations,
+    given: npt.NDArray[np.intp],
+    priors: npt.NDArray[np.float64],
+    errors: npt.NDArray[np.float64],
+) -> tuple[npt.NDArray[np.float64], float]:
+    """Log posteriors of every item's true class, and the data's log-likelihood."""
+    n_labelers, n_classes, _ = errors.shape
+    # (labeler, given label) -> log P(given label | true class k), one column per k.
+    log_given = np.log(errors).transpose(0, 2, 1).reshape(n_labelers * n_classes, n_classes)
+    joint = np.add.reduceat(log_given[given], ann.item_starts, axis=0) + np.log(priors)
+    log_evidence = logsumexp(joint, axis=1)
+    return joint - log_evidence[:, None], float(log_evidence.sum())
+
+
+def _labeler_confusions(
+    ann: Annotations, posteriors: npt.NDArray[np.float64], smoothing: float
+) -> npt.NDArray[np.float64]:
+    """labelers x true x given matrices, each row normalised (uniform if it has no mass)."""
+    n_labelers, n_classes = ann.n_labelers, ann.n_classes
+    given = ann.labeler * n_classes + ann.label
+    weights = posteriors[ann.item]
+    counts = np.stack(
+        [
+            np.bincount(given, weights=weights[:, k], minlength=n_labelers * n_classes)
+            for k in range(n_classes)
+        ],
+        axis=1,
+    )  # (labeler, given) x true
+    counts = counts.reshape(n_labelers, n_classes, n_classes).transpose(0, 2, 1) + smoothing
+    totals = counts.sum(axis=2, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, counts / totals, 1.0 / n_classes)
+
+
+def _smoothed(counts: npt.NDArray[np.float64], smoothing: float) -> npt.NDArray[np.float64]:
+    counts = counts + smoothing
+    return counts / counts.sum()
+
+
+def _argmax_breaking_ties(
+    votes: npt.NDArray[np.int64], class_totals: npt.NDArray[np.int64]
+) -> npt.NDArray[np.intp]:
+    """Row argmax of integer votes; ties to the overall more frequent, then earlier, class."""
+    n_classes = votes.shape[1]
+    # Rank 0 is the least preferred: rarer overall, later in order on equal totals.
+    preference = np.lexsort((-np.arange(n_classes), class_totals))
+    rank = np.empty(n_classes, dtype=np.int64)
+    rank[preference] = np.arange(n_classes)
+    return np.argmax(votes.astype(np.int64) * n_classes + rank, axis=1)
+
+
+# ---------------------------------------------------------------------------
+# Adjudication
+
+
+def needs_adjudication(
+    probas: npt.ArrayLike,
+    vote_counts: npt.ArrayLike | None = None,
+    *,
+    min_confidence: float = 0.8,
+) -> npt.NDArray[np.bool_]:
+    """Which items a consensus label should not settle on its own.
+
+    An item goes to an adjudicator when the aggregator's belief in its top class is
+    below ``min_confidence``, or when its raw votes are split (the top two classes got
+    the same number of votes): then the consensus rests on a tie-break or on labeler
+    weights, not on the labelers' agreement.
+    """
+    beliefs = np.asarray(probas, dtype=float)
+    flagged = beliefs.max(axis=1, initial=0.0) < min_confidence
+    if vote_counts is not None:
+        flagged |= _split_votes(np.asarray(vote_counts))
+    return flagged
+
+
+def _split_votes(votes: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    if votes.shape[1] < 2:
+        return np.zeros(len(votes), dtype=bool)
+    top_two = np.partition(votes, -2, axis=1)[:, -2:]
+    return (top_two[:, 0] == top_two[:, 1]) & (top_two[:, 1] > 0)
+
+
+@dataclass(frozen=True)
+class AdjudicationCandidate:
+    """One item to put in front of an adjudicator, and why."""
+
+    item_id: Any
+    consensus_label: Any
+    confidence: float
+    split_vote: bool
+
+
+class FittedAggregator(Protocol):
+    items_: npt.NDArray[Any]
+    labels_: dict[Any, Any]
+    probas_: npt.NDArray[np.float64]
+    vote_counts_: npt.NDArray[np.int64]
+
+
+def select_for_adjudication(
+    model: FittedAggregator, *, min_confidence: float = 0.8
+) -> list[AdjudicationCandidate]:
+    """Items of a fitted aggregator that need adjudication, least confident first."""
+    flagged = needs_adjudication(model.probas_, model.vote_counts_, min_confidence=min_confidence)
+    confidence = model.probas_.max(axis=1, initial=0.0)
+    split = _split_votes(model.vote_counts_)
+    chosen = np.flatnonzero(flagged)
+    chosen = chosen[np.argsort(confidence[chosen], kind="stable")]
+    items = model.items_.tolist()
+    return [
+        AdjudicationCandidate(
+            item_id=items[i],
+            consensus_label=model.labels_[items[i]],
+            confidence=float(confidence[i]),
+            split_vote=bool(split[i]),
+        )
+        for i in chosen.tolist()
+    ]

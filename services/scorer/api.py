@@ -1,0 +1,99 @@
+"""HTTP routes of the scorer: models, training, synchronous scoring, item registration."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from pydantic import BaseModel, Field
+
+from shared.auth import Principal, project_access
+from shared.events import ItemEvent
+from shared.service import runtime_of, service_of
+
+from . import store
+from .service import ScorerService
+
+router = APIRouter(prefix="/v1", tags=["scorer"])
+
+
+class PredictIn(BaseModel):
+    features: list[list[float]] | None = None
+    texts: list[str] | None = None
+
+
+class ItemIn(BaseModel):
+    item_id: str = Field(min_length=1, max_length=256)
+    features: list[float] | None = None
+    text: str | None = None
+    payload: dict[str, Any] | None = None
+
+
+class RegisterIn(BaseModel):
+    items: list[ItemIn] = Field(min_length=1, max_length=100_000)
+
+
+def _svc(request: Request) -> ScorerService:
+    return service_of(request)
+
+
+@router.post("/projects/{project}/train")
+async def train(
+    project: str,
+    request: Request,
+    principal: Annotated[Principal, Depends(project_access("admin"))],
+) -> dict:
+    """Train a new model version on the project's current labels now."""
+    try:
+        return await _svc(request).train(project)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from exc
+
+
+@router.get("/projects/{project}/models")
+async def models(
+    project: str,
+    request: Request,
+    principal: Annotated[Principal, Depends(project_access("labeler"))],
+) -> dict:
+    async with runtime_of(request).engine.connect() as conn:
+        return {"project": project, "models": await store.list_models(conn, project)}
+
+
+@router.post("/projects/{project}/predict")
+async def predict(
+    project: str,
+    body: PredictIn,
+    request: Request,
+    principal: Annotated[Principal, Depends(project_access("labeler"))],
+) -> dict:
+    """Score inputs with the project's current model, synchronously (for evaluation)."""
+    inputs = body.features if body.features is not None else body.texts
+    if not inputs:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail="send 'features' (list of rows) or 'texts'",
+        )
+    try:
+        return await _svc(request).predict(project, inputs)
+    except LookupError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
+
+
+@router.post("/projects/{project}/items")
+async def register_items(
+    project: str,
+    body: RegisterIn,
+    request: Request,
+    principal: Annotated[Principal, Depends(project_access("admin"))],
+) -> dict:
+    """Register items without scoring them (a seed set, or a pool to select from later)."""
+    try:
+        events = [ItemEvent(project=project, **i.model_dump()) for i in body.items]
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
+    async with runtime_of(request).engine.begin() as conn:
+        inserted = await store.save_items(conn, events)
+    return {"project": project, "received": len(events), "new": inserted}

@@ -1,0 +1,98 @@
+"""The scorer's tables: items it has seen (features/text to train on) and model versions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import desc, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.labels.store import current_labels
+from shared.db import insert_ignoring_duplicates
+from shared.events import ItemEvent
+from shared.tables import items, models
+
+from .model import TrainedModel, dumps, loads
+
+
+async def save_items(conn: AsyncConnection, events: Sequence[ItemEvent]) -> int:
+    now = datetime.now(UTC)
+    rows = {
+        (e.project, e.item_id): {
+            "project": e.project,
+            "item_id": e.item_id,
+            "features": e.features,
+            "text": e.text,
+            "payload": e.payload,
+            "created_at": now,
+        }
+        for e in events
+    }
+    return await insert_ignoring_duplicates(conn, items, list(rows.values()))
+
+
+async def latest_model(conn: AsyncConnection, project: str) -> TrainedModel | None:
+    row = (
+        await conn.execute(
+            select(models.c.version, models.c.blob)
+            .where(models.c.project == project)
+            .order_by(desc(models.c.created_at))
+            .limit(1)
+        )
+    ).first()
+    return loads(row.version, row.blob) if row else None
+
+
+async def next_version(conn: AsyncConnection, project: str) -> str:
+    n = (await conn.execute(select(func.count()).where(models.c.project == project))).scalar_one()
+    return f"{project}-v{n + 1}"
+
+
+async def save_model(
+    conn: AsyncConnection,
+    project: str,
+    model: TrainedModel,
+    label_count: int,
+    model_metrics: dict[str, Any],
+) -> None:
+    await conn.execute(
+        insert(models).values(
+            version=model.version,
+            project=project,
+            created_at=datetime.now(UTC),
+            label_count=label_count,
+            metrics=model_metrics,
+            blob=dumps(model),
+        )
+    )
+
+
+async def list_models(conn: AsyncConnection, project: str) -> list[dict[str, Any]]:
+    rows = await conn.execute(
+        select(models.c.version, models.c.created_at, models.c.label_count, models.c.metrics)
+        .where(models.c.project == project)
+        .order_by(models.c.created_at)
+    )
+    return [dict(r._mapping) for r in rows.all()]
+
+
+async def training_set(conn: AsyncConnection, project: str) -> tuple[list, list[str], str]:
+    """Inputs and labels from the project's current non-auto labels of items we have seen."""
+    labels = {
+        r["item_id"]: r["label"] for r in await current_labels(conn, project, include_auto=False)
+    }
+    if not labels:
+        return [], [], "features"
+    rows = (
+        await conn.execute(
+            select(items.c.item_id, items.c.features, items.c.text).where(
+                items.c.project == project
+            )
+        )
+    ).all()
+    rows = [r for r in rows if r.item_id in labels]
+    kind = "text" if rows and rows[0].features is None else "features"
+    inputs = [r.text if kind == "text" else r.features for r in rows]
+    return inputs, [labels[r.item_id] for r in rows], kind

@@ -1,0 +1,142 @@
+"""Stream I/O: publish events in the wire format; consume streams in batches.
+
+Consumption runs on FastStream's batch stream subscriber (XREADGROUP in
+batches, acknowledged only when the handler returns; a handler error leaves
+the entries pending) plus a second subscriber in the same group that
+reclaims entries a dead consumer left pending (XAUTOCLAIM). Validation
+happens here, per entry, so one bad entry is dead-lettered with its reason
+and never blocks the rest of the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import redis.asyncio as aioredis
+from faststream.redis import RedisBroker, StreamSub
+from faststream.redis.annotations import RedisBatchStreamMessage
+from pydantic import ValidationError
+
+from shared import metrics, streams
+from shared.events import DeadLetterEvent, Event, stable_id
+from shared.logs import get_logger
+from shared.settings import Settings
+from shared.wire import MALFORMED_KEY, LoopwiseMessageFormat, encode_event, original_fields
+
+E = TypeVar("E", bound=Event)
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery(Generic[E]):
+    """A validated event and the stream entry it came in."""
+
+    entry_id: str
+    event: E
+
+
+BatchHandler = Callable[[list[Delivery[E]]], Awaitable[None]]
+
+
+def validation_reason(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "event"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+class Bus:
+    """One per process: the FastStream broker for consuming, a redis client for publishing."""
+
+    def __init__(self, settings: Settings, service: str) -> None:
+        self.settings = settings
+        self.service = service
+        self.broker = RedisBroker(
+            settings.redis_url, message_format=LoopwiseMessageFormat, log_level=logging.DEBUG
+        )
+        self.redis: aioredis.Redis = aioredis.from_url(settings.redis_url)
+
+    async def start(self) -> None:
+        await self.broker.start()
+
+    async def close(self) -> None:
+        await self.broker.stop()
+        await self.redis.aclose()
+
+    async def publish(self, stream: str, events: Sequence[Event]) -> list[str]:
+        """XADD each event as ``data=<json>``; one round trip for the whole batch."""
+        if not events:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for event in events:
+            pipe.xadd(stream, encode_event(event.to_json()))
+        ids = await pipe.execute()
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    def consume(self, stream: str, group: str, model: type[E], handler: BatchHandler[E]) -> None:
+        """Register ``handler`` for ``stream``: new entries in batches, and reclaimed ones."""
+        service = self.service
+
+        async def on_batch(bodies: list[Any], message: RedisBatchStreamMessage) -> None:
+            started = time.perf_counter()
+            entry_ids = [i.decode() for i in message.raw_message["message_ids"]]
+            raw_entries = message.raw_message["data"]
+            deliveries: list[Delivery[E]] = []
+            dead: list[DeadLetterEvent] = []
+            for entry_id, body, raw in zip(entry_ids, bodies, raw_entries, strict=True):
+                reason, kind = None, "validation"
+                if not isinstance(body, dict):
+                    reason, kind = "entry is not a JSON object", "malformed"
+                elif MALFORMED_KEY in body:
+                    reason, kind = body[MALFORMED_KEY], "malformed"
+                else:
+                    try:
+                        deliveries.append(Delivery(entry_id, model.model_validate(body)))
+                        continue
+                    except ValidationError as exc:
+                        reason = validation_reason(exc)
+                dead.append(
+                    DeadLetterEvent(
+                        event_id=stable_id("deadletter", stream, group, entry_id),
+                        stream=stream,
+                        entry_id=entry_id,
+                        group=group,
+                        reason=reason,
+                        fields=original_fields(raw),
+                    )
+                )
+                metrics.EVENTS_DEADLETTERED.labels(service, stream, kind).inc()
+            if dead:
+                await self.publish(streams.DEADLETTER, dead)
+                log.warning("deadlettered", stream=stream, count=len(dead), first=dead[0].reason)
+            if deliveries:
+                await handler(deliveries)
+            metrics.EVENTS_CONSUMED.labels(service, stream).inc(len(entry_ids))
+            metrics.HANDLER_SECONDS.labels(service, stream).observe(time.perf_counter() - started)
+
+        consumer = f"{service}-{self.settings.consumer_name}"
+        self.broker.subscriber(
+            stream=StreamSub(
+                stream,
+                group=group,
+                consumer=consumer,
+                batch=True,
+                max_records=self.settings.batch_size,
+                polling_interval=self.settings.poll_ms,
+            )
+        )(on_batch)
+        self.broker.subscriber(
+            stream=StreamSub(
+                stream,
+                group=group,
+                consumer=f"{consumer}-reclaim",
+                batch=True,
+                min_idle_time=self.settings.reclaim_idle_ms,
+                polling_interval=max(self.settings.poll_ms, 1000),
+            )
+        )(on_batch)

@@ -1,0 +1,47 @@
+"""Prometheus metrics, ``loopwise_*``: one registry of names all services share.
+
+Each process exports only the series it touches; defining every metric here
+keeps the names in one place for ``deploy/`` (alerts, dashboard) and its test.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_CONSUMED = Counter(
+    "loopwise_events_consumed", "Stream entries consumed", ["service", "stream"]
+)
+EVENTS_DEADLETTERED = Counter(
+    "loopwise_events_deadlettered",
+    "Stream entries sent to the dead-letter stream",
+    ["service", "stream", "reason"],
+)
+HANDLER_SECONDS = Histogram(
+    "loopwise_handler_seconds",
+    "Time to handle one batch of stream entries",
+    ["service", "stream"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+QUEUE_DEPTH = Gauge("loopwise_queue_depth", "Review tasks waiting", ["project"])
+ROUTED = Counter("loopwise_routed", "Predictions routed", ["project", "decision"])
+LABELS_STORED = Counter("loopwise_labels_stored", "Label events stored", ["project", "source"])
+PREDICTIONS = Counter("loopwise_predictions", "Predictions published", ["project"])
+MODEL_TRAINED = Counter("loopwise_model_trained", "Models trained", ["project"])
+AGREEMENT = Gauge("loopwise_agreement", "Pairwise agreement among human labels", ["project"])
+GOLD_CATCH_RATE = Gauge(
+    "loopwise_gold_catch_rate",
+    "Share of planted wrong pre-labels corrected",
+    ["project", "labeler"],
+)
+CORRECTION_RATE = Gauge(
+    "loopwise_correction_rate", "Share of pre-labels the labeler changed", ["project", "labeler"]
+)
+FLAGGED_LABELERS = Gauge("loopwise_flagged_labelers", "Labelers flagged as deferring", ["project"])
+AUTO_ACCEPT_PRECISION = Gauge(
+    "loopwise_auto_accept_precision", "Estimated precision of auto-accepted labels", ["project"]
+)
+AUTO_ACCEPT_THRESHOLD = Gauge(
+    "loopwise_auto_accept_threshold",
+    "Confidence at or above which predictions are auto-accepted",
+    ["project"],
+)

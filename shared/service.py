@@ -1,0 +1,110 @@
+"""What every service process shares: lifespan wiring, /healthz, /metrics, auth.
+
+A service supplies an object with ``start()`` (register its consumers) and
+``stop()``; this module owns the engine, the bus and the HTTP shell around it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.auth import TokenAuth
+from shared.bus import Bus
+from shared.db import make_engine
+from shared.logs import configure_logging, get_logger
+from shared.settings import Settings
+
+
+@dataclass
+class Runtime:
+    """The lifespan objects of one service process."""
+
+    name: str
+    settings: Settings
+    engine: AsyncEngine
+    bus: Bus
+    auth: TokenAuth
+
+
+class Service(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+def runtime_of(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def service_of(request: Request) -> Any:
+    return request.app.state.service
+
+
+def create_service_app(
+    name: str,
+    settings: Settings,
+    make_service: Callable[[Runtime], Service],
+    routers: Sequence[APIRouter],
+    description: str = "",
+) -> FastAPI:
+    log = get_logger(name)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        configure_logging(name, settings.log_level, settings.log_json)
+        engine = make_engine(settings.database_url)
+        bus = Bus(settings, name)
+        runtime = Runtime(name, settings, engine, bus, TokenAuth(engine))
+        service = make_service(runtime)
+        app.state.runtime = runtime
+        app.state.auth = runtime.auth
+        app.state.service = service
+        await service.start()
+        await bus.start()
+        log.info("started", port=settings.port_of(name))
+        try:
+            yield
+        finally:
+            await bus.close()
+            await service.stop()
+            await engine.dispose()
+            log.info("stopped")
+
+    app = FastAPI(title=f"loopwise {name}", description=description, lifespan=lifespan)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz(request: Request) -> JSONResponse:
+        runtime = runtime_of(request)
+        checks: dict[str, str] = {}
+        try:
+            await runtime.bus.redis.ping()
+            checks["redis"] = "ok"
+        except Exception as exc:
+            checks["redis"] = f"error: {exc}"
+        try:
+            async with runtime.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"error: {exc}"
+        healthy = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ok" if healthy else "unhealthy", "service": name, "checks": checks},
+            status_code=200 if healthy else 503,
+        )
+
+    @app.get("/metrics", tags=["ops"])
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    for router in routers:
+        app.include_router(router)
+    return app
