@@ -18,7 +18,7 @@ unless ``categories`` fixes the order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal, NamedTuple
@@ -138,7 +138,7 @@ TriplesLike = (
     | Triples
     | tuple[Sequence[Hashable], Sequence[Hashable], Sequence[Hashable]]
     | Iterable[tuple[Hashable, Hashable, Hashable]]
-    | Any
+    | Mapping[str, Sequence[Hashable]]
 )
 
 
@@ -275,11 +275,14 @@ def category_counts(
     return CountMatrix(ann.vote_counts(), ann.items, ann.classes)
 
 
-def percent_agreement(triples: TriplesLike) -> float:
-    """Share of agreeing labeler pairs, averaged over items with two or more labels.
+def percent_agreement(triples: TriplesLike, *, pooled: bool = False) -> float:
+    """Observed pairwise agreement: the share of labeler pairs on an item that agree.
 
-    This is Fleiss' ``P-bar``: with ``c_k`` labels of class ``k`` among ``m`` on an item,
-    the item's agreement is ``sum c_k (c_k - 1) / (m (m - 1))``. It ignores chance, so
+    By default each item with two or more labels counts once, with agreement
+    ``sum_k c_k (c_k - 1) / (m (m - 1))`` for ``c_k`` labels of class ``k`` among ``m``;
+    this is Fleiss' ``P-bar``, and keeps heavily labelled items from dominating.
+    ``pooled=True`` counts every labeler pair once instead, the figure
+    ``services/quality/running.py`` keeps incrementally. Neither corrects for chance, so
     read it next to a kappa or alpha, never instead of one.
     """
     ann = as_annotations(triples)
@@ -290,7 +293,10 @@ def percent_agreement(triples: TriplesLike) -> float:
     if not pairable.any():
         return float("nan")
     agreeing_pairs = (counts * (counts - 1)).sum(axis=1)[pairable]
-    return float(np.mean(agreeing_pairs / (m * (m - 1))[pairable]))
+    all_pairs = (m * (m - 1))[pairable]
+    if pooled:
+        return float(agreeing_pairs.sum() / all_pairs.sum())
+    return float(np.mean(agreeing_pairs / all_pairs))
 
 
 def fleiss_kappa(counts: npt.ArrayLike) -> float:

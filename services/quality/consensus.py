@@ -102,11 +102,13 @@ class DawidSkene(_Aggregator):
       ``p[k] ∝ s + sum_i T[i, k]``, with smoothing ``s`` so no probability is 0;
     * E-step: ``log T[i, k] = log p[k] + sum_{labels (i, w, j)} log pi[w, k, j] - log Z_i``.
 
-    Starts from the majority-vote shares, so it can only improve on them: labelers who
-    agree with the rest earn weight, and one who always gives the same answer learns a
-    confusion matrix whose rows are identical, which carries no evidence. Both steps are
-    a few gathers plus ``bincount``/``reduceat`` over the label list, in log space.
-    Stops when the mean log-likelihood per label changes by less than ``tol``.
+    EM only finds a local optimum, so it starts from the majority-vote shares, the
+    labelling it is meant to refine. Labelers who agree with the others earn weight; one
+    who always gives the same answer learns a confusion matrix with identical rows, which
+    carries no evidence, and one who is wrong in a consistent way is decoded, not just
+    outvoted. Each step is a few gathers plus ``bincount``/``reduceat`` over the label
+    list, in log space. Stops when the log-likelihood per label changes by less than
+    ``tol``, or after ``max_iter`` rounds (see ``converged_``).
     """
 
     def __init__(

@@ -211,6 +211,19 @@ def test_percent_agreement_is_fleiss_p_bar_of_wikipedia_example():
     assert round(percent_agreement((item_col, rater_col, label_col)), 3) == 0.378
 
 
+def test_pooled_percent_agreement_counts_every_labeler_pair_once():
+    triples = [
+        ("three", "a", "x"),
+        ("three", "b", "x"),
+        ("three", "c", "y"),  # 1 of 3 pairs agree
+        ("two", "a", "x"),
+        ("two", "b", "x"),  # 1 of 1 pair agrees
+    ]
+
+    assert percent_agreement(triples) == pytest.approx((1 / 3 + 1) / 2)
+    assert percent_agreement(triples, pooled=True) == pytest.approx(2 / 4)
+
+
 def test_fleiss_kappa_reproduces_fleiss_1971_diagnoses():
     patients, raters = np.indices(FLEISS_1971_DIAGNOSES.shape)
     triples = (patients.ravel(), raters.ravel(), FLEISS_1971_DIAGNOSES.ravel())
