@@ -56,8 +56,13 @@ class Bus:
     def __init__(self, settings: Settings, service: str) -> None:
         self.settings = settings
         self.service = service
+        broker_log = logging.getLogger("loopwise.faststream")
+        broker_log.setLevel(logging.WARNING)  # per-batch and shutdown chatter is not news
         self.broker = RedisBroker(
-            settings.redis_url, message_format=LoopwiseMessageFormat, log_level=logging.DEBUG
+            settings.redis_url,
+            message_format=LoopwiseMessageFormat,
+            logger=broker_log,
+            log_level=logging.DEBUG,
         )
         self.redis: aioredis.Redis = aioredis.from_url(settings.redis_url)
 

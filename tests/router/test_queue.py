@@ -1,0 +1,84 @@
+"""The review queue against real Redis: order, leases, overlap, late and repeated submits."""
+
+import asyncio
+import uuid
+
+import pytest
+
+from services.router.queue import NewTask, ReviewQueue
+
+pytestmark = pytest.mark.integration
+
+
+def _task(project: str, priority: float, needed: int = 1) -> NewTask:
+    tid = str(uuid.uuid4())
+    return NewTask(tid, project, f"item-{tid[:6]}", priority, needed, {"payload": "null",
+                                                                       "probs": "{}"})
+
+
+@pytest.fixture
+def queue(redis) -> ReviewQueue:
+    return ReviewQueue(redis, prefix=f"test:{uuid.uuid4().hex[:8]}:")
+
+
+async def test_most_uncertain_first_and_redelivery_adds_nothing(queue, project):
+    low, high = _task(project, 0.1), _task(project, 0.9)
+    assert await queue.enqueue_many([low, high]) == 2
+    assert await queue.enqueue_many([low]) == 0
+    first = await queue.next(project, "alice", 60)
+    second = await queue.next(project, "alice", 60)
+    assert (first[0], second[0]) == (high.task_id, low.task_id)
+    assert await queue.next(project, "alice", 60) is None
+
+
+async def test_overlap_hands_a_task_to_distinct_labelers_only(queue, project):
+    t = _task(project, 0.5, needed=2)
+    await queue.enqueue_many([t])
+    assert (await queue.next(project, "alice", 60))[0] == t.task_id
+    assert await queue.next(project, "alice", 60) is None  # never the same labeler twice
+    assert (await queue.next(project, "bob", 60))[0] == t.task_id
+    assert await queue.next(project, "carol", 60) is None  # both slots taken
+    for who in ("alice", "bob"):
+        state, _ = await queue.check_submit(t.task_id, who)
+        assert state == "ok"
+        assert (await queue.commit_submit(project, t.task_id, who, f"e-{who}"))[0] == "recorded"
+    assert (await queue.task(t.task_id))["state"] == "done"
+    assert await queue.depth(project) == 0
+
+
+async def test_expired_lease_returns_the_task_and_late_submit_is_accepted_once(queue, project):
+    t = _task(project, 0.5)
+    await queue.enqueue_many([t])
+    await queue.next(project, "alice", 1)
+    await asyncio.sleep(1.1)
+    assert (await queue.next(project, "bob", 60))[0] == t.task_id  # back in the queue
+    assert await queue.check_submit(t.task_id, "alice") == ("ok", "late")
+    assert (await queue.commit_submit(project, t.task_id, "alice", "e1")) == ("recorded", "e1")
+    assert (await queue.commit_submit(project, t.task_id, "alice", "e2")) == ("duplicate", "e1")
+    assert await queue.check_submit(t.task_id, "alice") == ("duplicate", "e1")
+    assert await queue.check_submit(t.task_id, "bob") == ("ok", "on_time")
+
+
+async def test_submit_requires_having_been_handed_the_task(queue, project):
+    t = _task(project, 0.5)
+    await queue.enqueue_many([t])
+    assert (await queue.check_submit(t.task_id, "mallory"))[0] == "not_handed"
+    assert (await queue.check_submit("no-such-task", "mallory"))[0] == "missing"
+
+
+async def test_skip_returns_the_task_to_others_not_to_the_skipper(queue, project):
+    t = _task(project, 0.5)
+    await queue.enqueue_many([t])
+    await queue.next(project, "alice", 60)
+    assert await queue.skip(project, t.task_id, "alice") == "skipped"
+    assert await queue.skip(project, t.task_id, "alice") == "not_leased"
+    assert await queue.next(project, "alice", 60) is None
+    assert (await queue.next(project, "bob", 60))[0] == t.task_id
+
+
+async def test_concurrent_pulls_never_hand_one_slot_twice(queue, project):
+    tasks = [_task(project, i / 100) for i in range(50)]
+    await queue.enqueue_many(tasks)
+    got = await asyncio.gather(*(queue.next(project, f"u{i}", 60) for i in range(80)))
+    handed = [g[0] for g in got if g]
+    assert len(handed) == 50 and len(set(handed)) == 50

@@ -1,0 +1,65 @@
+"""The model lifecycle and the demo's whole loop, on the running services."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sklearn.datasets import load_digits
+
+from loopwise.demo import run_loop
+from shared import streams
+from shared.events import ItemEvent, LabelEvent
+from shared.wire import encode_event
+from tests.helpers import client, groups_idle, token, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+async def test_labels_on_the_stream_retrain_the_model_and_predictions_carry_its_version(
+    services, engine, redis, project
+):
+    settings = services
+    x, y = load_digits(return_X_y=True)
+    admin = await token(engine, "admin", "admin", project)
+    async with client(settings, "scorer", admin) as http:
+        r = await http.post(f"/v1/projects/{project}/items", json={"items": [
+            {"item_id": f"s{i}", "features": x[i].tolist()} for i in range(60)]})
+        assert r.status_code == 200 and r.json()["new"] == 60
+        assert (await http.get(f"/v1/projects/{project}/models")).json()["models"] == []
+        for i in range(settings.retrain_every):  # exactly enough to trigger a retrain
+            await redis.xadd(streams.LABELS, encode_event(LabelEvent(
+                project=project, item_id=f"s{i}", label=str(y[i]), labeler_id="alice",
+                source="human", mode="blind").to_json()))
+
+        async def trained() -> bool:
+            models = (await http.get(f"/v1/projects/{project}/models")).json()["models"]
+            return len(models) == 1
+
+        await wait_for(trained, timeout=60, what="a retrain after N labels")
+        version = (await http.get(f"/v1/projects/{project}/models")).json()["models"][0]
+        assert version["label_count"] == settings.retrain_every
+
+    start = (await redis.xinfo_stream(streams.PREDICTIONS))["last-generated-id"]
+    for i in range(100, 110):
+        await redis.xadd(streams.ITEMS, encode_event(ItemEvent(
+            project=project, item_id=f"n{i}", features=x[i].tolist()).to_json()))
+    await groups_idle(redis, (streams.ITEMS, streams.GROUP_SCORER))
+    mine = [json.loads(f[b"data"]) for _, f in await redis.xrange(streams.PREDICTIONS,
+                                                                  min=f"({start.decode()}")]
+    mine = [p for p in mine if p["project"] == project]
+    assert len(mine) == 10
+    assert {p["model_version"] for p in mine} == {version["version"]}
+    assert all(abs(sum(p["probs"].values()) - 1) < 1e-6 for p in mine)
+
+
+async def test_the_demo_loop_improves_the_model(services, project):
+    summary = await run_loop(services, project, reviewers=3, overlap=2, threshold=0.9,
+                             seed_labels=50)
+    assert summary.items == summary.auto_accepted + summary.review_tasks
+    assert summary.reviewed == summary.review_tasks
+    assert summary.human_labels == 2 * summary.review_tasks
+    assert summary.labels_stored == summary.seed_labels + summary.auto_accepted + \
+        summary.human_labels
+    assert summary.agreement is not None and 0.6 < summary.agreement < 1.0
+    assert summary.accuracy_after > summary.accuracy_before + 0.03
