@@ -23,7 +23,11 @@ from shared.db import make_engine, upgrade
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_PORTS = {"scorer": 18001, "router": 18002, "labels": 18003, "quality": 18004}
+# Several test runs may share a machine (CI, a developer's tree): give each its own
+# ports with LOOPWISE_TEST_PORT_BASE and its own Redis database in LOOPWISE_REDIS_URL.
+PORT_BASE = int(os.environ.get("LOOPWISE_TEST_PORT_BASE", "18000"))
+TEST_PORTS = {"scorer": PORT_BASE + 1, "router": PORT_BASE + 2, "labels": PORT_BASE + 3,
+              "quality": PORT_BASE + 4}
 
 
 def _docker_available() -> bool:
