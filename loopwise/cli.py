@@ -137,7 +137,7 @@ def token_create(
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: str = "head") -> None:
+def db_upgrade(revision: str = "heads") -> None:
     """Apply the Alembic migrations (idempotent)."""
     from shared.db import upgrade
 

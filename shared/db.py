@@ -65,8 +65,8 @@ def alembic_config(url: str) -> Any:
     return cfg
 
 
-def upgrade(url: str, revision: str = "head") -> None:
-    """Bring the schema to ``revision``; safe to run again."""
+def upgrade(url: str, revision: str = "heads") -> None:
+    """Bring the schema to ``revision`` (all branch heads by default); safe to run again."""
     from alembic import command
 
     if url.startswith("sqlite"):

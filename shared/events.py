@@ -153,6 +153,13 @@ class LabelEvent(Event):
     confidence: float | None = Field(None, ge=0.0, le=1.0)
     created_at: datetime = Field(default_factory=utcnow)
     duration_ms: int | None = Field(None, ge=0)
+    # Review bookkeeping for the quality service; never shown to reviewers.
+    model_label: str | None = Field(None, description="the model's top label for the item")
+    gold_label: str | None = Field(None, description="known answer when the task was a gold item")
+    planted_prelabel: bool = Field(False, description="the shown pre-label was deliberately wrong")
+    audit_sample: bool = Field(False, description="would have been auto-accepted; audited blind")
+    late_submit: bool = Field(False, description="submitted after the lease had expired")
+    supersedes: str | None = Field(None, description="event id this one revises (after reveal)")
 
     @model_validator(mode="after")
     def _attribution_is_consistent(self) -> LabelEvent:
