@@ -1,0 +1,124 @@
+"""Tables of the labels service beyond ``label_events``: projects, users, versions, audit.
+
+Declared on the shared metadata so that one Alembic history owns the schema;
+migration ``0003_labels`` creates them. Label versions, version changes and the
+audit log are append-only (database triggers refuse UPDATE and DELETE).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
+
+from shared.tables import metadata
+
+projects = Table(
+    "projects",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    # null: the project declares no label schema and any label is accepted
+    Column("label_options", JSON, nullable=True),
+    Column("sensitive", Boolean, nullable=False, default=False),
+    Column("settings", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("user_id", String(256), primary_key=True),
+    Column("display_name", String(256), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("disabled_at", DateTime(timezone=True), nullable=True),
+)
+
+project_members = Table(
+    "project_members",
+    metadata,
+    Column("project", String(64), nullable=False),
+    Column("user_id", String(256), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("added_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("project", "user_id"),
+    Index("ix_project_members_user", "user_id"),
+)
+
+label_versions = Table(
+    "label_versions",
+    metadata,
+    Column("project", String(64), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("name", String(128), nullable=True),
+    Column("parent", Integer, nullable=True),
+    Column("kind", String(16), nullable=False),  # snapshot | revert | unrevert
+    Column("author", String(256), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    # events stored at or before the cutoff are the candidates of this version
+    Column("cutoff", DateTime(timezone=True), nullable=False),
+    Column("selector", JSON, nullable=True),
+    Column("reverts", Integer, nullable=True),  # the version an unrevert undoes
+    Column("excluded", Integer, nullable=False, default=0),
+    Column("included", Integer, nullable=False, default=0),
+    PrimaryKeyConstraint("project", "number"),
+    Index("ux_label_versions_name", "project", "name", unique=True),
+)
+
+# delta +1: the event stops counting from this version on; -1: it counts again.
+label_version_changes = Table(
+    "label_version_changes",
+    metadata,
+    Column("project", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("event_id", String(36), nullable=False),
+    Column("delta", Integer, nullable=False),
+    PrimaryKeyConstraint("project", "version", "event_id"),
+    Index("ix_label_version_changes_event", "project", "event_id"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("actor_role", String(32), nullable=True),
+    Column("client", String(512), nullable=True),
+    Column("action", String(64), nullable=False),
+    Column("project", String(64), nullable=True),
+    Column("target", String(256), nullable=True),
+    Column("detail", JSON, nullable=False),
+    Index("ix_audit_log_project", "project", "id"),
+)
+
+# Where an imported label sat in Label Studio, so an export writes it back in place.
+import_refs = Table(
+    "label_import_refs",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("ref", JSON, nullable=False),
+)
+
+# Item payloads that arrived with an import (the scorer's ``items`` holds streamed ones).
+item_payloads = Table(
+    "label_item_payloads",
+    metadata,
+    Column("project", String(64), nullable=False),
+    Column("item_id", String(256), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("stored_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("project", "item_id"),
+)
+
+APPEND_ONLY_TABLES = ("label_events", "label_versions", "label_version_changes", "audit_log")
