@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 SCHEMA_VERSION = 1
 PROJECT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+NONE_OF_THESE = "__none_of_these__"  # a choice-mode answer: the true label is not offered
 EVENT_NAMESPACE = uuid.UUID("6f1c3c52-7d0e-4a53-9a59-2d1f6f0b7a10")
 
 

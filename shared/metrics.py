@@ -40,6 +40,14 @@ FLAGGED_LABELERS = Gauge("loopwise_flagged_labelers", "Labelers flagged as defer
 AUTO_ACCEPT_PRECISION = Gauge(
     "loopwise_auto_accept_precision", "Estimated precision of auto-accepted labels", ["project"]
 )
+AUTO_ACCEPT_PRECISION_LOWER = Gauge(
+    "loopwise_auto_accept_precision_lower_bound",
+    "One-sided 95% lower confidence bound of the auto-accept precision",
+    ["project"],
+)
+QUEUE_DROPPED = Counter(
+    "loopwise_queue_dropped", "Review tasks dropped because the queue was full", ["project"]
+)
 AUTO_ACCEPT_THRESHOLD = Gauge(
     "loopwise_auto_accept_threshold",
     "Confidence at or above which predictions are auto-accepted",

@@ -1,32 +1,41 @@
-"""HTTP routes of the router: pull a task, submit a label, skip; the routing policy."""
+"""HTTP routes of the router: pull a task, submit, revise after the reveal, skip;
+adjudication for reviewers; routing policy, gold set and pauses for admins."""
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from shared import metrics, streams
 from shared.auth import CurrentPrincipal, Principal, authorize, project_access
-from shared.events import LabelEvent, LabelSource, ReviewMode, stable_id
-from shared.service import runtime_of, service_of
+from shared.service import service_of
 
-from .service import RouterService
+from .gold import GoldItem
+from .policy import RoutingPolicy
+from .service import ReviewError, RouterService
 
 router = APIRouter(prefix="/v1", tags=["review"])
 
 
 class TaskOut(BaseModel):
+    """What a reviewer receives: identical in shape for normal and gold tasks."""
+
     task_id: str
     project: str
     item_id: str
-    mode: ReviewMode
+    mode: str
     payload: dict[str, Any] | None
     options: list[str]
+    prelabel: str | None = Field(description="the model's guess, shown only in prelabel mode")
     lease_expires_at: datetime
+
+
+class AdjudicationTaskOut(TaskOut):
+    labels_given: dict[str, str]
+    consensus: str | None
+    reason: str | None
 
 
 class SubmitIn(BaseModel):
@@ -35,10 +44,14 @@ class SubmitIn(BaseModel):
     guideline_version: str | None = Field(None, max_length=64)
 
 
+class ReviseIn(BaseModel):
+    label: str = Field(min_length=1, max_length=256)
+
+
 class Reveal(BaseModel):
-    model_label: str | None
-    confidence: float | None
-    model_version: str
+    model_label: str | None = None
+    confidence: float | None = None
+    model_version: str | None = None
 
 
 class SubmitOut(BaseModel):
@@ -48,144 +61,148 @@ class SubmitOut(BaseModel):
     reveal: Reveal
 
 
-class PolicyIn(BaseModel):
-    auto_accept_threshold: float | None = Field(None, ge=0.0, le=1.0)
-    overlap: int | None = Field(None, ge=1, le=5)
+# Partial update of the routing policy: every field optional, unknown fields refused.
+PolicyIn = create_model(
+    "PolicyIn",
+    __config__=ConfigDict(extra="forbid"),
+    **{name: (field.annotation | None, None) for name, field in RoutingPolicy.model_fields.items()},
+)
+
+
+class GoldIn(BaseModel):
+    items: list[GoldItem] = Field(min_length=1, max_length=100_000)
 
 
 def _svc(request: Request) -> RouterService:
     return service_of(request)
 
 
-@router.get(
-    "/projects/{project}/tasks/next",
-    response_model=TaskOut,
-    responses={204: {"description": "no task is waiting for this labeler"}},
-)
-async def next_task(
-    project: str,
-    request: Request,
-    principal: Annotated[Principal, Depends(project_access("labeler"))],
-) -> Any:
-    """Lease the most uncertain waiting task; blind mode shows no model guess."""
-    svc = _svc(request)
-    leased = await svc.queue.next(project, principal.user_id, svc.settings.lease_seconds)
-    metrics.QUEUE_DEPTH.labels(project).set(await svc.queue.depth(project))
-    if leased is None:
-        return Response(status_code=status.HTTP_204_NO_CONTENT)
-    task_id, expires_ms = leased
-    task = await svc.queue.task(task_id)
-    assert task is not None
-    return TaskOut(
-        task_id=task_id,
-        project=project,
-        item_id=task["item_id"],
-        mode=ReviewMode.blind,
-        payload=json.loads(task["payload"]),
-        options=await svc.options(project),
-        lease_expires_at=datetime.fromtimestamp(expires_ms / 1000, UTC),
-    )
+def _raise(exc: ReviewError) -> HTTPException:
+    return HTTPException(exc.status, detail=exc.message)
 
 
 async def _task_for(request: Request, task_id: str, principal: Principal) -> dict[str, str]:
-    task = await _svc(request).queue.task(task_id)
-    if task is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no task {task_id}")
-    authorize(principal, task["project"], "labeler")
+    try:
+        task = await _svc(request).task_for(task_id)
+    except ReviewError as exc:
+        raise _raise(exc) from exc
+    capability = "reviewer" if task.get("kind") == "adjudication" else "labeler"
+    authorize(principal, task["project"], capability)
     return task
 
 
+@router.get("/projects/{project}/tasks/next", response_model=TaskOut,
+            responses={204: {"description": "no task is waiting for this labeler"},
+                       423: {"description": "this labeler is paused"}})
+async def next_task(project: str, request: Request,
+                    principal: Annotated[Principal, Depends(project_access("labeler"))]) -> Any:
+    """Lease the most uncertain waiting task; blind mode shows no model guess."""
+    try:
+        task = await _svc(request).next_task(project, principal)
+    except ReviewError as exc:
+        raise _raise(exc) from exc
+    return task if task else Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/projects/{project}/adjudications/next", response_model=AdjudicationTaskOut,
+            responses={204: {"description": "nothing to adjudicate"}})
+async def next_adjudication(
+    project: str, request: Request,
+    principal: Annotated[Principal, Depends(project_access("reviewer"))],
+) -> Any:
+    """Lease an item whose labels disagree, with the labels given (reviewers only)."""
+    task = await _svc(request).next_task(project, principal, kind="adjudication")
+    return task if task else Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
 @router.post("/tasks/{task_id}/submit", response_model=SubmitOut)
-async def submit(
-    task_id: str, body: SubmitIn, request: Request, principal: CurrentPrincipal
-) -> SubmitOut:
-    """Record a human label with provenance; a repeat submit returns the first result."""
-    svc = _svc(request)
+async def submit(task_id: str, body: SubmitIn, request: Request,
+                 principal: CurrentPrincipal) -> Any:
+    """Record the label with provenance, then reveal the model's label; repeats are harmless."""
     task = await _task_for(request, task_id, principal)
-    project = task["project"]
-    probs: dict[str, float] = json.loads(task["probs"])
-    model_label = max(probs, key=probs.__getitem__) if probs else None
-    reveal = Reveal(
-        model_label=model_label,
-        confidence=probs.get(model_label) if model_label else None,
-        model_version=task["model_version"],
-    )
-    state, detail = await svc.queue.check_submit(task_id, principal.user_id)
-    if state == "duplicate":
-        return SubmitOut(event_id=detail or "", status="duplicate", late=False, reveal=reveal)
-    if state == "not_handed":
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            detail="this task was not handed to you; take one with tasks/next",
-        )
-    options = await svc.options(project)
-    if options and body.label not in options:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=f"label {body.label!r} is not one of {options}",
-        )
-    event = LabelEvent(
-        event_id=stable_id("submit", task_id, principal.user_id),
-        project=project,
-        item_id=task["item_id"],
-        label=body.label,
-        labeler_id=principal.user_id,
-        source=LabelSource.human,
-        mode=ReviewMode.blind,
-        shown_prelabel=None,
-        agreed_with_prelabel=None,
-        revised_after_reveal=False,
-        model_version=task["model_version"],
-        guideline_version=body.guideline_version,
-        task_id=task_id,
-        batch_id=task.get("batch_id") or None,
-        created_at=datetime.now(UTC),
-        duration_ms=body.duration_ms,
-    )
-    # Publish first (the id is deterministic, so a retry after a crash is deduplicated
-    # by the store), then record the submission.
-    await runtime_of(request).bus.publish(streams.LABELS, [event])
-    outcome, event_id = await svc.queue.commit_submit(
-        project, task_id, principal.user_id, str(event.event_id)
-    )
-    metrics.QUEUE_DEPTH.labels(project).set(await svc.queue.depth(project))
-    return SubmitOut(event_id=event_id, status=outcome, late=detail == "late", reveal=reveal)
+    try:
+        result = await _svc(request).submit(task_id, task, principal, body.label,
+                                            body.duration_ms, body.guideline_version)
+    except ReviewError as exc:
+        raise _raise(exc) from exc
+    return SubmitOut(event_id=result.event_id, status=result.status, late=result.late,
+                     reveal=Reveal(**result.reveal))
+
+
+@router.post("/tasks/{task_id}/revise")
+async def revise(task_id: str, body: ReviseIn, request: Request,
+                 principal: CurrentPrincipal) -> dict[str, Any]:
+    """Change a label after seeing the reveal: recorded as a separate, marked event."""
+    task = await _task_for(request, task_id, principal)
+    try:
+        return await _svc(request).revise(task_id, task, principal, body.label)
+    except ReviewError as exc:
+        raise _raise(exc) from exc
 
 
 @router.post("/tasks/{task_id}/skip")
 async def skip(task_id: str, request: Request, principal: CurrentPrincipal) -> dict[str, str]:
     """Give the task back; it will not be handed to this labeler again."""
     task = await _task_for(request, task_id, principal)
-    outcome = await _svc(request).queue.skip(task["project"], task_id, principal.user_id)
-    if outcome == "not_leased":
-        raise HTTPException(status.HTTP_409_CONFLICT, detail="you hold no lease on this task")
+    try:
+        outcome = await _svc(request).skip(task_id, task, principal)
+    except ReviewError as exc:
+        raise _raise(exc) from exc
     return {"task_id": task_id, "status": outcome}
 
 
 @router.get("/projects/{project}/policy")
-async def get_policy(
-    project: str,
-    request: Request,
-    principal: Annotated[Principal, Depends(project_access("labeler"))],
-) -> dict:
-    return await _svc(request).policy(project)
+async def get_policy(project: str, request: Request,
+                     principal: Annotated[Principal, Depends(project_access("labeler"))]
+                     ) -> dict[str, Any]:
+    svc = _svc(request)
+    policy = await svc.policy(project)
+    return {**policy.model_dump(), "threshold_in_force": await svc.threshold(project, policy),
+            "calibration": await svc.calibration(project)}
 
 
-@router.put("/projects/{project}/policy")
-async def put_policy(
-    project: str,
-    body: PolicyIn,
-    request: Request,
-    principal: Annotated[Principal, Depends(project_access("admin"))],
-) -> dict:
+@router.put("/projects/{project}/policy", response_model=RoutingPolicy)
+async def put_policy(project: str, body: PolicyIn, request: Request,  # type: ignore[valid-type]
+                     principal: Annotated[Principal, Depends(project_access("admin"))]) -> Any:
     """Change the project's routing policy (admin)."""
-    return await _svc(request).set_policy(project, body.model_dump(exclude_none=True))
+    try:
+        return await _svc(request).set_policy(project, body.model_dump(exclude_none=True))
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
+
+
+@router.post("/projects/{project}/gold")
+async def add_gold(project: str, body: GoldIn, request: Request,
+                   principal: Annotated[Principal, Depends(project_access("admin"))]
+                   ) -> dict[str, Any]:
+    """Add or replace gold items (known answers, optional planted wrong pre-labels)."""
+    return {"project": project, "stored": await _svc(request).add_gold(project, body.items)}
+
+
+@router.get("/projects/{project}/gold")
+async def list_gold(project: str, request: Request,
+                    principal: Annotated[Principal, Depends(project_access("admin"))]
+                    ) -> dict[str, Any]:
+    items = await _svc(request).gold_items(project)
+    return {"project": project, "items": [g.model_dump() for g in items]}
 
 
 @router.get("/projects/{project}/queue")
-async def queue_depth(
-    project: str,
-    request: Request,
-    principal: Annotated[Principal, Depends(project_access("labeler"))],
-) -> dict:
-    return {"project": project, "depth": await _svc(request).queue.depth(project)}
+async def queue_state(project: str, request: Request,
+                      principal: Annotated[Principal, Depends(project_access("labeler"))]
+                      ) -> dict[str, Any]:
+    svc = _svc(request)
+    body: dict[str, Any] = {"project": project, "depth": await svc.queue.depth(project),
+                            "adjudication_depth": await svc.queue.depth(project, "adjudication")}
+    if principal.may("admin"):
+        body["dropped"] = await svc.queue.dropped(project)
+        body["paused"] = await svc.paused(project)
+    return body
+
+
+@router.delete("/projects/{project}/paused/{labeler}")
+async def unpause(project: str, labeler: str, request: Request,
+                  principal: Annotated[Principal, Depends(project_access("admin"))]
+                  ) -> dict[str, Any]:
+    """Let a paused labeler take tasks again (admin)."""
+    return {"labeler": labeler, "unpaused": await _svc(request).unpause(project, labeler)}

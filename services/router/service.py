@@ -1,126 +1,426 @@
-"""Router service: routes predictions, hands out review tasks, records submitted labels."""
+"""Router service: routes predictions, hands out review, gold and adjudication tasks,
+records submitted labels with provenance, and calibrates the auto-accept threshold."""
 
 from __future__ import annotations
 
 import json
+import random
+import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+
 from shared import metrics, streams
+from shared.auth import Principal
 from shared.bus import Delivery
-from shared.events import LabelEvent, LabelSource, PredictionEvent, stable_id
+from shared.events import (
+    NONE_OF_THESE,
+    LabelEvent,
+    LabelSource,
+    PredictionEvent,
+    QualityEvent,
+    ReviewMode,
+    stable_id,
+)
+from shared.logs import get_logger
 from shared.service import Runtime
 
-from .queue import PREFIX, NewTask, ReviewQueue, task_fields
-from .routing import route
+from .gold import GoldItem, gold_prelabel, should_salt
+from .policy import RoutingPolicy
+from .queue import PREFIX, NewTask, ReviewQueue
+from .routing import label_order, present, route
+from .thresholds import ThresholdEstimate, estimate_threshold
 
-POLICY_KEY = PREFIX + "policy:"
-OPTIONS_KEY = PREFIX + "options:"
+log = get_logger(__name__)
+POLICY_CACHE_SECONDS = 2.0
+MAX_OBSERVATIONS = 50_000
+
+
+class ReviewError(Exception):
+    """A request the router refuses, with the HTTP status that says why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class SubmitResult:
+    event_id: str
+    status: str
+    late: bool
+    reveal: dict[str, Any]
 
 
 class RouterService:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
-        self.queue = ReviewQueue(runtime.bus.redis)
+        self.redis = runtime.bus.redis
+        self.queue = ReviewQueue(self.redis)
+        self.rng = random.Random()
+        self._policies: dict[str, tuple[float, RoutingPolicy]] = {}
+        self._last_calibration: dict[str, float] = {}
 
     async def start(self) -> None:
-        self.runtime.bus.consume(
-            streams.PREDICTIONS, streams.GROUP_ROUTER, PredictionEvent, self.on_predictions
-        )
+        bus = self.runtime.bus
+        bus.consume(streams.PREDICTIONS, streams.GROUP_ROUTER, PredictionEvent, self.on_predictions)
+        bus.consume(streams.QUALITY, streams.GROUP_ROUTER, QualityEvent, self.on_quality)
 
     async def stop(self) -> None:
         return None
 
-    # --- policy -----------------------------------------------------------------
-    async def policy(self, project: str) -> dict[str, Any]:
-        raw = await self.runtime.bus.redis.hgetall(POLICY_KEY + project)
-        stored = {k.decode(): json.loads(v) for k, v in raw.items()}
-        return {
-            "auto_accept_threshold": stored.get(
-                "auto_accept_threshold", self.settings.auto_accept_threshold
-            ),
-            "overlap": stored.get("overlap", self.settings.overlap),
-        }
+    # --- keys -------------------------------------------------------------------
+    @staticmethod
+    def _key(name: str, project: str) -> str:
+        return f"{PREFIX}{name}:{project}"
 
-    async def set_policy(self, project: str, changes: dict[str, Any]) -> dict[str, Any]:
-        if changes:
-            await self.runtime.bus.redis.hset(
-                POLICY_KEY + project, mapping={k: json.dumps(v) for k, v in changes.items()}
-            )
-        policy = await self.policy(project)
-        metrics.AUTO_ACCEPT_THRESHOLD.labels(project).set(policy["auto_accept_threshold"])
+    # --- policy and calibration ---------------------------------------------------
+    async def policy(self, project: str) -> RoutingPolicy:
+        cached = self._policies.get(project)
+        if cached and time.monotonic() - cached[0] < POLICY_CACHE_SECONDS:
+            return cached[1]
+        raw = await self.redis.get(self._key("policy", project))
+        if raw:
+            policy = RoutingPolicy.model_validate_json(raw)
+        else:
+            policy = RoutingPolicy(auto_accept_threshold=self.settings.auto_accept_threshold,
+                                   overlap=self.settings.overlap)
+        self._policies[project] = (time.monotonic(), policy)
         return policy
 
-    # --- stream -----------------------------------------------------------------
+    async def set_policy(self, project: str, changes: dict[str, Any]) -> RoutingPolicy:
+        current = await self.policy(project)
+        policy = RoutingPolicy.model_validate({**current.model_dump(), **changes})
+        await self.redis.set(self._key("policy", project), policy.model_dump_json())
+        self._policies[project] = (time.monotonic(), policy)
+        metrics.AUTO_ACCEPT_THRESHOLD.labels(project).set(await self.threshold(project, policy))
+        return policy
+
+    async def calibration(self, project: str) -> dict[str, Any]:
+        raw = await self.redis.hgetall(self._key("calibration", project))
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    async def threshold(self, project: str, policy: RoutingPolicy | None = None) -> float:
+        """The threshold in force: fixed, or calibrated (the conservative default until then)."""
+        policy = policy or await self.policy(project)
+        if policy.kind == "fixed":
+            return policy.auto_accept_threshold
+        calibration = await self.calibration(project)
+        if calibration.get("calibrated") and calibration.get("target") == policy.target_precision:
+            return float(calibration["threshold"])
+        return policy.default_threshold
+
+    async def _observe(self, project: str, confidence: float, correct: bool, weight: float) -> None:
+        """Record one reviewed prediction and re-estimate the threshold (at most once a second)."""
+        key = self._key("observations", project)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lpush(key, f"{confidence:.6f}|{int(correct)}|{weight:.6f}")
+        pipe.ltrim(key, 0, MAX_OBSERVATIONS - 1)
+        await pipe.execute()
+        if time.monotonic() - self._last_calibration.get(project, 0.0) >= 1.0:
+            await self.recalibrate(project)
+
+    async def recalibrate(self, project: str) -> ThresholdEstimate:
+        self._last_calibration[project] = time.monotonic()
+        policy = await self.policy(project)
+        rows = await self.redis.lrange(self._key("observations", project), 0, -1)
+        parsed = np.array([r.decode().split("|") for r in rows], dtype=np.float64).reshape(-1, 3)
+        target = policy.target_precision or policy.auto_accept_threshold
+        estimate = estimate_threshold(parsed[:, 0], parsed[:, 1], parsed[:, 2], target=target,
+                                      default_threshold=policy.default_threshold,
+                                      min_effective_n=policy.min_audits)
+        record = {"threshold": estimate.threshold, "precision": estimate.precision,
+                  "lower_bound": estimate.lower_bound, "effective_n": estimate.effective_n,
+                  "calibrated": estimate.calibrated, "target": policy.target_precision,
+                  "observations": len(rows), "updated_at": datetime.now(UTC).isoformat()}
+        await self.redis.hset(self._key("calibration", project),
+                              mapping={k: json.dumps(v) for k, v in record.items()})
+        if estimate.precision is not None:
+            metrics.AUTO_ACCEPT_PRECISION.labels(project).set(estimate.precision)
+        if estimate.lower_bound is not None:
+            metrics.AUTO_ACCEPT_PRECISION_LOWER.labels(project).set(estimate.lower_bound)
+        metrics.AUTO_ACCEPT_THRESHOLD.labels(project).set(await self.threshold(project, policy))
+        return estimate
+
+    async def options(self, project: str) -> list[str]:
+        labels = await self.redis.smembers(self._key("options", project))
+        return sorted((x.decode() for x in labels), key=label_order)
+
+    # --- stream: predictions --------------------------------------------------------
     async def on_predictions(self, batch: list[Delivery[PredictionEvent]]) -> None:
         """Auto labels are published and tasks enqueued before the batch is acknowledged."""
-        policies = {p: await self.policy(p) for p in {d.event.project for d in batch}}
+        projects = {d.event.project for d in batch}
+        policies = {p: await self.policy(p) for p in projects}
+        thresholds = {p: await self.threshold(p, policies[p]) for p in projects}
+        new_options: dict[str, set[str]] = {p: set() for p in projects}
+        for d in batch:
+            new_options[d.event.project].update(d.event.probs)
+        pipe = self.redis.pipeline(transaction=False)
+        for project, labels in new_options.items():
+            if labels:
+                pipe.sadd(self._key("options", project), *labels)
+            versions = [d.event.model_version for d in batch if d.event.project == project]
+            pipe.set(self._key("model", project), versions[-1])
+        await pipe.execute()
+        options = {p: await self.options(p) for p in projects}
+
         now = datetime.now(UTC)
         auto_labels: list[LabelEvent] = []
         tasks: list[NewTask] = []
-        options: dict[str, set[str]] = {}
         decisions: Counter[tuple[str, str]] = Counter()
         for delivery in batch:
             pred = delivery.event
             policy = policies[pred.project]
-            decision = route(pred, policy["auto_accept_threshold"])
-            options.setdefault(pred.project, set()).update(pred.probs)
+            audit_rate = policy.audit_rate if policy.kind == "target_precision" else 0.0
+            decision = route(pred, thresholds[pred.project], audit_rate)
             if decision.auto_accept and decision.label is not None:
-                auto_labels.append(
-                    LabelEvent(
-                        event_id=stable_id("auto", str(pred.event_id)),
-                        project=pred.project,
-                        item_id=pred.item_id,
-                        label=decision.label,
-                        labeler_id=f"model:{pred.model_version}",
-                        source=LabelSource.auto,
-                        model_version=pred.model_version,
-                        confidence=decision.confidence,
-                        created_at=now,
-                    )
-                )
+                auto_labels.append(LabelEvent(
+                    event_id=stable_id("auto", str(pred.event_id)),
+                    project=pred.project, item_id=pred.item_id, label=decision.label,
+                    labeler_id=f"model:{pred.model_version}", source=LabelSource.auto,
+                    model_version=pred.model_version, model_label=decision.label,
+                    confidence=decision.confidence, created_at=now,
+                    guideline_version=policy.guideline_version))
                 decisions[(pred.project, "auto")] += 1
-            else:
-                tasks.append(
-                    NewTask(
-                        task_id=str(stable_id("task", str(pred.event_id))),
-                        project=pred.project,
-                        item_id=pred.item_id,
-                        priority=decision.priority,
-                        needed=int(policy["overlap"]),
-                        fields=task_fields(
-                            pred.payload,
-                            pred.probs,
-                            pred.model_version,
-                            str(pred.event_id),
-                            now.isoformat(),
-                        ),
-                    )
-                )
-                decisions[(pred.project, "review")] += 1
-        redis = self.runtime.bus.redis
-        pipe = redis.pipeline(transaction=False)
-        for project, labels in options.items():
-            if labels:
-                pipe.sadd(OPTIONS_KEY + project, *labels)
-        await pipe.execute()
+                continue
+            shown = present(policy, pred.probs, options[pred.project], decision.audit)
+            tasks.append(NewTask(
+                task_id=str(stable_id("task", str(pred.event_id))),
+                project=pred.project, item_id=pred.item_id, priority=decision.priority,
+                needed=policy.overlap,
+                fields={
+                    "kind": "review", "payload": json.dumps(pred.payload),
+                    "probs": json.dumps(pred.probs), "model_version": pred.model_version,
+                    "model_label": decision.label or "", "confidence": repr(decision.confidence),
+                    "prediction_event_id": str(pred.event_id), "created_at": now.isoformat(),
+                    "mode": shown.mode, "options": json.dumps(shown.options),
+                    "prelabel": shown.prelabel or "", "audit": "1" if decision.audit else "0",
+                    "audit_rate": repr(audit_rate),
+                }))
+            decisions[(pred.project, "audit" if decision.audit else "review")] += 1
         await self.runtime.bus.publish(streams.LABELS, auto_labels)
-        await self.queue.enqueue_many(tasks)
+        caps = {p: policies[p].queue_cap for p in projects}
+        _, dropped = await self.queue.enqueue_many(tasks, cap=caps)
+        for project, n in dropped.items():
+            log.warning("review queue full; dropped the least uncertain tasks",
+                        project=project, dropped=n)
+            metrics.QUEUE_DROPPED.labels(project).inc(n)
+        pipe = self.redis.pipeline(transaction=False)
+        for t in tasks:  # adjudication later needs the example to show
+            pipe.hset(self._key("payloads", t.project), t.item_id, t.fields["payload"])
+        await pipe.execute()
         for (project, decision), n in decisions.items():
             metrics.ROUTED.labels(project, decision).inc(n)
-        for project in policies:
+        for project in projects:
             metrics.QUEUE_DEPTH.labels(project).set(await self.queue.depth(project))
 
-    async def options(self, project: str) -> list[str]:
-        labels = await self.runtime.bus.redis.smembers(OPTIONS_KEY + project)
-        return sorted((x.decode() for x in labels), key=_label_order)
+    # --- stream: quality findings ----------------------------------------------------
+    async def on_quality(self, batch: list[Delivery[QualityEvent]]) -> None:
+        """Adjudication requests become reviewer tasks; a pausing flag stops a labeler's tasks."""
+        tasks: list[NewTask] = []
+        now = datetime.now(UTC).isoformat()
+        for d in batch:
+            event = d.event
+            if event.type == "labeler_flag" and event.labeler_id:
+                key = self._key("paused", event.project)
+                if event.detail.get("pause"):
+                    await self.redis.sadd(key, event.labeler_id)
+                elif event.detail.get("pause") is False:
+                    await self.redis.srem(key, event.labeler_id)
+            elif event.type == "adjudication_request" and event.item_id:
+                confidence = float(event.detail.get("confidence") or 0.0)
+                payload = await self._payload_of(event.project, event.item_id)
+                tasks.append(NewTask(
+                    task_id=str(stable_id("adjudication", str(event.event_id))),
+                    project=event.project, item_id=event.item_id, priority=1.0 - confidence,
+                    needed=1,
+                    fields={"kind": "adjudication", "payload": json.dumps(payload),
+                            "probs": "{}", "model_version": "", "model_label": "",
+                            "confidence": "", "created_at": now, "mode": "adjudication",
+                            "options": json.dumps(await self.options(event.project)),
+                            "prelabel": "", "audit": "0",
+                            "labels_given": json.dumps(event.detail.get("labels", {})),
+                            "consensus": str(event.detail.get("consensus") or ""),
+                            "reason": str(event.detail.get("reason") or "")}))
+        await self.queue.enqueue_many(tasks, kind="adjudication")
 
+    async def _payload_of(self, project: str, item_id: str) -> Any:
+        raw = await self.redis.hget(self._key("payloads", project), item_id)
+        return json.loads(raw) if raw else None
 
-def _label_order(label: str) -> tuple[int, float | str]:
-    """Numeric labels in numeric order (so digit keys map naturally), then text."""
-    try:
-        return (0, float(label))
-    except ValueError:
-        return (1, label)
+    # --- gold ---------------------------------------------------------------------
+    async def add_gold(self, project: str, items: list[GoldItem]) -> int:
+        if not items:
+            return 0
+        await self.redis.hset(self._key("gold", project),
+                              mapping={g.item_id: g.model_dump_json() for g in items})
+        return len(items)
+
+    async def gold_items(self, project: str) -> list[GoldItem]:
+        raw = await self.redis.hvals(self._key("gold", project))
+        return [GoldItem.model_validate_json(r) for r in raw]
+
+    async def _gold_task(self, project: str, labeler: str, policy: RoutingPolicy) -> NewTask | None:
+        """Maybe salt a gold task into this labeler's stream (at the policy's gold rate)."""
+        if policy.gold_rate <= 0:
+            return None
+        seen_key = self._key(f"gold-seen:{labeler}", project)
+        gold_ids = await self.redis.hkeys(self._key("gold", project))
+        seen = await self.redis.smembers(seen_key)
+        fresh = [g.decode() for g in gold_ids if g not in seen]
+        if not should_salt(self.rng, policy.gold_rate, len(fresh)):
+            return None
+        raw = await self.redis.hget(self._key("gold", project), self.rng.choice(fresh))
+        item = GoldItem.model_validate_json(raw)
+        await self.redis.sadd(seen_key, item.item_id)
+        options = await self.options(project)
+        showing = gold_prelabel(item, policy.mode, policy.gold_planted_share, options, self.rng)
+        model_label = showing.prelabel or item.label
+        confidence = round(self.rng.uniform(0.55, 0.95), 3)
+        model_version = (await self.redis.get(self._key("model", project)) or b"none").decode()
+        nonce = f"{time.time_ns()}"
+        return NewTask(
+            task_id=str(stable_id("task", "gold", project, item.item_id, labeler, nonce)),
+            project=project, item_id=item.item_id, priority=0.0, needed=1,
+            fields={"kind": "gold", "payload": json.dumps(item.payload),
+                    "probs": json.dumps({model_label: confidence}), "model_version": model_version,
+                    "model_label": model_label, "confidence": repr(confidence),
+                    "created_at": datetime.now(UTC).isoformat(),
+                    "mode": "prelabel" if showing.prelabel else "blind",
+                    "options": json.dumps(options), "prelabel": showing.prelabel or "",
+                    "audit": "0", "gold_label": item.label,
+                    "planted": "1" if showing.planted else "0"})
+
+    # --- review -------------------------------------------------------------------
+    async def next_task(self, project: str, principal: Principal,
+                        kind: str = "review") -> dict[str, Any] | None:
+        """Lease the next task; blind tasks carry no model guess. Gold looks the same."""
+        if await self.redis.sismember(self._key("paused", project), principal.user_id):
+            raise ReviewError(423, "you are paused pending a quality review of your recent "
+                                   "labels; ask a project admin")
+        policy = await self.policy(project)
+        direct = await self._gold_task(project, principal.user_id, policy) \
+            if kind == "review" else None
+        leased = await self.queue.next(project, principal.user_id, self.settings.lease_seconds,
+                                       kind=kind, direct=direct)
+        metrics.QUEUE_DEPTH.labels(project).set(await self.queue.depth(project))
+        if leased is None:
+            return None
+        task_id, expires_ms = leased
+        task = await self.queue.task(task_id)
+        assert task is not None
+        out = {
+            "task_id": task_id, "project": project, "item_id": task["item_id"],
+            "mode": task["mode"], "payload": json.loads(task["payload"]),
+            "options": json.loads(task["options"]), "prelabel": task["prelabel"] or None,
+            "lease_expires_at": datetime.fromtimestamp(expires_ms / 1000, UTC).isoformat(),
+        }
+        if kind == "adjudication":
+            out["labels_given"] = json.loads(task.get("labels_given") or "{}")
+            out["consensus"] = task.get("consensus") or None
+            out["reason"] = task.get("reason") or None
+        return out
+
+    async def task_for(self, task_id: str) -> dict[str, str]:
+        task = await self.queue.task(task_id)
+        if task is None:
+            raise ReviewError(404, f"no task {task_id}")
+        return task
+
+    @staticmethod
+    def reveal(task: dict[str, str]) -> dict[str, Any]:
+        return {"model_label": task.get("model_label") or None,
+                "confidence": float(task["confidence"]) if task.get("confidence") else None,
+                "model_version": task.get("model_version") or None}
+
+    async def submit(self, task_id: str, task: dict[str, str], principal: Principal, label: str,
+                     duration_ms: int | None, guideline_version: str | None) -> SubmitResult:
+        """Record a human (or adjudicated) label with provenance; a repeat returns the first."""
+        project, kind = task["project"], task.get("kind", "review")
+        reveal = self.reveal(task) if kind != "adjudication" else {}
+        state, detail = await self.queue.check_submit(task_id, principal.user_id)
+        if state == "duplicate":
+            return SubmitResult(detail or "", "duplicate", False, reveal)
+        if state == "not_handed":
+            raise ReviewError(409, "this task was not handed to you; take one with tasks/next")
+        options = json.loads(task["options"])
+        if options and label not in options:
+            raise ReviewError(422, f"label {label!r} is not one of {options}")
+        policy = await self.policy(project)
+        prelabel = task.get("prelabel") or None
+        mode = ReviewMode(task["mode"])
+        event = LabelEvent(
+            event_id=stable_id("submit", task_id, principal.user_id),
+            project=project, item_id=task["item_id"], label=label,
+            labeler_id=principal.user_id,
+            source=LabelSource.adjudicated if kind == "adjudication" else LabelSource.human,
+            mode=mode, shown_prelabel=prelabel,
+            agreed_with_prelabel=(label == prelabel) if prelabel else None,
+            model_version=task.get("model_version") or None,
+            model_label=task.get("model_label") or None,
+            guideline_version=guideline_version or policy.guideline_version,
+            task_id=task_id, batch_id=task.get("batch_id") or None,
+            created_at=datetime.now(UTC), duration_ms=duration_ms,
+            gold_label=task.get("gold_label") or None,
+            planted_prelabel=task.get("planted") == "1",
+            audit_sample=task.get("audit") == "1",
+            late_submit=detail == "late",
+        )
+        # Publish first (the id is deterministic, so a retry after a crash is deduplicated
+        # by the store), then record the submission.
+        await self.runtime.bus.publish(streams.LABELS, [event])
+        outcome, event_id = await self.queue.commit_submit(project, task_id, principal.user_id,
+                                                           str(event.event_id), kind=kind)
+        if outcome == "recorded" and kind == "review" and task.get("model_label"):
+            audit = task.get("audit") == "1"
+            weight = 1.0 / float(task.get("audit_rate") or 1.0) if audit else 1.0
+            correct = label == task["model_label"] and label != NONE_OF_THESE
+            await self._observe(project, float(task["confidence"]), correct, weight)
+        metrics.QUEUE_DEPTH.labels(project).set(await self.queue.depth(project))
+        return SubmitResult(event_id, outcome, detail == "late", reveal)
+
+    async def revise(self, task_id: str, task: dict[str, str], principal: Principal,
+                     label: str) -> dict[str, Any]:
+        """A change after the reveal: a separate event, marked, pointing at the first."""
+        submitted = await self.redis.hget(self.queue.task_key(task_id) + ":submitted",
+                                          principal.user_id)
+        if submitted is None:
+            raise ReviewError(409, "submit a label before revising it")
+        options = json.loads(task["options"])
+        if options and label not in options:
+            raise ReviewError(422, f"label {label!r} is not one of {options}")
+        prelabel = task.get("prelabel") or None
+        event = LabelEvent(
+            event_id=stable_id("revise", task_id, principal.user_id, label),
+            project=task["project"], item_id=task["item_id"], label=label,
+            labeler_id=principal.user_id, source=LabelSource.human,
+            mode=ReviewMode(task["mode"]), shown_prelabel=prelabel,
+            agreed_with_prelabel=(label == prelabel) if prelabel else None,
+            revised_after_reveal=True, supersedes=submitted.decode(),
+            model_version=task.get("model_version") or None,
+            model_label=task.get("model_label") or None, task_id=task_id,
+            gold_label=task.get("gold_label") or None,
+            planted_prelabel=task.get("planted") == "1",
+            audit_sample=task.get("audit") == "1", created_at=datetime.now(UTC))
+        await self.runtime.bus.publish(streams.LABELS, [event])
+        return {"event_id": str(event.event_id), "status": "revised",
+                "supersedes": submitted.decode()}
+
+    async def skip(self, task_id: str, task: dict[str, str], principal: Principal) -> str:
+        outcome = await self.queue.skip(task["project"], task_id, principal.user_id,
+                                        kind=task.get("kind", "review"))
+        if outcome == "not_leased":
+            raise ReviewError(409, "you hold no lease on this task")
+        return outcome
+
+    async def unpause(self, project: str, labeler: str) -> bool:
+        return bool(await self.redis.srem(self._key("paused", project), labeler))
+
+    async def paused(self, project: str) -> list[str]:
+        return sorted(x.decode() for x in await self.redis.smembers(self._key("paused", project)))
+

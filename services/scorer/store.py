@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.labels.store import current_labels
 from shared.db import insert_ignoring_duplicates
-from shared.events import ItemEvent
+from shared.events import NONE_OF_THESE, ItemEvent
 from shared.tables import items, models
 
 from .model import TrainedModel, dumps, loads

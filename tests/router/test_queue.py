@@ -23,8 +23,8 @@ def queue(redis) -> ReviewQueue:
 
 async def test_most_uncertain_first_and_redelivery_adds_nothing(queue, project):
     low, high = _task(project, 0.1), _task(project, 0.9)
-    assert await queue.enqueue_many([low, high]) == 2
-    assert await queue.enqueue_many([low]) == 0
+    assert (await queue.enqueue_many([low, high]))[0] == 2
+    assert (await queue.enqueue_many([low]))[0] == 0
     first = await queue.next(project, "alice", 60)
     second = await queue.next(project, "alice", 60)
     assert (first[0], second[0]) == (high.task_id, low.task_id)
@@ -82,3 +82,24 @@ async def test_concurrent_pulls_never_hand_one_slot_twice(queue, project):
     got = await asyncio.gather(*(queue.next(project, f"u{i}", 60) for i in range(80)))
     handed = [g[0] for g in got if g]
     assert len(handed) == 50 and len(set(handed)) == 50
+
+
+async def test_a_full_queue_keeps_the_most_uncertain_and_records_what_it_dropped(queue, project):
+    tasks = [_task(project, p) for p in (0.5, 0.1, 0.9, 0.3, 0.7)]
+    added, dropped = await queue.enqueue_many(tasks, cap=3)
+    assert added == 5 and dropped == {project: 2}
+    kept = [(await queue.next(project, f"u{i}", 60))[0] for i in range(3)]
+    assert kept == [tasks[2].task_id, tasks[4].task_id, tasks[0].task_id]
+    records = await queue.dropped(project)
+    assert {r["task_id"] for r in records} == {tasks[1].task_id, tasks[3].task_id}
+    assert (await queue.task(tasks[1].task_id))["state"] == "dropped"
+
+
+async def test_a_direct_task_is_handed_out_by_the_same_script_and_never_requeued(queue, project):
+    gold = _task(project, 0.0)
+    gold.fields["kind"] = "gold"
+    got = await queue.next(project, "alice", 1, direct=gold)
+    assert got[0] == gold.task_id
+    await asyncio.sleep(1.1)
+    assert await queue.next(project, "bob", 60) is None  # an expired gold task is not requeued
+    assert (await queue.task(gold.task_id))["state"] == "expired"

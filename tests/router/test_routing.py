@@ -1,15 +1,17 @@
-from services.router.routing import route, uncertainty
-from shared.events import PredictionEvent
+from shared.events import NONE_OF_THESE, PredictionEvent
+from services.router.gold import GoldItem, gold_prelabel
+from services.router.policy import RoutingPolicy
+from services.router.routing import margin, present, route, uncertainty
 
 
-def _pred(probs, priority=None):
-    return PredictionEvent(project="p", item_id="1", model_version="m", probs=probs,
+def _pred(probs, priority=None, item="1"):
+    return PredictionEvent(project="p", item_id=item, model_version="m", probs=probs,
                            priority=priority)
 
 
 def test_confident_prediction_is_auto_accepted():
     d = route(_pred({"3": 0.91, "8": 0.09}), 0.9)
-    assert d.auto_accept and d.label == "3" and d.confidence == 0.91
+    assert d.auto_accept and d.label == "3" and d.confidence == 0.91 and not d.audit
 
 
 def test_threshold_is_inclusive_and_below_goes_to_review():
@@ -28,5 +30,42 @@ def test_scorer_priority_overrides_uncertainty():
     assert route(_pred({"a": 0.6, "b": 0.4}, priority=7.5), 0.9).priority == 7.5
 
 
-def test_uncertainty_is_least_confidence():
+def test_uncertainty_and_margin():
     assert abs(uncertainty({"a": 0.25, "b": 0.75}) - 0.25) < 1e-12
+    assert abs(margin({"a": 0.5, "b": 0.3, "c": 0.2}) - 0.2) < 1e-12
+
+
+def test_audit_share_of_confident_predictions_is_stable_and_near_the_rate():
+    preds = [_pred({"a": 0.99, "b": 0.01}, item=str(i)) for i in range(20_000)]
+    audits = [route(p, 0.9, audit_rate=0.02).audit for p in preds]
+    assert 0.015 < sum(audits) / len(audits) < 0.025
+    assert audits == [route(p, 0.9, audit_rate=0.02).audit for p in preds]  # redelivery: same
+    assert not any(route(p, 0.9, audit_rate=0.02).auto_accept for p, a in zip(preds, audits,
+                                                                                strict=True) if a)
+
+
+def test_presentation_modes():
+    options = ["a", "b", "c", "d"]
+    blind = present(RoutingPolicy(), {"a": 0.5, "b": 0.3, "c": 0.2}, options, audit=False)
+    assert (blind.mode, blind.prelabel, blind.options) == ("blind", None, options)
+    pre = present(RoutingPolicy(mode="prelabel"), {"a": 0.5, "b": 0.5}, options, audit=False)
+    assert pre.mode == "prelabel" and pre.prelabel in ("a", "b")
+    choice = present(RoutingPolicy(choice_margin=0.1, choice_top_k=2),
+                     {"a": 0.4, "b": 0.35, "c": 0.25}, options, audit=False)
+    assert choice.mode == "choice" and choice.options == ["a", "b", NONE_OF_THESE]
+    audited = present(RoutingPolicy(mode="prelabel"), {"a": 0.99, "b": 0.01}, options, audit=True)
+    assert audited.mode == "blind" and audited.prelabel is None
+
+
+def test_gold_prelabels_are_planted_wrong_at_the_configured_share():
+    import random
+
+    rng = random.Random(1)
+    item = GoldItem(item_id="g", label="cat")
+    shown = [gold_prelabel(item, "prelabel", 0.5, ["cat", "dog", "bird"], rng)
+             for _ in range(4000)]
+    planted = [s for s in shown if s.planted]
+    assert 0.45 < len(planted) / len(shown) < 0.55
+    assert all(s.prelabel != "cat" for s in planted)
+    assert all(s.prelabel == "cat" for s in shown if not s.planted)
+    assert gold_prelabel(item, "blind", 0.5, ["cat", "dog"], rng).prelabel is None
