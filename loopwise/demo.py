@@ -227,16 +227,15 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
             return (await _group_idle(redis, streams.ITEMS, streams.GROUP_SCORER)
                     and await _group_idle(redis, streams.PREDICTIONS, streams.GROUP_ROUTER))
 
-        last = -1
         deadline = time.monotonic() + 600
+        next_report = time.monotonic() + 2.0
         while not await routed():
-            n = sum(len(v) for v in stats.values())
-            if n != last and n % 50 == 0:
-                _say(f"      {n} labels submitted")
-                last = n
+            if time.monotonic() >= next_report:
+                _say(f"      {sum(len(v) for v in stats.values())} labels submitted")
+                next_report += 2.0
             if time.monotonic() > deadline:
                 raise TimeoutError("items were not routed within 10 minutes")
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.25)
         done.set()
         await asyncio.gather(*workers)
         for a in apis.values():
