@@ -237,6 +237,11 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
                 raise TimeoutError("items were not routed within 10 minutes")
             await asyncio.sleep(0.25)
         done.set()
+        while not all(w.done() for w in workers):
+            if time.monotonic() >= next_report:
+                _say(f"      {sum(len(v) for v in stats.values())} labels submitted")
+                next_report += 2.0
+            await asyncio.sleep(0.25)
         await asyncio.gather(*workers)
         for a in apis.values():
             await a.close()
