@@ -1,0 +1,80 @@
+"""The ``loopwise`` command as a user runs it: up (and Ctrl-C), token create."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import PORT_BASE, service_env
+
+pytestmark = pytest.mark.integration
+SERVICES = ("scorer", "router", "labels", "quality")
+
+
+def _env(settings, offset: int) -> dict[str, str]:
+    env = {**os.environ, **service_env(settings)}
+    for i, name in enumerate(SERVICES, start=1):
+        env[f"LOOPWISE_{name.upper()}_PORT"] = str(PORT_BASE + offset + i)
+    return env
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_up_starts_four_processes_and_ctrl_c_stops_them_all(settings):
+    env = _env(settings, 10)
+    ports = [PORT_BASE + 10 + i for i in range(1, 5)]
+    proc = subprocess.Popen([sys.executable, "-m", "loopwise", "up"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not all(_healthy(p) for p in ports):
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "services did not become healthy"
+            time.sleep(0.3)
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                  text=True).stdout.split()
+        assert len(children) == 4  # one process per service
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    assert "stopped." in output
+    assert not any(_healthy(p) for p in ports)
+    assert not any(_running(pid) for pid in children)
+
+
+def _running(pid: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_token_create_prints_a_token_that_authenticates(services, project):
+    env = {**os.environ, **service_env(services)}
+    out = subprocess.run([sys.executable, "-m", "loopwise", "token", "create", "--user", "kim",
+                          "--role", "labeler", "--project", project], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    token = out.stdout.strip()
+    r = httpx.get(f"{services.url_of('labels')}/v1/projects/{project}/labels",
+                  headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200
+    bad = subprocess.run([sys.executable, "-m", "loopwise", "token", "create", "--user", "kim",
+                          "--role", "emperor", "--project", project], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "unknown role" in bad.stderr
