@@ -81,7 +81,9 @@ async def list_models(conn: AsyncConnection, project: str) -> list[dict[str, Any
 async def training_set(conn: AsyncConnection, project: str) -> tuple[list, list[str], str]:
     """Inputs and labels from the project's current non-auto labels of items we have seen."""
     labels = {
-        r["item_id"]: r["label"] for r in await current_labels(conn, project, include_auto=False)
+        r["item_id"]: r["label"]
+        for r in await current_labels(conn, project, include_auto=False)
+        if r["label"] != NONE_OF_THESE  # "not one of the offered labels" is not a class
     }
     if not labels:
         return [], [], "features"
