@@ -1,7 +1,22 @@
-"""Bearer-token authentication and project-scoped roles for every ``/v1`` route.
+"""Bearer tokens, users, project membership and roles for every ``/v1`` route.
 
 Tokens are random secrets shown once; only their SHA-256 is stored. A token
-belongs to one user, one role and one project (``*`` for every project).
+belongs to one user, one role and one project (``*`` for every project); it
+may expire and may be revoked. A user may be disabled, which voids all of
+their tokens.
+
+Who may reach a project: a token made for that project (making one makes the
+user a member), a ``*`` token of an ``admin`` or ``service`` (global), or a
+``*`` token of a user who is a member of the project. What they may do there:
+the token's role (``ROLE_GRANTS``). A project marked sensitive shows item
+payloads only to its members and to services, not to global admins.
+
+A denial never says whether another project exists: the message for a
+project the token does not reach is the same for every project.
+
+Lookups are cached for ``CACHE_SECONDS`` (2 s) per process, so a revocation,
+expiry, disabled user or removed membership takes effect everywhere within
+2 s, and at once in the process that made the change (``TokenAuth.forget``).
 """
 
 from __future__ import annotations
@@ -14,21 +29,33 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
-from sqlalchemy import insert, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import column, insert, select, table, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from shared.db import insert_ignoring_duplicates
 from shared.tables import api_tokens
 
 ROLES = ("labeler", "reviewer", "admin", "service")
-# What each role may do: a reviewer may also label, an admin and a service may do both.
+# What each role may do: a reviewer (adjudicator) may also label; admin and service may do both.
 ROLE_GRANTS: dict[str, frozenset[str]] = {
     "labeler": frozenset({"labeler"}),
     "reviewer": frozenset({"labeler", "reviewer"}),
     "admin": frozenset({"labeler", "reviewer", "admin"}),
     "service": frozenset({"labeler", "reviewer", "admin", "service"}),
 }
+GLOBAL_ROLES = frozenset({"admin", "service"})
 ALL_PROJECTS = "*"
-CACHE_SECONDS = 30.0
+CACHE_SECONDS = 2.0
+NOT_YOUR_PROJECT = "token is not valid for this project"
+
+# The users, memberships and projects tables are defined (and migrated) by the labels
+# service (services/labels/tables.py); auth reads them through light table clauses so
+# that shared/ does not import a service.
+users_t = table("users", column("user_id"), column("created_at"), column("disabled_at"))
+members_t = table(
+    "project_members", column("project"), column("user_id"), column("role"), column("added_at")
+)
+projects_t = table("projects", column("name"), column("sensitive"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,38 +63,112 @@ class Principal:
     user_id: str
     role: str
     project: str
+    memberships: frozenset[str] = frozenset()
+    token_id: int | None = None
 
     def may(self, capability: str) -> bool:
         return capability in ROLE_GRANTS.get(self.role, frozenset())
 
+    @property
+    def is_global(self) -> bool:
+        """A ``*`` admin or service token: reaches every project."""
+        return self.project == ALL_PROJECTS and self.role in GLOBAL_ROLES
+
+    def is_member(self, project: str) -> bool:
+        return self.project == project or project in self.memberships
+
     def covers(self, project: str) -> bool:
-        return self.project in (ALL_PROJECTS, project)
+        if self.project == project or self.is_global:
+            return True
+        return self.project == ALL_PROJECTS and project in self.memberships
+
+    def sees_payloads(self, project: str, sensitive: bool) -> bool:
+        """Item payloads of a sensitive project are for its members (and services) only."""
+        if not self.covers(project):
+            return False
+        return not sensitive or self.role == "service" or self.is_member(project)
 
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _check_role(role: str) -> None:
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+
+
+async def ensure_user(conn: AsyncConnection, user_id: str) -> None:
+    await insert_ignoring_duplicates(
+        conn, users_t, [{"user_id": user_id, "created_at": datetime.now(UTC)}]
+    )
+
+
+async def add_member(conn: AsyncConnection, project: str, user_id: str, role: str) -> bool:
+    """Make ``user_id`` a member of ``project`` (no change if already). True if added."""
+    _check_role(role)
+    await ensure_user(conn, user_id)
+    added = await insert_ignoring_duplicates(
+        conn,
+        members_t,
+        [{"project": project, "user_id": user_id, "role": role, "added_at": datetime.now(UTC)}],
+    )
+    return added > 0
+
+
+async def issue_token(
+    conn: AsyncConnection,
+    user_id: str,
+    role: str,
+    project: str,
+    ttl_days: float | None = None,
+) -> tuple[str, int]:
+    """Store a new token's hash inside the caller's transaction; return (token, token id).
+
+    A token for one project makes the user a member of it.
+    """
+    _check_role(role)
+    if ttl_days is not None and ttl_days <= 0:
+        raise ValueError("ttl_days must be positive")
+    if not user_id.strip():
+        raise ValueError("user id must not be empty")
+    token = "lw_" + secrets.token_urlsafe(32)
+    now = datetime.now(UTC)
+    await ensure_user(conn, user_id)
+    if project != ALL_PROJECTS:
+        await add_member(conn, project, user_id, role)
+    result = await conn.execute(
+        insert(api_tokens)
+        .values(
+            token_hash=hash_token(token),
+            user_id=user_id,
+            role=role,
+            project=project,
+            created_at=now,
+            expires_at=now + timedelta(days=ttl_days) if ttl_days else None,
+        )
+        .returning(api_tokens.c.id)
+    )
+    return token, int(result.scalar_one())
+
+
 async def create_token(
     engine: AsyncEngine, user_id: str, role: str, project: str, ttl_days: float | None = None
 ) -> str:
     """Store a new token's hash and return the token itself (shown once)."""
-    if role not in ROLES:
-        raise ValueError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
-    token = "lw_" + secrets.token_urlsafe(32)
-    now = datetime.now(UTC)
     async with engine.begin() as conn:
-        await conn.execute(
-            insert(api_tokens).values(
-                token_hash=hash_token(token),
-                user_id=user_id,
-                role=role,
-                project=project,
-                created_at=now,
-                expires_at=now + timedelta(days=ttl_days) if ttl_days else None,
-            )
-        )
+        token, _ = await issue_token(conn, user_id, role, project, ttl_days)
     return token
+
+
+async def revoke_token(conn: AsyncConnection, token_id: int) -> bool:
+    """Revoke a token by id; True if it was live. Revoking twice changes nothing."""
+    result = await conn.execute(
+        update(api_tokens)
+        .where(api_tokens.c.id == token_id, api_tokens.c.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC))
+    )
+    return (result.rowcount or 0) > 0
 
 
 def _unauthorized(message: str) -> HTTPException:
@@ -76,12 +177,22 @@ def _unauthorized(message: str) -> HTTPException:
     )
 
 
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
 class TokenAuth:
-    """Resolves a bearer token to a principal, caching lookups briefly (revocation lag ≤ 30 s)."""
+    """Resolves a bearer token to a principal, caching lookups for ``CACHE_SECONDS``."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._cache: dict[str, tuple[float, Principal | None]] = {}
+
+    def forget(self) -> None:
+        """Drop cached lookups (after a revocation or membership change in this process)."""
+        self._cache.clear()
 
     async def lookup(self, token: str) -> Principal | None:
         digest = hash_token(token)
@@ -89,21 +200,35 @@ class TokenAuth:
         now = time.monotonic()
         if hit and now - hit[0] < CACHE_SECONDS:
             return hit[1]
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(select(api_tokens).where(api_tokens.c.token_hash == digest))
-            ).first()
-        principal = None
-        if row is not None and row.revoked_at is None:
-            expires = row.expires_at
-            if expires is not None and expires.tzinfo is None:
-                expires = expires.replace(tzinfo=UTC)
-            if expires is None or expires > datetime.now(UTC):
-                principal = Principal(row.user_id, row.role, row.project)
+        principal = await self._load(digest)
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[digest] = (now, principal)
         return principal
+
+    async def _load(self, digest: str) -> Principal | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(select(api_tokens).where(api_tokens.c.token_hash == digest))
+            ).first()
+            if row is None or row.revoked_at is not None:
+                return None
+            expires = _utc(row.expires_at)
+            if expires is not None and expires <= datetime.now(UTC):
+                return None
+            user = (
+                await conn.execute(
+                    select(users_t.c.disabled_at).where(users_t.c.user_id == row.user_id)
+                )
+            ).first()
+            if user is not None and user.disabled_at is not None:
+                return None
+            projects = (
+                await conn.execute(
+                    select(members_t.c.project).where(members_t.c.user_id == row.user_id)
+                )
+            ).scalars()
+            return Principal(row.user_id, row.role, row.project, frozenset(projects), row.id)
 
     async def __call__(self, request: Request) -> Principal:
         header = request.headers.get("authorization", "")
@@ -119,14 +244,30 @@ class TokenAuth:
 
 
 def authorize(principal: Principal, project: str, capability: str = "labeler") -> None:
-    """403 unless the principal's token covers ``project`` with ``capability``."""
+    """403 unless the principal reaches ``project`` with ``capability``."""
     if not principal.covers(project):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="token is not valid for this project")
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=NOT_YOUR_PROJECT)
     if not principal.may(capability):
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,
             detail=f"role '{principal.role}' may not do this; it needs '{capability}'",
         )
+
+
+def authorize_global(principal: Principal, capability: str = "admin") -> None:
+    """403 unless the principal holds a ``*`` admin (or service) token."""
+    if not principal.is_global or not principal.may(capability):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail=f"this needs a '{capability}' token for every project ('*')",
+        )
+
+
+async def is_sensitive(conn: AsyncConnection, project: str) -> bool:
+    row = (
+        await conn.execute(select(projects_t.c.sensitive).where(projects_t.c.name == project))
+    ).first()
+    return bool(row and row.sensitive)
 
 
 async def principal_dependency(request: Request) -> Principal:

@@ -1,15 +1,26 @@
-"""Labels service: persists every label event from the stream, append-only."""
+"""Labels service: persists every label event from the stream, append-only.
+
+A label outside its project's declared schema is dead-lettered with the
+reason instead of stored; each stored batch leaves one audit entry per
+project (the events themselves carry who labeled what and when).
+"""
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 
 from shared import metrics, streams
 from shared.bus import Delivery
-from shared.events import LabelEvent
+from shared.events import DeadLetterEvent, LabelEvent, stable_id
+from shared.logs import get_logger
 from shared.service import Runtime
 
-from .store import append_events
+from . import audit
+from .store import append_events, label_options_of
+from .versions import unknown_labels
+
+log = get_logger(__name__)
+STREAM_ACTOR = audit.Actor("service:labels", "service", f"stream:{streams.LABELS}")
 
 
 class LabelsService:
@@ -24,11 +35,48 @@ class LabelsService:
 
     async def on_labels(self, batch: list[Delivery[LabelEvent]]) -> None:
         """Commit the whole batch before returning: the entries are acked only after that."""
-        events = [d.event for d in batch]
+        accepted: list[LabelEvent] = []
+        dead: list[DeadLetterEvent] = []
         async with self.runtime.engine.begin() as conn:
-            inserted = await append_events(conn, events)
+            options = await label_options_of(conn, {d.event.project for d in batch})
+            for d in batch:
+                event = d.event
+                if unknown_labels(options[event.project], [event.label]):
+                    dead.append(self._dead_letter(d, options[event.project]))
+                else:
+                    accepted.append(event)
+            inserted = await append_events(conn, accepted)
+            by_project: dict[str, list[str]] = defaultdict(list)
+            for event in accepted:
+                by_project[event.project].append(str(event.event_id))
+            for project, ids in by_project.items():
+                await audit.record(
+                    conn, STREAM_ACTOR, "labels.ingest", project=project,
+                    detail={"events": len(ids), "first": ids[0], "last": ids[-1]},
+                )  # fmt: skip
+        if dead:
+            # After the commit: a crash in between redelivers, and the stable ids dedupe.
+            await self.runtime.bus.publish(streams.DEADLETTER, dead)
+            for _ in dead:
+                metrics.EVENTS_DEADLETTERED.labels("labels", streams.LABELS, "schema").inc()
+            log.warning("deadlettered", stream=streams.LABELS, count=len(dead),
+                        first=dead[0].reason)  # fmt: skip
         if inserted:
             for (project, source), n in Counter(
-                (e.project, e.source.value) for e in events
+                (e.project, e.source.value) for e in accepted
             ).items():
                 metrics.LABELS_STORED.labels(project, source).inc(n)
+
+    @staticmethod
+    def _dead_letter(delivery: Delivery[LabelEvent], options: list[str] | None) -> DeadLetterEvent:
+        event = delivery.event
+        return DeadLetterEvent(
+            event_id=stable_id("deadletter", streams.LABELS, streams.GROUP_LABELS,
+                               delivery.entry_id),
+            stream=streams.LABELS,
+            entry_id=delivery.entry_id,
+            group=streams.GROUP_LABELS,
+            reason=f"label: {event.label!r} is not one of project {event.project!r}'s labels "
+            f"{options}",
+            fields={"data": event.to_json()},
+        )  # fmt: skip
