@@ -145,5 +145,17 @@ def db_upgrade(revision: str = "heads") -> None:
     typer.echo("schema up to date")
 
 
+@bench_app.command("quality")
+def bench_quality(
+    items: Annotated[int, typer.Option(help="items in the simulated crowd")] = 200_000,
+    runs: Annotated[int, typer.Option(help="rubber-stamp simulation runs")] = 200,
+    write: Annotated[bool, typer.Option(help="update BENCHMARKS.md")] = True,
+) -> None:
+    """Dawid-Skene vs crowd-kit, and rubber-stamp detection (BENCHMARKS.md)."""
+    from bench.quality import run
+
+    typer.echo(run(n_items=items, runs=runs, write=write))
+
+
 if __name__ == "__main__":
     app()

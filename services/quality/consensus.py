@@ -24,6 +24,7 @@ from typing import Any, Protocol, Self
 
 import numpy as np
 import numpy.typing as npt
+from scipy.sparse import csr_matrix
 from scipy.special import logsumexp
 
 from services.quality.agreement import Annotations, TriplesLike, as_annotations
@@ -130,17 +131,25 @@ class DawidSkene(_Aggregator):
     def fit(self, triples: TriplesLike) -> Self:
         ann = self._encode(triples, self.categories)
         n_labels, n_classes = len(ann.label), ann.n_classes
+        n_labelers = ann.n_labelers
         votes = ann.vote_counts()
         posteriors = votes / votes.sum(axis=1, keepdims=True)
-        # Row of the (labeler, given label) table each label reads in the E-step.
+        # One sparse (labeler, given label) x item incidence matrix serves both steps:
+        # M-step counts are ``given_by_item @ T``, E-step sums are ``item_by_given @ log pi``.
         given = ann.labeler * n_classes + ann.label
+        given_by_item = csr_matrix(
+            (np.ones(n_labels), (given, ann.item)), shape=(n_labelers * n_classes, ann.n_items)
+        )
+        item_by_given = given_by_item.T.tocsr()
 
         log_likelihoods: list[float] = []
         converged = False
         for _ in range(self.max_iter):
             priors = _smoothed(posteriors.sum(axis=0), self.smoothing)
-            errors = _labeler_confusions(ann, posteriors, self.smoothing)
-            log_posteriors, log_likelihood = _e_step(ann, given, priors, errors)
+            errors = _confusions_from_counts(
+                given_by_item @ posteriors, n_labelers, n_classes, self.smoothing
+            )
+            log_posteriors, log_likelihood = _e_step_sparse(item_by_given, priors, errors)
             posteriors = np.exp(log_posteriors)
             log_likelihoods.append(log_likelihood)
             if (
@@ -160,6 +169,35 @@ class DawidSkene(_Aggregator):
         self.n_iter_ = len(log_likelihoods)
         self.converged_ = converged
         return self
+
+
+def _confusions_from_counts(
+    counts: npt.NDArray[np.float64], n_labelers: int, n_classes: int, smoothing: float
+) -> npt.NDArray[np.float64]:
+    """(labeler, given) x true posterior mass to labelers x true x given distributions."""
+    table = counts.reshape(n_labelers, n_classes, n_classes).transpose(0, 2, 1) + smoothing
+    return table / table.sum(axis=2, keepdims=True)
+
+
+def _e_step_sparse(
+    item_by_given: csr_matrix,
+    priors: npt.NDArray[np.float64],
+    errors: npt.NDArray[np.float64],
+) -> tuple[npt.NDArray[np.float64], float]:
+    """Log posteriors of every item's true class, and the data's log-likelihood."""
+    n_labelers, n_classes, _ = errors.shape
+    log_given = np.log(errors).transpose(0, 2, 1).reshape(n_labelers * n_classes, n_classes)
+    joint = item_by_given @ log_given + np.log(priors)
+    # Row-wise log-sum-exp column by column: with few classes this beats axis=1 reductions.
+    top = joint[:, 0].copy()
+    for k in range(1, n_classes):
+        np.maximum(top, joint[:, k], out=top)
+    shifted = np.exp(joint - top[:, None])
+    total = shifted[:, 0].copy()
+    for k in range(1, n_classes):
+        total += shifted[:, k]
+    log_evidence = top + np.log(total)
+    return joint - log_evidence[:, None], float(log_evidence.sum())
 
 
 def _e_step(

@@ -9,7 +9,11 @@ Two kinds of pre-labelled task carry evidence:
   model's error rate ``e`` on that queue. A labeler who judges changes at least about
   ``e`` of them (every wrong pre-label they see through, plus their own mistakes);
   a deferring one changes far fewer. The hypotheses are ``judging_share * e`` and
-  ``deferring_share * e``.
+  ``deferring_share * e``. Why "at least ``e``": a labeler whose own answer (right
+  with probability ``a``) does not depend on the pre-label changes
+  ``e * (1 - (1 - a) / (k - 1)) + (1 - e) * (1 - a)`` of them, which is ``>= e``
+  whenever ``e <= 0.8``; ``judging_share = 0.9`` leaves room for some anchoring, and
+  the service feeds a cautious (low) estimate of ``e``.
 
 Each task adds its log-likelihood ratio "deferring : judging" to Page's CUSUM,
 ``S_t = max(0, S_{t-1} + llr_t)``: a repeated sequential probability ratio test that
@@ -50,10 +54,10 @@ def threshold_for(horizon_tasks: int, false_positive_rate: float) -> float:
 class DeferenceTest:
     """The two hypotheses about a labeler and the flagging threshold."""
 
-    catch_judging: float = 0.7
-    catch_deferring: float = 0.2
-    judging_share: float = 0.7
-    deferring_share: float = 0.25
+    catch_judging: float = 0.8
+    catch_deferring: float = 0.1
+    judging_share: float = 0.9
+    deferring_share: float = 0.2
     threshold: float = threshold_for(2000, 0.01)
     min_error_rate: float = 0.02
     max_error_rate: float = 0.5

@@ -1,98 +1,401 @@
-"""Quality service: consumes label events, keeps votes, measures agreement."""
+"""Quality service: consumes label events, keeps votes, says what it finds.
+
+The consumer stores each batch of labels (``quality_label_votes``), updates the
+per-project counters and deference monitors, and publishes a ``labeler_flag`` the
+moment a monitor crosses its threshold. Consensus (Dawid-Skene), adjudication
+requests, agreement with bootstrap intervals and guideline alerts read all of a
+project's votes, so they run on a debounced schedule in a worker thread, never
+per batch (see :mod:`services.quality.scheduling`).
+
+Everything said on a stream is recorded in ``quality_consensus`` /
+``quality_findings`` after it is published, under a deterministic event id: a
+crash between the two republishes the same event, which consumers ignore.
+"""
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+import asyncio
+import time
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from shared import metrics, streams
 from shared.bus import Delivery
 from shared.db import insert_ignoring_duplicates
-from shared.events import LabelEvent, LabelSource
+from shared.events import LabelEvent, LabelSource, QualityEvent, stable_id, utcnow
+from shared.logs import get_logger
 from shared.service import Runtime
-from shared.tables import quality_votes
 
-from .running import RunningAgreement
+from .alerts import GuidelineWatch
+from .config import QualityConfig
+from .detection import DeferenceTest
+from .scheduling import RecomputeSchedule
+from .settlement import CONSENSUS_VERSION, Settlement, settle
+from .state import NewFlag, ProjectState
+from .tables import quality_consensus, quality_findings, quality_label_votes
+from .windows import agreement_report, class_agreement
 
-# Sources that are independent human judgements, the ones agreement is about.
-HUMAN_SOURCES = {LabelSource.human.value, LabelSource.imported.value}
+log = get_logger(__name__)
+CONSENSUS_LABELER = "quality:dawid-skene"
+VOTE_COLUMNS = [c.name for c in quality_label_votes.columns]
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 class QualityService:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, config: QualityConfig | None = None) -> None:
         self.runtime = runtime
-        self.agreement: dict[str, RunningAgreement] = defaultdict(RunningAgreement)
-        self.counts: dict[str, Counter[str]] = defaultdict(Counter)
+        self.config = config or QualityConfig()
+        self.projects: dict[str, ProjectState] = {}
+        self.schedule = RecomputeSchedule(
+            quiet_seconds=self.config.quiet_seconds,
+            max_delay_seconds=self.config.max_delay_seconds,
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         await self._load()
         self.runtime.bus.consume(streams.LABELS, streams.GROUP_QUALITY, LabelEvent, self.on_labels)
+        self._task = asyncio.create_task(self._recompute_loop())
 
     async def stop(self) -> None:
-        return None
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    def state(self, project: str) -> ProjectState:
+        state = self.projects.get(project)
+        if state is None:
+            state = self.projects[project] = ProjectState(
+                test=DeferenceTest(threshold=self.config.cusum_threshold),
+                watch=GuidelineWatch(
+                    threshold=self.config.guideline_threshold_of(project),
+                    min_items=self.config.guideline_min_items,
+                ),
+            )
+        return state
 
     async def _load(self) -> None:
-        """Rebuild the running state from the stored votes (a restart loses nothing)."""
-        query = select(
-            quality_votes.c.project,
-            quality_votes.c.item_id,
-            quality_votes.c.labeler_id,
-            quality_votes.c.label,
-            quality_votes.c.source,
-        ).order_by(quality_votes.c.created_at, quality_votes.c.event_id)
+        """Rebuild the state from the stored votes and findings (a restart loses nothing)."""
+        query = select(quality_label_votes).order_by(
+            quality_label_votes.c.created_at, quality_label_votes.c.event_id
+        )
+        pending_flags: list[tuple[str, NewFlag]] = []
         async with self.runtime.engine.connect() as conn:
-            for row in (await conn.execute(query)).all():
-                self._apply(row.project, row.item_id, row.labeler_id, row.label, row.source)
+            for row in (await conn.execute(query)).mappings():
+                row = dict(row)
+                row["created_at"] = _aware(row["created_at"])
+                flag = self.state(row["project"]).apply(row)
+                if flag is not None:
+                    pending_flags.append((row["project"], flag))
+            for row in (await conn.execute(select(quality_consensus))).mappings():
+                self.state(row["project"]).published[row["item_id"]] = (
+                    row["label"], row["revision"])
+            for row in (await conn.execute(select(quality_findings))).mappings():
+                state = self.state(row["project"])
+                if row["kind"] == "adjudication_request":
+                    state.requested.add(row["key"])
+                elif row["kind"] == "labeler_flag":
+                    state.flags[row["key"]] = dict(row["detail"])
+                elif row["kind"] == "guideline_alert" and row["resolved_at"] is None:
+                    detail = dict(row["detail"])
+                    key = (detail["class"], detail["guideline_version"])
+                    state.alerts[key] = detail
+                    state.watch.active.add(key)
+        # A flag raised before a crash but never published is published now.
+        missing = [(p, f) for p, f in pending_flags if f.labeler_id not in self.state(p).flags]
+        if missing:
+            await self._publish_flags(missing)
+        for project in self.projects:
+            self.schedule.touch(project, time.monotonic())
+            self._export_metrics(project)
 
-    def _apply(self, project: str, item_id: str, labeler_id: str, label: str, source: str) -> None:
-        self.counts[project][source] += 1
-        if source in HUMAN_SOURCES:
-            self.agreement[project].add(item_id, labeler_id, label)
+    # ------------------------------------------------------------------ consumer
 
     async def on_labels(self, batch: list[Delivery[LabelEvent]]) -> None:
-        rows = [
-            {
-                "event_id": str(d.event.event_id),
-                "project": d.event.project,
-                "item_id": d.event.item_id,
-                "labeler_id": d.event.labeler_id,
-                "label": d.event.label,
-                "source": d.event.source.value,
-                "created_at": d.event.created_at,
-            }
-            for d in batch
-        ]
-        # Keep only rows not seen before so that a redelivery does not count twice.
+        rows = [self._row(d.event) for d in batch]
+        rows = list({r["event_id"]: r for r in rows}.values())
         async with self.runtime.engine.begin() as conn:
-            ids = [r["event_id"] for r in rows]
             seen = set(
                 (
                     await conn.execute(
-                        select(quality_votes.c.event_id).where(quality_votes.c.event_id.in_(ids))
+                        select(quality_label_votes.c.event_id).where(
+                            quality_label_votes.c.event_id.in_([r["event_id"] for r in rows])
+                        )
                     )
                 ).scalars()
             )
             fresh = [r for r in rows if r["event_id"] not in seen]
-            fresh = list({r["event_id"]: r for r in fresh}.values())
-            await insert_ignoring_duplicates(conn, quality_votes, fresh)
+            await insert_ignoring_duplicates(conn, quality_label_votes, fresh)
+        flags: list[tuple[str, NewFlag]] = []
         for r in sorted(fresh, key=lambda r: r["created_at"]):
-            self._apply(r["project"], r["item_id"], r["labeler_id"], r["label"], r["source"])
+            flag = self.state(r["project"]).apply(r)
+            if flag is not None:
+                flags.append((r["project"], flag))
+        if flags:
+            await self._publish_flags(flags)
+        now = time.monotonic()
         for project in {r["project"] for r in fresh}:
-            value = self.agreement[project].agreement
-            if value is not None:
-                metrics.AGREEMENT.labels(project).set(value)
+            self._export_metrics(project)
+            if any(r["project"] == project and r["source"] != "consensus" for r in fresh):
+                self.schedule.touch(project, now)
+        for r in fresh:
+            if r["source"] == LabelSource.adjudicated.value:
+                await self._resolve(r["project"], "adjudication_request", r["item_id"])
+
+    @staticmethod
+    def _row(event: LabelEvent) -> dict[str, Any]:
+        return {
+            "event_id": str(event.event_id),
+            "project": event.project,
+            "item_id": event.item_id,
+            "labeler_id": event.labeler_id,
+            "label": event.label,
+            "source": event.source.value,
+            "mode": event.mode.value if event.mode else None,
+            "shown_prelabel": event.shown_prelabel,
+            "model_label": event.model_label,
+            "gold_label": event.gold_label,
+            "planted_prelabel": event.planted_prelabel,
+            "revised_after_reveal": event.revised_after_reveal,
+            "guideline_version": event.guideline_version,
+            "supersedes": event.supersedes,
+            "created_at": _aware(event.created_at),
+        }
+
+    # ------------------------------------------------------------------ findings
+
+    async def _publish_flags(self, flags: list[tuple[str, NewFlag]]) -> None:
+        events, records = [], []
+        for project, flag in flags:
+            state = self.state(project)
+            monitor, who = flag.monitor, flag.labeler_id
+            since = monitor.evidence_since
+            gold = state.gold[who]
+            detail = {
+                "pause": self.config.auto_pause_of(project),
+                "evidence_since": since.isoformat() if since else None,
+                "flagged_at": monitor.flagged_at.isoformat() if monitor.flagged_at else None,
+                "statistic": round(monitor.statistic, 4),
+                "threshold": round(monitor.test.threshold, 4),
+                "test": "cusum-sprt: defers to pre-labels vs judges them",
+                "tasks_in_evidence": monitor.run_tasks,
+                "gold_catch_rate": gold.gold_catch_rate,
+                "correction_rate": gold.correction_rate,
+                "model_error_rate": state.cautious_error_rate(),
+                "re_review_items": state.items_since(who, since),
+            }
+            event_id = stable_id("labeler_flag", project, who, detail["evidence_since"] or "")
+            events.append(QualityEvent(event_id=event_id, project=project, type="labeler_flag",
+                                       labeler_id=who, detail=detail))
+            records.append(self._finding(project, "labeler_flag", who, detail, event_id))
+            state.flags[who] = detail
+            log.warning("labeler flagged", project=project, labeler=who,
+                        tasks=monitor.run_tasks)
+        await self.runtime.bus.publish(streams.QUALITY, events)
+        await self._record(records)
+
+    @staticmethod
+    def _finding(project: str, kind: str, key: str, detail: dict[str, Any],
+                 event_id: Any) -> dict[str, Any]:
+        return {"project": project, "kind": kind, "key": key, "detail": detail,
+                "event_id": str(event_id), "created_at": utcnow(), "resolved_at": None}
+
+    async def _record(self, records: list[dict[str, Any]]) -> None:
+        async with self.runtime.engine.begin() as conn:
+            await insert_ignoring_duplicates(conn, quality_findings, records)
+
+    async def _resolve(self, project: str, kind: str, key: str) -> None:
+        async with self.runtime.engine.begin() as conn:
+            await conn.execute(
+                update(quality_findings)
+                .where(quality_findings.c.project == project, quality_findings.c.kind == kind,
+                       quality_findings.c.key == key, quality_findings.c.resolved_at.is_(None))
+                .values(resolved_at=utcnow())
+            )
+
+    # ------------------------------------------------------------------ recompute
+
+    async def _recompute_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            for project in self.schedule.due(time.monotonic()):
+                started = time.monotonic()
+                try:
+                    await self.recompute(project)
+                except Exception:  # keep the loop alive; the next change retries
+                    log.exception("recompute failed", project=project)
+                self.schedule.ran(project, started)
+
+    async def recompute(self, project: str) -> None:
+        """Consensus, adjudication requests, agreement report and guideline alerts."""
+        state = self.state(project)
+        votes = state.plain_votes()
+        snapshot = state.snapshot()
+        published, requested = dict(state.published), set(state.requested)
+        adjudicated = dict(state.adjudicated)
+        schema = self.config.project(project)
+        config = self.config
+
+        def compute() -> tuple[Settlement, dict[str, Any], list[Any]]:
+            settlement = settle(votes, published=published, requested=requested,
+                                adjudicated=adjudicated, min_votes=config.min_votes,
+                                min_confidence=config.min_confidence)
+            report = agreement_report(snapshot, now=time.time(), level=schema.level,
+                                      categories=schema.categories, n_boot=config.n_boot)
+            return settlement, report, class_agreement(snapshot)
+
+        settlement, report, per_class = await asyncio.to_thread(compute)
+        await self._publish_consensus(project, settlement)
+        await self._publish_adjudication(project, settlement)
+        await self._publish_alerts(project, per_class)
+        state.report = {"computed_at": utcnow().isoformat(), "windows": report}
+        state.consensus = {
+            "method": CONSENSUS_VERSION,
+            "items_with_consensus": settlement.items_with_consensus,
+            "mean_confidence": settlement.mean_confidence,
+            "classes": settlement.classes,
+            "labelers": settlement.labeler_agreement,
+            "confusion": settlement.confusion,
+        }
+
+    async def _publish_consensus(self, project: str, settlement: Settlement) -> None:
+        if not settlement.publish:
+            return
+        now = utcnow()
+        events, rows = [], []
+        for c in settlement.publish:
+            event_id = stable_id("consensus", project, c.item_id, str(c.revision), c.label)
+            events.append(LabelEvent(
+                event_id=event_id, project=project, item_id=c.item_id, label=c.label,
+                labeler_id=CONSENSUS_LABELER, source=LabelSource.consensus,
+                confidence=c.confidence, model_version=CONSENSUS_VERSION, created_at=now))
+            rows.append({"project": project, "item_id": c.item_id, "label": c.label,
+                         "confidence": c.confidence, "revision": c.revision,
+                         "event_id": str(event_id), "updated_at": now})
+        await self.runtime.bus.publish(streams.LABELS, events)
+        async with self.runtime.engine.begin() as conn:
+            for start in range(0, len(rows), 1000):
+                chunk = rows[start:start + 1000]
+                await conn.execute(quality_consensus.delete().where(
+                    quality_consensus.c.project == project,
+                    quality_consensus.c.item_id.in_([r["item_id"] for r in chunk])))
+                await conn.execute(quality_consensus.insert(), chunk)
+        state = self.state(project)
+        for c in settlement.publish:
+            state.published[c.item_id] = (c.label, c.revision)
+
+    async def _publish_adjudication(self, project: str, settlement: Settlement) -> None:
+        if not settlement.adjudicate:
+            return
+        events, records = [], []
+        for request in settlement.adjudicate:
+            event_id = stable_id("adjudication_request", project, request.item_id)
+            detail = request.detail()
+            events.append(QualityEvent(event_id=event_id, project=project,
+                                       type="adjudication_request", item_id=request.item_id,
+                                       detail=detail))
+            records.append(self._finding(project, "adjudication_request", request.item_id,
+                                         detail, event_id))
+        await self.runtime.bus.publish(streams.QUALITY, events)
+        await self._record(records)
+        self.state(project).requested.update(r.item_id for r in settlement.adjudicate)
+
+    async def _publish_alerts(self, project: str, per_class: list[Any]) -> None:
+        state = self.state(project)
+        before = set(state.watch.active)
+        raised = state.watch.update(per_class)
+        for key in before - state.watch.active:
+            state.alerts.pop(key, None)
+            await self._resolve(project, "guideline_alert", "\x1f".join(key))
+        if not raised:
+            return
+        events, records = [], []
+        for alert in raised:
+            key = "\x1f".join((alert.label_class, alert.guideline_version))
+            detail = alert.detail()
+            event_id = stable_id("guideline_alert", project, key, utcnow().isoformat())
+            events.append(QualityEvent(event_id=event_id, project=project,
+                                       type="guideline_alert", detail=detail))
+            records.append(self._finding(project, "guideline_alert", key, detail, event_id))
+            state.alerts[(alert.label_class, alert.guideline_version)] = detail
+        await self.runtime.bus.publish(streams.QUALITY, events)
+        async with self.runtime.engine.begin() as conn:
+            # A re-raised alert replaces the resolved row of the same (class, version).
+            for r in records:
+                await conn.execute(quality_findings.delete().where(
+                    quality_findings.c.project == project,
+                    quality_findings.c.kind == "guideline_alert",
+                    quality_findings.c.key == r["key"]))
+            await insert_ignoring_duplicates(conn, quality_findings, records)
+
+    # ------------------------------------------------------------------ read side
+
+    def _export_metrics(self, project: str) -> None:
+        state = self.state(project)
+        if state.running.agreement is not None:
+            metrics.AGREEMENT.labels(project).set(state.running.agreement)
+        for who, gold in state.gold.items():
+            if gold.gold_catch_rate is not None:
+                metrics.GOLD_CATCH_RATE.labels(project, who).set(gold.gold_catch_rate)
+            if gold.correction_rate is not None:
+                metrics.CORRECTION_RATE.labels(project, who).set(gold.correction_rate)
+        metrics.FLAGGED_LABELERS.labels(project).set(len(state.flags))
 
     def summary(self, project: str) -> dict[str, Any]:
-        running = self.agreement.get(project, RunningAgreement())
+        state = self.projects.get(project)
+        if state is None:
+            state = ProjectState(test=DeferenceTest(), watch=GuidelineWatch())
+        running = state.running
+        error_rate = state.cautious_error_rate()
+        labelers: dict[str, Any] = {}
+        consensus_by_labeler = state.consensus.get("labelers", {})
+        for who in sorted(set(state.gold) | set(consensus_by_labeler)):
+            gold = state.gold.get(who)
+            entry = gold.summary(error_rate) if gold else {}
+            monitor = state.monitors.get(who)
+            entry["deference_statistic"] = round(monitor.statistic, 4) if monitor else 0.0
+            entry["flagged"] = who in state.flags
+            entry["paused"] = bool(state.flags.get(who, {}).get("pause"))
+            entry.update(consensus_by_labeler.get(who, {}))
+            entry["confusion"] = state.consensus.get("confusion", {}).get(who)
+            labelers[who] = entry
         return {
             "project": project,
-            "label_events": dict(self.counts.get(project, Counter())),
-            "items_with_human_labels": len(running.votes),
+            "label_events": dict(state.counts),
+            "items_with_human_labels": len(state.votes),
             "items_with_overlap": running.items_with_overlap,
             "human_labels_by_labeler": dict(running.labelers()),
             "pairwise_agreement": running.agreement,
             "agreeing_pairs": running.agreeing_pairs,
             "total_pairs": running.total_pairs,
+            "agreement": state.report,
+            "consensus": {k: v for k, v in state.consensus.items()
+                          if k not in ("labelers", "confusion")}
+            | {"published": len(state.published)},
+            "model_error_rate": {"mean": state.model_errors.mean, "cautious": error_rate,
+                                 "gold_checked": state.model_errors.checked},
+            "labelers": labelers,
+            "flags": [{"labeler_id": who, **detail} for who, detail in state.flags.items()],
+            "adjudication": {
+                "requested": len(state.requested),
+                "adjudicated": len(state.adjudicated),
+                "open": sorted(state.requested - set(state.adjudicated)),
+                "labels": dict(state.adjudicated),
+            },
+            "guideline_alerts": list(state.alerts.values()),
+            "thresholds": {
+                "guideline_agreement": self.config.guideline_threshold_of(project),
+                "adjudication_min_confidence": self.config.min_confidence,
+                "cusum": self.config.cusum_threshold,
+            },
         }

@@ -23,6 +23,8 @@ def test_threshold_is_log_of_horizon_over_rate():
 def test_llr_signs_follow_the_hypotheses():
     test = DeferenceTest()
     # Keeping a planted wrong pre-label is evidence of deferring; catching it is not.
+    test = DeferenceTest(catch_judging=0.7, catch_deferring=0.2, judging_share=0.7,
+                         deferring_share=0.25)
     assert test.llr(True, False, 0.15) == pytest.approx(math.log(0.8 / 0.3))
     assert test.llr(True, True, 0.15) == pytest.approx(math.log(0.2 / 0.7))
     # On ordinary pre-labels, changing one is evidence of judging.

@@ -1,0 +1,61 @@
+"""Tables of the quality service (schema owned by migration 0003_quality).
+
+* ``quality_label_votes``: every label event with the provenance the quality
+  measures need (mode, pre-label shown, gold, planted, guideline version...);
+* ``quality_consensus``: the consensus label last published per item, with its
+  revision, so a restart neither republishes nor loses track;
+* ``quality_findings``: what was said on ``loopwise:quality`` (adjudication
+  requests, labeler flags, guideline alerts), one row per (kind, key), so a
+  finding is said once and its resolution is remembered.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Boolean, Column, DateTime, Float, Index, Integer, String, Table
+
+from shared.tables import metadata
+
+quality_label_votes = Table(
+    "quality_label_votes",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("project", String(64), nullable=False),
+    Column("item_id", String(256), nullable=False),
+    Column("labeler_id", String(256), nullable=False),
+    Column("label", String(256), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("mode", String(16), nullable=True),
+    Column("shown_prelabel", String(256), nullable=True),
+    Column("model_label", String(256), nullable=True),
+    Column("gold_label", String(256), nullable=True),
+    Column("planted_prelabel", Boolean, nullable=False, default=False),
+    Column("revised_after_reveal", Boolean, nullable=False, default=False),
+    Column("guideline_version", String(64), nullable=True),
+    Column("supersedes", String(36), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_quality_label_votes_project_created", "project", "created_at"),
+)
+
+quality_consensus = Table(
+    "quality_consensus",
+    metadata,
+    Column("project", String(64), primary_key=True),
+    Column("item_id", String(256), primary_key=True),
+    Column("label", String(256), nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("event_id", String(36), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+quality_findings = Table(
+    "quality_findings",
+    metadata,
+    Column("project", String(64), primary_key=True),
+    Column("kind", String(32), primary_key=True),
+    Column("key", String(512), primary_key=True),
+    Column("detail", JSON, nullable=False),
+    Column("event_id", String(36), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("resolved_at", DateTime(timezone=True), nullable=True),
+)
