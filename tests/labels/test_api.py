@@ -281,7 +281,7 @@ async def test_label_studio_import_then_export_gives_the_same_annotations(app, w
     extra["id"] = 7001
     extra["annotations"][0].update(id=99, completed_by={"email": "kim@example.com"}, lead_time=3.5)
     extra["annotations"][0]["result"][0]["value"]["choices"] = ["Negative"]
-    raw = json.dumps(tasks + [extra]).encode()
+    raw = json.dumps([*tasks, extra]).encode()
     async with http(app, world["tokens"][(plain, "reviewer")]) as client:
         r = await client.post(f"/v1/projects/{plain}/imports/labelstudio", content=raw)
         assert r.status_code == 200 and r.json()["inserted"] == 1, r.text  # 6141 was there

@@ -1,0 +1,88 @@
+"""Who reaches which project with which role; tokens expire, are revoked, die with their user."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi import HTTPException
+
+from shared import auth
+from shared.auth import NOT_YOUR_PROJECT, Principal, authorize, authorize_global
+
+
+def test_a_project_token_reaches_its_project_only() -> None:
+    alice = Principal("alice", "labeler", "p1", frozenset({"p1"}))
+    authorize(alice, "p1", "labeler")
+    for project in ("p2", "no-such-project"):
+        with pytest.raises(HTTPException) as denied:
+            authorize(alice, project, "labeler")
+        assert (denied.value.status_code, denied.value.detail) == (403, NOT_YOUR_PROJECT)
+    with pytest.raises(HTTPException, match="needs 'reviewer'"):
+        authorize(alice, "p1", "reviewer")
+
+
+def test_a_star_token_of_a_plain_role_reaches_only_member_projects() -> None:
+    bob = Principal("bob", "reviewer", "*", frozenset({"p1"}))
+    authorize(bob, "p1", "reviewer")
+    with pytest.raises(HTTPException, match=NOT_YOUR_PROJECT):
+        authorize(bob, "p2", "labeler")
+    with pytest.raises(HTTPException, match="for every project"):
+        authorize_global(bob)
+
+
+def test_global_admins_reach_everything_but_sensitive_payloads_need_membership() -> None:
+    root = Principal("root", "admin", "*")
+    robot = Principal("router", "service", "*")
+    member = Principal("carol", "labeler", "secret")
+    authorize(root, "secret", "admin")
+    authorize_global(root)
+    assert not root.sees_payloads("secret", sensitive=True)
+    assert root.sees_payloads("open", sensitive=False)
+    assert robot.sees_payloads("secret", sensitive=True)
+    assert member.sees_payloads("secret", sensitive=True)
+    assert not member.sees_payloads("other", sensitive=False)
+
+
+def test_unknown_role_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown role 'owner'"):
+        auth._check_role("owner")
+
+
+@pytest.mark.integration
+async def test_expired_revoked_and_disabled_tokens_are_refused(engine, project, monkeypatch):
+    from sqlalchemy import update
+
+    from services.labels.tables import users
+
+    monkeypatch.setattr(auth, "CACHE_SECONDS", 0.0)  # read the database on every request
+    tokens = auth.TokenAuth(engine)
+    async with engine.begin() as conn:
+        live, live_id = await auth.issue_token(conn, f"u-{project}", "labeler", project, 1)
+        short, _ = await auth.issue_token(conn, f"v-{project}", "labeler", project, 1e-9)
+    principal = await tokens.lookup(live)
+    assert principal is not None and principal.covers(project) and principal.token_id == live_id
+    assert project in principal.memberships
+    assert await tokens.lookup(short) is None  # expired already
+    async with engine.begin() as conn:
+        assert await auth.revoke_token(conn, live_id)
+        assert not await auth.revoke_token(conn, live_id)
+    assert await tokens.lookup(live) is None
+    async with engine.begin() as conn:
+        other, _ = await auth.issue_token(conn, f"w-{project}", "admin", "*")
+        await conn.execute(
+            update(users)
+            .where(users.c.user_id == f"w-{project}")
+            .values(disabled_at=auth.datetime.now(auth.UTC))
+        )
+    assert await tokens.lookup(other) is None
+
+
+@pytest.mark.integration
+async def test_create_token_keeps_its_signature_and_makes_a_member(engine, project):
+    token = await auth.create_token(engine, "eve", "reviewer", project)
+    principal = await auth.TokenAuth(engine).lookup(token)
+    assert principal == Principal(
+        "eve", "reviewer", project, principal.memberships, principal.token_id
+    )
+    assert project in principal.memberships
+    with pytest.raises(ValueError, match="unknown role"):
+        await auth.create_token(engine, "eve", "owner", project)
