@@ -1,0 +1,70 @@
+"""The quality alert rules fire on the series the quality service exports (promtool test rules)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ALERTS = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
+
+CASES = {
+    "rule_files": [str(ALERTS)],
+    "evaluation_interval": "1m",
+    "tests": [
+        {
+            "interval": "1m",
+            "input_series": [
+                {"series": 'loopwise_gold_catch_rate{project="p",labeler="stamper"}',
+                 "values": "0.1x90"},
+                {"series": 'loopwise_gold_catch_rate{project="p",labeler="honest"}',
+                 "values": "0.95x90"},
+                {"series": 'loopwise_correction_rate{project="p",labeler="stamper"}',
+                 "values": "0.01x90"},
+                {"series": 'loopwise_correction_rate{project="p",labeler="a"}',
+                 "values": "0.2x90"},
+                {"series": 'loopwise_correction_rate{project="p",labeler="b"}',
+                 "values": "0.18x90"},
+                {"series": 'loopwise_flagged_labelers{project="p"}', "values": "1x90"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "40m", "alertname": "LoopwiseGoldCatchRateLow",
+                 "exp_alerts": [{
+                     "exp_labels": {"severity": "warning", "project": "p",
+                                    "labeler": "stamper"},
+                     "exp_annotations": {
+                         "summary": "stamper keeps planted wrong pre-labels in p",
+                         "description": (
+                             "Gold catch rate is 10% (< 50%): the labeler accepts pre-labels "
+                             "known to be wrong. The quality service's sequential test decides "
+                             "the flag; see GET /v1/projects/p/quality."),
+                     }}]},
+                {"eval_time": "70m", "alertname": "LoopwiseLabelerCorrectionRateCollapsed",
+                 "exp_alerts": [{
+                     "exp_labels": {"severity": "warning", "project": "p",
+                                    "labeler": "stamper"},
+                     "exp_annotations": {
+                         "summary": "stamper corrects far fewer pre-labels than peers in p",
+                         "description": (
+                             "Correction rate 1% is under a quarter of the project's median: "
+                             "possible rubber-stamping of model pre-labels."),
+                     }}]},
+                {"eval_time": "20m", "alertname": "LoopwiseGoldCatchRateLow", "exp_alerts": []},
+            ],
+        }
+    ],
+}
+
+
+def test_quality_alerts_fire_for_the_rubber_stamper_only(tmp_path):
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed")
+    cases = tmp_path / "quality_rules_test.yml"
+    cases.write_text(yaml.safe_dump(CASES))
+    done = subprocess.run([promtool, "test", "rules", str(cases)], capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
