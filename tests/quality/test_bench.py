@@ -1,0 +1,45 @@
+"""The quality benchmark's simulations, on small sizes (no timing is asserted)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench import quality
+from bench.quality import StampSetup, evidence_floor, rubber_stamp, simulate_crowd
+
+
+def test_simulated_crowd_has_three_distinct_labelers_per_item():
+    crowd = simulate_crowd(1000, seed=3)
+    assert len(crowd.item) == 3000 and len(crowd.kinds) == 40
+    pairs = crowd.item * 100 + crowd.labeler
+    assert len(np.unique(pairs)) == 3000
+    good = [i for i, k in enumerate(crowd.kinds) if k == "good"]
+    mine = np.isin(crowd.labeler, good)
+    assert np.mean(crowd.label[mine] == crowd.truth[crowd.item[mine]]) > 0.8
+
+
+def test_dawid_skene_beats_majority_vote_on_the_simulated_crowd():
+    results = quality.run_aggregators(simulate_crowd(5000, seed=4), repeats=1)
+    ds = results["Dawid-Skene (loopwise)"]["accuracy"]
+    assert ds > results["majority vote (loopwise)"]["accuracy"]
+
+
+def test_rubber_stampers_are_flagged_and_honest_reviewers_are_not():
+    out = rubber_stamp(StampSetup(runs=2, tasks=800, honest=10, stampers=3), [12.0])
+    combined = next(r for r in out["table"] if r["evidence"] == "combined")
+    assert combined["stampers_flagged"] == 1.0
+    assert combined["false_positive_rate"] == 0.0
+    floor = evidence_floor(StampSetup())
+    assert floor["min_tasks"] < floor["min_tasks_gold_only"]
+
+
+def test_write_section_replaces_only_its_own_section(tmp_path, monkeypatch):
+    target = tmp_path / "BENCHMARKS.md"
+    target.write_text("# Benchmarks\n\n## Other\n\nkeep me\n\n"
+                      f"{quality.SECTION}\n\nold\n\n## Later\n\nkeep me too\n")
+    monkeypatch.setattr(quality, "BENCHMARKS", target)
+    quality.write_section(f"{quality.SECTION}\n\nnew\n")
+    text = target.read_text()
+    assert "old" not in text and "new" in text
+    assert "keep me\n" in text and "keep me too" in text
+    assert text.index("## Other") < text.index(quality.SECTION) < text.index("## Later")
