@@ -157,5 +157,235 @@ def bench_quality(
     typer.echo(run(n_items=items, runs=runs, write=write))
 
 
+# --- labels store commands (issue 5): operator tools acting on the database directly ----------
+
+labels_app = typer.Typer(
+    help="Label-set versions, reverts, exports, imports.", no_args_is_help=True
+)
+users_app = typer.Typer(help="Users.", no_args_is_help=True)
+app.add_typer(labels_app, name="labels")
+app.add_typer(users_app, name="users")
+ActingAs = Annotated[str | None, typer.Option("--as", help="operator named in the audit log")]
+
+
+def _database_url() -> str:
+    from shared.db import upgrade
+
+    settings = get_settings()
+    upgrade(settings.database_url)
+    return settings.database_url
+
+
+def _echo_json(value: object) -> None:
+    import json
+
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[int, typer.Argument(help="token id (GET /v1/tokens lists them)")],
+    acting_as: ActingAs = None,
+) -> None:
+    """Revoke a token; services stop accepting it within 2 s."""
+    from services.labels.commands import cli_actor, revoke_token
+
+    was_live = asyncio.run(revoke_token(_database_url(), token_id, cli_actor(acting_as)))
+    typer.echo("revoked" if was_live else "no live token with that id (nothing changed)")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List users."""
+    from services.labels.commands import cli_actor, user_command
+
+    _echo_json(asyncio.run(user_command(_database_url(), "list", cli_actor(), None)))
+
+
+@users_app.command("create")
+def users_create(user: Annotated[str, typer.Argument()], acting_as: ActingAs = None) -> None:
+    """Register a user (tokens are made with `loopwise token create`)."""
+    from services.labels.commands import cli_actor, user_command
+
+    asyncio.run(user_command(_database_url(), "create", cli_actor(acting_as), user))
+    typer.echo(f"user {user} exists")
+
+
+@users_app.command("disable")
+def users_disable(user: Annotated[str, typer.Argument()], acting_as: ActingAs = None) -> None:
+    """Disable a user: all of their tokens stop working within 2 s."""
+    from services.labels.commands import cli_actor, user_command
+
+    try:
+        asyncio.run(user_command(_database_url(), "disable", cli_actor(acting_as), user))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo(f"user {user} disabled")
+
+
+@labels_app.command("export")
+def labels_export(
+    project: Annotated[str, typer.Option(help="project")],
+    version: Annotated[
+        str | None, typer.Option(help="version number or name (default: head)")
+    ] = None,
+    format: Annotated[str, typer.Option(help="jsonl | csv | labelstudio")] = "jsonl",
+    out: Annotated[
+        str | None, typer.Option(help="output file (default: <project>-<version>.<ext>)")
+    ] = None,
+) -> None:
+    """Stream a version's labels to a file, with progress."""
+    from pathlib import Path
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from services.labels.commands import export_version
+    from services.labels.export import FORMATS
+
+    if format not in FORMATS:
+        raise typer.BadParameter(f"format must be one of {', '.join(FORMATS)}")
+    ext = {"jsonl": "jsonl", "csv": "csv", "labelstudio": "json"}[format]
+    path = Path(out or f"{project}-{version or 'head'}.{ext}")
+    url = _database_url()
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), transient=False) as progress:  # fmt: skip
+        task = progress.add_task(f"exporting {project} to {path}", total=None)
+        try:
+            with path.open("wb") as sink:
+                written = asyncio.run(export_version(
+                    url, project, sink, version=version, fmt=format,
+                    on_start=lambda total: progress.update(task, total=total),
+                    on_rows=lambda n: progress.advance(task, n),
+                ))  # fmt: skip
+        except LookupError as exc:
+            path.unlink(missing_ok=True)
+            raise typer.BadParameter(str(exc)) from exc
+    typer.echo(f"{written} rows written to {path}")
+
+
+@labels_app.command("import")
+def labels_import(
+    project: Annotated[str, typer.Option(help="project")],
+    file: Annotated[str, typer.Argument(help="Label Studio JSON export")],
+    label_key: Annotated[str | None, typer.Option(help="from_name of the label control")] = None,
+    item_key: Annotated[str | None, typer.Option(help="data field holding the item id")] = None,
+    batch_id: Annotated[str | None, typer.Option(help="batch id (default: file digest)")] = None,
+    dry_run: Annotated[bool, typer.Option(help="check and report, write nothing")] = False,
+    acting_as: ActingAs = None,
+) -> None:
+    """Import a Label Studio JSON export: every annotation or none (source=import)."""
+    from pathlib import Path
+
+    from services.labels.commands import cli_actor, import_labelstudio_file
+
+    data = Path(file).read_bytes()
+    try:
+        summary = asyncio.run(import_labelstudio_file(
+            _database_url(), project, data, cli_actor(acting_as), label_key=label_key,
+            item_key=item_key, batch_id=batch_id, dry_run=dry_run,
+        ))  # fmt: skip
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    _echo_json(summary)
+
+
+@labels_app.command("versions")
+def labels_versions(project: Annotated[str, typer.Option(help="project")]) -> None:
+    """List a project's label-set versions."""
+    from services.labels.commands import list_versions
+
+    for v in asyncio.run(list_versions(_database_url(), project)):
+        typer.echo(f"{v['number']:>4}  {v['kind']:8s} {v['created_at']:%Y-%m-%d %H:%M:%S}  "
+                   f"{v['author']}  -{v['excluded']} +{v['included']}  {v['name'] or ''}  "
+                   f"{v['message']}")  # fmt: skip
+
+
+@labels_app.command("revert")
+def labels_revert(
+    project: Annotated[str, typer.Option(help="project")],
+    batch: Annotated[str | None, typer.Option(help="revert this batch id")] = None,
+    labeler: Annotated[str | None, typer.Option(help="revert this labeler's labels")] = None,
+    guideline: Annotated[str | None, typer.Option(help="revert this guideline version")] = None,
+    since: Annotated[str | None, typer.Option(help="labels created at or after (ISO time)")] = None,
+    until: Annotated[str | None, typer.Option(help="labels created before (ISO time)")] = None,
+    event: Annotated[
+        list[str] | None, typer.Option(help="revert this event id (repeatable)")
+    ] = None,
+    undo_version: Annotated[
+        str | None, typer.Option(help="revert the revert made as this version")
+    ] = None,
+    message: Annotated[str, typer.Option(help="why")] = "",
+    apply: Annotated[bool, typer.Option(help="make the version (default: dry run)")] = False,
+    acting_as: ActingAs = None,
+) -> None:
+    """Revert labels as a new version; without --apply, show what would change."""
+    from pydantic import ValidationError
+
+    from services.labels.commands import cli_actor, revert
+    from services.labels.revert import RevertSelector
+
+    selector = None
+    try:
+        if undo_version is None:
+            selector = RevertSelector(batch_id=batch, labeler_id=labeler,
+                                      guideline_version=guideline, created_from=since,
+                                      created_to=until, event_ids=event)  # fmt: skip
+        result = asyncio.run(revert(
+            _database_url(), project, cli_actor(acting_as), selector=selector,
+            undo_version=undo_version, message=message, dry_run=not apply,
+        ))  # fmt: skip
+    except (ValidationError, ValueError, LookupError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    for effect in result["effects"]:
+        typer.echo(f"{effect['item_id']}: {effect['before']} -> {effect['after']}")
+    if result["version"] is None:
+        typer.echo(f"dry run: {result['events']} event(s), {result['items']} item(s); "
+                   "--apply makes the version")  # fmt: skip
+    else:
+        typer.echo(f"version {result['version']['number']} made: {result['events']} event(s)")
+
+
+@bench_app.command("labels")
+def bench_labels(
+    events: Annotated[int, typer.Option(help="label events for the ingest benchmark")] = 200_000,
+    export_labels: Annotated[int, typer.Option(help="labels in the exported version")] = 1_000_000,
+    write: Annotated[bool, typer.Option(help="record the results in BENCHMARKS.md")] = True,
+) -> None:
+    """Label ingest (batched inserts vs COPY) and a 1M-label streamed export."""
+    from bench.labels import run
+
+    typer.echo(run(get_settings(), events=events, export_labels=export_labels, write=write))
+
+
+@bench_app.command("router")
+def bench_router(
+    redis_url: Annotated[str, typer.Option(
+        help="a Redis database for the bench alone: it is FLUSHDB'ed at start")
+    ] = "redis://127.0.0.1:6379/9",
+    database_url: Annotated[str | None, typer.Option(
+        help="database for the router's auth (default: SQLite in a temp dir)")] = None,
+    predictions: Annotated[int, typer.Option(min=1000, help="entries put on the stream")] = 200_000,
+    clients: Annotated[int, typer.Option(min=1, help="concurrent reviewer clients")] = 64,
+    seconds: Annotated[float, typer.Option(min=1, help="measured load per server")] = 30.0,
+    router_port: Annotated[int, typer.Option()] = 29002,
+    bare_port: Annotated[int, typer.Option()] = 29010,
+    write: Annotated[bool, typer.Option(help="record the results in BENCHMARKS.md")] = True,
+) -> None:
+    """Routing rate vs a raw XREADGROUP loop; reviewer API vs a bare endpoint.
+
+    FLUSHES the Redis database at --redis-url first (default db 9), then fills it.
+    """
+    import sys
+
+    from bench.router import main, write_section
+
+    report = main(redis_url=redis_url, database_url=database_url, predictions=predictions,
+                  clients=clients, seconds=seconds, router_port=router_port,
+                  bare_port=bare_port, command=" ".join(["loopwise", *sys.argv[1:]]))
+    if write:
+        write_section(report)
+    typer.echo(report)
+
+
 if __name__ == "__main__":
     app()

@@ -38,7 +38,7 @@ from shared.tables import api_tokens
 
 from . import audit, export, store
 from .audit import Actor
-from .labelstudio import AnnotationRef, LabelStudioFormatError, parse_export
+from .labelstudio import LabelStudioFormatError, parse_export
 from .revert import RevertSelector
 from .tables import import_refs, project_members, users
 from .versions import unknown_labels
@@ -441,7 +441,7 @@ async def export_labels(
                     chunks = export.labelstudio(
                         store.stream_counting_events(conn, project, view),
                         lambda ids: _payloads(side, project, ids, payloads_visible),
-                        lambda ids: _refs(side, ids),
+                        lambda ids: store.import_refs_of(side, ids),
                         from_name=from_name,
                         to_name=to_name,
                     )
@@ -467,11 +467,6 @@ async def _payloads(conn, project: str, ids: list[str], visible: bool) -> dict[s
     if not visible:
         return {}
     return await store.payloads_of(conn, project, ids)
-
-
-async def _refs(conn, event_ids: list[str]) -> dict[str, AnnotationRef]:
-    rows = await conn.execute(select(import_refs).where(import_refs.c.event_id.in_(event_ids)))
-    return {r.event_id: AnnotationRef(**r.ref) for r in rows.all()}
 
 
 async def import_labelstudio_export(

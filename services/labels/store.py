@@ -27,8 +27,9 @@ from shared.db import insert_ignoring_duplicates
 from shared.events import LabelEvent, LabelSource
 from shared.tables import items, label_events
 
+from .labelstudio import AnnotationRef
 from .revert import RevertSelector, effect_of, revert_changes, unrevert_changes
-from .tables import item_payloads, label_version_changes, label_versions, projects
+from .tables import import_refs, item_payloads, label_version_changes, label_versions, projects
 from .trace import trace_item
 from .versions import (
     EXCLUDE,
@@ -679,4 +680,15 @@ async def payloads_of(
         )
         for item_id, payload in rows.all():
             found[item_id] = dict(payload)
+    return found
+
+
+async def import_refs_of(conn: AsyncConnection, event_ids: list[str]) -> dict[str, AnnotationRef]:
+    """Where imported events sat in Label Studio, so an export writes them back in place."""
+    found: dict[str, AnnotationRef] = {}
+    for start in range(0, len(event_ids), CHUNK):
+        rows = await conn.execute(
+            select(import_refs).where(import_refs.c.event_id.in_(event_ids[start : start + CHUNK]))
+        )
+        found.update({r.event_id: AnnotationRef(**r.ref) for r in rows.all()})
     return found
