@@ -41,6 +41,7 @@ class Summary:
     review_tasks: int = 0
     reviewed: int = 0
     human_labels: int = 0
+    consensus_labels: int = 0
     labels_stored: int = 0
     agreement: float | None = None
     accuracy_before: float = 0.0
@@ -62,8 +63,9 @@ class Summary:
             f"(precision vs truth {auto_precision:.3f})",
             f"  sent to review           {self.review_tasks} tasks",
             f"  reviewed                 {self.reviewed} items, {self.human_labels} human labels",
-            f"  labels stored            {self.labels_stored} "
-            f"({self.seed_labels} seed + auto + human)",
+            f"  labels stored            {self.labels_stored} ({self.seed_labels} seed, "
+            f"{self.auto_accepted} auto, {self.human_labels} human, "
+            f"{self.consensus_labels} consensus)",
             f"  pairwise agreement       {agreement}",
             "  reviewer accuracy        "
             + ", ".join(f"{k} {v:.2f}" for k, v in sorted(self.reviewer_accuracy.items())),
@@ -98,7 +100,8 @@ class Api:
 
 
 async def _reviewer(api: Api, project: str, name: str, accuracy: float, truth: dict[str, int],
-                    done: asyncio.Event, stats: dict[str, list[int]], rng: random.Random) -> None:
+                    done: asyncio.Event, stats: dict[str, list[int]], rng: random.Random,
+                    reviewed: set[str]) -> None:
     """Pull, look, submit — right with probability ``accuracy``, else a plausible confusion."""
     while True:
         response = await api.call("GET", "router", f"/v1/projects/{project}/tasks/next")
@@ -119,6 +122,7 @@ async def _reviewer(api: Api, project: str, name: str, accuracy: float, truth: d
                        json={"label": label, "duration_ms": int(rng.uniform(800, 4000)),
                              "guideline_version": "g1"})
         stats.setdefault(name, []).append(int(label == str(true_label)))
+        reviewed.add(task["item_id"])
 
 
 async def _group_idle(client: aioredis.Redis, stream: str, group: str) -> bool:
@@ -218,9 +222,10 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
              f"(overlap {overlap})")
         done = asyncio.Event()
         stats: dict[str, list[int]] = {}
+        reviewed: set[str] = set()
         apis = {n: Api(settings, t) for n, t in reviewer_tokens.items()}
         workers = [asyncio.create_task(_reviewer(apis[n], project, n, accuracies[n], truth, done,
-                                                 stats, random.Random(rng_seed + k)))
+                                                 stats, random.Random(rng_seed + k), reviewed))
                    for k, n in enumerate(reviewer_names)]
 
         async def routed() -> bool:
@@ -260,7 +265,8 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
         by_source = labels["events_by_source"]
         summary.auto_accepted = by_source.get("auto", 0)
         summary.labels_stored = sum(by_source.values())
-        summary.reviewed = len({r["item_id"] for r in labels["labels"] if r["source"] == "human"})
+        summary.consensus_labels = by_source.get("consensus", 0)
+        summary.reviewed = len(reviewed)
         summary.review_tasks = summary.items - summary.auto_accepted
         summary.auto_accept_correct = sum(
             1 for r in labels["labels"] if r["source"] == "auto"

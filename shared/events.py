@@ -92,6 +92,7 @@ class PredictionEvent(Event):
     model_version: str = Field(min_length=1)
     probs: dict[str, float]
     payload: dict[str, Any] | None = None
+    review: bool = Field(False, description="selected for human review: never auto-accepted")
     priority: float | None = Field(
         None, description="active-learning priority; default uncertainty"
     )
@@ -183,6 +184,19 @@ class QualityEvent(Event):
     labeler_id: str | None = None
     item_id: str | None = None
     detail: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ModelTrainedEvent(Event):
+    """A new model version became the project's serving model."""
+
+    kind: ClassVar[str] = "model"
+
+    project: str = Field(pattern=PROJECT_PATTERN)
+    model_version: str
+    label_set: dict[str, Any] = Field(description="which labels it was trained on")
+    strategy: str
+    metrics: dict[str, Any]
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -49,11 +49,12 @@ def route(
 ) -> RoutingDecision:
     """Auto-accept at or above ``threshold``, except a random ``audit_rate`` share.
 
-    Without a model (empty probs) nothing is auto-accepted. Review priority is
+    Without a model (empty probs), or when the scorer selected the item for
+    review (active learning), nothing is auto-accepted. Review priority is
     the scorer's active-learning priority when it sent one, else uncertainty.
     """
     label, confidence = prediction.top()
-    confident = label is not None and confidence >= threshold
+    confident = label is not None and confidence >= threshold and not prediction.review
     audit = confident and unit_draw("audit", str(prediction.event_id)) < audit_rate
     priority = (prediction.priority if prediction.priority is not None
                 else uncertainty(prediction.probs))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, Field
@@ -12,6 +12,7 @@ from shared.events import ItemEvent
 from shared.service import runtime_of, service_of
 
 from . import store
+from .config import ScorerConfig
 from .service import ScorerService
 
 router = APIRouter(prefix="/v1", tags=["scorer"])
@@ -27,6 +28,12 @@ class ItemIn(BaseModel):
     features: list[float] | None = None
     text: str | None = None
     payload: dict[str, Any] | None = None
+
+
+class SelectIn(BaseModel):
+    budget: int = Field(ge=1, le=10_000)
+    strategy: str | None = Field(None, description="default: the project's configured strategy")
+    diversity: Literal["kmeanspp", "coreset", "none", "default"] = "default"
 
 
 class RegisterIn(BaseModel):
@@ -97,3 +104,30 @@ async def register_items(
     async with runtime_of(request).engine.begin() as conn:
         inserted = await store.save_items(conn, events)
     return {"project": project, "received": len(events), "new": inserted}
+
+
+@router.post("/projects/{project}/select")
+async def select(project: str, body: SelectIn, request: Request,
+                 principal: Annotated[Principal, Depends(project_access("admin"))]) -> dict:
+    """Pick the pool items that would teach the model most and queue them for review."""
+    diversity = None if body.diversity == "none" else body.diversity
+    try:
+        return await _svc(request).select(project, body.budget, body.strategy, diversity)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
+
+
+@router.get("/projects/{project}/config", response_model=ScorerConfig)
+async def get_config(project: str, request: Request,
+                     principal: Annotated[Principal, Depends(project_access("labeler"))]) -> Any:
+    return await _svc(request).config(project)
+
+
+@router.put("/projects/{project}/config", response_model=ScorerConfig)
+async def put_config(project: str, body: dict[str, Any], request: Request,
+                     principal: Annotated[Principal, Depends(project_access("admin"))]) -> Any:
+    """Choose the project's query strategy, diversity method and training labels (admin)."""
+    try:
+        return await _svc(request).set_config(project, body)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter, defaultdict
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sklearn.model_selection import cross_val_score
+from sqlalchemy import select
 
 from shared import metrics, streams
 from shared.bus import Delivery
@@ -16,18 +18,26 @@ from shared.events import (
     ItemEvent,
     LabelEvent,
     LabelSource,
+    ModelTrainedEvent,
     PredictionEvent,
     stable_id,
 )
 from shared.logs import get_logger
 from shared.service import Runtime
+from shared.tables import items
 from shared.wire import encode_event
 
 from . import store
+from .config import ScorerConfig
 from .model import TrainedModel, build_pipeline, fit
+from .pool import choose
+from .strategies import COMMITTEE_STRATEGIES, get_strategy
 
 log = get_logger(__name__)
 NO_MODEL = "none"
+CONFIG_PREFIX = "loopwise:scorer:config:"
+SELECTED_PREFIX = "loopwise:scorer:selected:"
+GOLD_PREFIX = "loopwise:router:gold:"  # the router keeps the project's gold set
 
 
 def reviewer_payload(item: ItemEvent) -> dict[str, Any]:
@@ -163,12 +173,28 @@ class ScorerService:
         except Exception as exc:
             log.warning("retrain failed", project=project, error=str(exc))
 
+    # --- configuration --------------------------------------------------------------
+    def _config_key(self, project: str) -> str:
+        return f"{CONFIG_PREFIX}{project}"
+
+    async def config(self, project: str) -> ScorerConfig:
+        raw = await self.runtime.bus.redis.get(self._config_key(project))
+        return ScorerConfig.model_validate_json(raw) if raw else ScorerConfig()
+
+    async def set_config(self, project: str, changes: dict[str, Any]) -> ScorerConfig:
+        config = ScorerConfig.model_validate({**(await self.config(project)).model_dump(),
+                                              **changes})
+        await self.runtime.bus.redis.set(self._config_key(project), config.model_dump_json())
+        return config
+
     # --- model lifecycle ----------------------------------------------------------
     async def train(self, project: str) -> dict[str, Any]:
         """Train on the project's current labels and make the result the serving model."""
         async with self.locks[project]:
+            config = await self.config(project)
             async with self.runtime.engine.connect() as conn:
-                inputs, labels, kind = await store.training_set(conn, project)
+                inputs, labels, kind, label_set = await store.training_set(
+                    conn, project, include_auto=config.include_auto)
             if len(set(labels)) < 2:
                 raise ValueError(
                     f"project {project!r} has {len(labels)} usable labels in "
@@ -177,20 +203,106 @@ class ScorerService:
             async with self.runtime.engine.begin() as conn:
                 version = await store.next_version(conn, project)
             model = await asyncio.to_thread(fit, version, inputs, labels, kind)
-            accuracy = await asyncio.to_thread(holdout_accuracy, inputs, labels, kind)
-            model_metrics = {"cv_accuracy": accuracy, "classes": model.classes, "kind": kind}
+            model_metrics: dict[str, Any] = {
+                "cv_accuracy": await asyncio.to_thread(holdout_accuracy, inputs, labels, kind),
+                "gold_accuracy": await self._gold_accuracy(project, model),
+                "classes": model.classes, "kind": kind, "strategy": config.strategy,
+                "diversity": config.diversity, "label_set": label_set,
+            }
             async with self.runtime.engine.begin() as conn:
                 await store.save_model(conn, project, model, len(labels), model_metrics)
             self.models[project] = model
+            await self.runtime.bus.publish(streams.MODELS, [ModelTrainedEvent(
+                event_id=stable_id("model", version), project=project, model_version=version,
+                label_set=label_set, strategy=config.strategy, metrics=model_metrics)])
             metrics.MODEL_TRAINED.labels(project).inc()
-            log.info(
-                "trained",
-                project=project,
-                version=version,
-                labels=len(labels),
-                cv_accuracy=accuracy,
-            )
+            log.info("trained", project=project, version=version, labels=len(labels),
+                     cv_accuracy=model_metrics["cv_accuracy"])
             return {"version": version, "label_count": len(labels), "metrics": model_metrics}
+
+    async def _gold_accuracy(self, project: str, model: TrainedModel) -> dict[str, Any] | None:
+        """Accuracy on the project's gold items (known answers kept by the router)."""
+        raw = await self.runtime.bus.redis.hvals(f"{GOLD_PREFIX}{project}")
+        gold = {g["item_id"]: g["label"] for g in (json.loads(r) for r in raw)}
+        if not gold or model.kind != "features":
+            return None
+        async with self.runtime.engine.connect() as conn:
+            features = await store.features_of(conn, project, list(gold))
+        features = {k: v for k, v in features.items() if len(v) == model.n_features}
+        if not features:
+            return None
+        ids = list(features)
+        probs = await asyncio.to_thread(model.predict_proba, np.asarray([features[i] for i in ids]))
+        predicted = [model.classes[int(j)] for j in probs.argmax(axis=1)]
+        correct = sum(p == gold[i] for p, i in zip(predicted, ids, strict=True))
+        return {"accuracy": correct / len(ids), "items": len(ids)}
+
+    # --- pool selection -----------------------------------------------------------
+    async def select(self, project: str, budget: int, strategy: str | None = None,
+                     diversity: str | Literal["default"] | None = "default") -> dict[str, Any]:
+        """Score the unlabeled pool, pick a batch and send it to review with its priority."""
+        config = await self.config(project)
+        strategy = strategy or config.strategy
+        get_strategy(strategy)  # fail early, with the list of names
+        diversity = config.diversity if diversity == "default" else diversity
+        selected_key = f"{SELECTED_PREFIX}{project}"
+        already = {x.decode() for x in await self.runtime.bus.redis.smembers(selected_key)}
+        async with self.runtime.engine.connect() as conn:
+            ids, features = await store.unlabeled_pool(conn, project, already)
+            train = None
+            if strategy in COMMITTEE_STRATEGIES:
+                inputs, labels, kind, _ = await store.training_set(conn, project)
+                if kind == "features" and len(set(labels)) >= 2:
+                    train = (np.asarray(inputs, dtype=np.float64), np.asarray(labels, dtype=object))
+        model = await self.model_for(project)
+        if model is not None and model.kind != "features":
+            raise ValueError("pool selection needs numeric features; this project's model reads "
+                             "text")
+        if model is not None and strategy in COMMITTEE_STRATEGIES and train is None:
+            raise ValueError(f"strategy {strategy!r} needs labels of at least two classes")
+        if not ids:
+            return {"project": project, "selected": [], "model_version": None,
+                    "strategy": strategy, "diversity": diversity, "pool": 0}
+        pool = np.asarray(features, dtype=np.float32)
+        if model is not None and pool.shape[1] != model.n_features:
+            raise ValueError(f"pool items have {pool.shape[1]} features; the model expects "
+                             f"{model.n_features}")
+        choice = await asyncio.to_thread(
+            choose, pool, budget, model=model.pipeline if model else None, strategy=strategy,
+            diversity=diversity, train=train)
+        version = model.version if model else NO_MODEL
+        picked = [ids[int(i)] for i in choice.indices]
+        probs = (model.predict_proba(pool[choice.indices]) if model and len(picked)
+                 else np.empty((len(picked), 0)))
+        classes = model.classes if model else []
+        predictions = [
+            PredictionEvent(
+                event_id=stable_id("selected", project, item_id, version),
+                project=project, item_id=item_id, model_version=version,
+                probs={c: float(p) for c, p in zip(classes, row, strict=True)},
+                payload={"features": features[int(i)]}, review=True, priority=float(score))
+            for item_id, i, row, score in zip(picked, choice.indices, probs, choice.scores,
+                                              strict=True)
+        ]
+        payloads = await self._payloads(project, picked)
+        for p in predictions:
+            if payloads.get(p.item_id) is not None:
+                p.payload = payloads[p.item_id]
+        await self.runtime.bus.publish(streams.PREDICTIONS, predictions)
+        if picked:
+            await self.runtime.bus.redis.sadd(selected_key, *picked)
+        return {"project": project, "selected": picked, "model_version": version,
+                "strategy": "seed" if choice.cold_start else strategy, "diversity": diversity,
+                "pool": len(ids), "priorities": [float(s) for s in choice.scores]}
+
+    async def _payloads(self, project: str, item_ids: list[str]) -> dict[str, Any]:
+        if not item_ids:
+            return {}
+        async with self.runtime.engine.connect() as conn:
+            rows = await conn.execute(
+                select(items.c.item_id, items.c.payload)
+                .where(items.c.project == project, items.c.item_id.in_(item_ids)))
+            return {r.item_id: r.payload for r in rows.all()}
 
     async def predict(self, project: str, inputs: list) -> dict[str, Any]:
         model = await self.model_for(project)

@@ -78,15 +78,32 @@ async def list_models(conn: AsyncConnection, project: str) -> list[dict[str, Any
     return [dict(r._mapping) for r in rows.all()]
 
 
-async def training_set(conn: AsyncConnection, project: str) -> tuple[list, list[str], str]:
-    """Inputs and labels from the project's current non-auto labels of items we have seen."""
-    labels = {
-        r["item_id"]: r["label"]
-        for r in await current_labels(conn, project, include_auto=False)
+async def training_set(
+    conn: AsyncConnection, project: str, include_auto: bool = False
+) -> tuple[list, list[str], str, dict[str, Any]]:
+    """Inputs and labels from the project's current labels of items we have seen.
+
+    Auto labels are left out unless the project opts in: training on the model's
+    own guesses would only confirm them. Also returns which labels were used.
+    """
+    current = [
+        r for r in await current_labels(conn, project, include_auto=include_auto)
         if r["label"] != NONE_OF_THESE  # "not one of the offered labels" is not a class
+    ]
+    labels = {r["item_id"]: r["label"] for r in current}
+    by_source: dict[str, int] = {}
+    for r in current:
+        by_source[r["source"]] = by_source.get(r["source"], 0) + 1
+    label_set = {
+        "labels": len(current),
+        "by_source": by_source,
+        "include_auto": include_auto,
+        "latest_stored_at": max((r["stored_at"] for r in current), default=None),
     }
+    if label_set["latest_stored_at"] is not None:
+        label_set["latest_stored_at"] = label_set["latest_stored_at"].isoformat()
     if not labels:
-        return [], [], "features"
+        return [], [], "features", label_set
     rows = (
         await conn.execute(
             select(items.c.item_id, items.c.features, items.c.text).where(
@@ -97,4 +114,32 @@ async def training_set(conn: AsyncConnection, project: str) -> tuple[list, list[
     rows = [r for r in rows if r.item_id in labels]
     kind = "text" if rows and rows[0].features is None else "features"
     inputs = [r.text if kind == "text" else r.features for r in rows]
-    return inputs, [labels[r.item_id] for r in rows], kind
+    return inputs, [labels[r.item_id] for r in rows], kind, label_set
+
+
+async def unlabeled_pool(
+    conn: AsyncConnection, project: str, exclude: set[str]
+) -> tuple[list[str], list[list[float]]]:
+    """Items with features that have no human, adjudicated, consensus or imported label yet."""
+    labeled = {r["item_id"] for r in await current_labels(conn, project, include_auto=False)}
+    rows = await conn.execute(
+        select(items.c.item_id, items.c.features)
+        .where(items.c.project == project, items.c.features.is_not(None))
+        .order_by(items.c.item_id)
+    )
+    ids, features = [], []
+    for item_id, vector in rows.all():
+        if item_id not in labeled and item_id not in exclude and vector is not None:
+            ids.append(item_id)
+            features.append(vector)
+    return ids, features
+
+
+async def features_of(conn: AsyncConnection, project: str, item_ids: list[str]) -> dict[str, list]:
+    if not item_ids:
+        return {}
+    rows = await conn.execute(
+        select(items.c.item_id, items.c.features)
+        .where(items.c.project == project, items.c.item_id.in_(item_ids))
+    )
+    return {r.item_id: r.features for r in rows.all() if r.features is not None}

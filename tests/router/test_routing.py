@@ -69,3 +69,10 @@ def test_gold_prelabels_are_planted_wrong_at_the_configured_share():
     assert all(s.prelabel != "cat" for s in planted)
     assert all(s.prelabel == "cat" for s in shown if not s.planted)
     assert gold_prelabel(item, "blind", 0.5, ["cat", "dog"], rng).prelabel is None
+
+
+def test_items_selected_for_review_are_never_auto_accepted():
+    p = PredictionEvent(project="p", item_id="1", model_version="m", probs={"a": 0.99, "b": 0.01},
+                        review=True, priority=0.3)
+    d = route(p, 0.9)
+    assert not d.auto_accept and d.priority == 0.3
