@@ -171,6 +171,19 @@ async def put_policy(project: str, body: PolicyIn, request: Request,  # type: ig
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
 
 
+@router.post("/projects/{project}/policy/recalibrate")
+async def recalibrate(project: str, request: Request,
+                      principal: Annotated[Principal, Depends(project_access("admin"))]
+                      ) -> dict[str, Any]:
+    """Re-estimate the auto-accept threshold from the reviews so far, now (admin)."""
+    svc = _svc(request)
+    estimate = await svc.recalibrate(project)
+    return {"threshold_in_force": await svc.threshold(project),
+            "estimate": {"threshold": estimate.threshold, "precision": estimate.precision,
+                         "lower_bound": estimate.lower_bound,
+                         "effective_n": estimate.effective_n, "calibrated": estimate.calibrated}}
+
+
 @router.post("/projects/{project}/gold")
 async def add_gold(project: str, body: GoldIn, request: Request,
                    principal: Annotated[Principal, Depends(project_access("admin"))]
