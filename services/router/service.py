@@ -210,9 +210,12 @@ class RouterService:
             log.warning("review queue full; dropped the least uncertain tasks",
                         project=project, dropped=n)
             metrics.QUEUE_DROPPED.labels(project).inc(n)
-        pipe = self.redis.pipeline(transaction=False)
+        payloads: dict[str, dict[str, str]] = {}
         for t in tasks:  # adjudication later needs the example to show
-            pipe.hset(self._key("payloads", t.project), t.item_id, t.fields["payload"])
+            payloads.setdefault(t.project, {})[t.item_id] = t.fields["payload"]
+        pipe = self.redis.pipeline(transaction=False)
+        for project, mapping in payloads.items():  # one HSET a project, not one a task
+            pipe.hset(self._key("payloads", project), mapping=mapping)
         await pipe.execute()
         for (project, decision), n in decisions.items():
             metrics.ROUTED.labels(project, decision).inc(n)
