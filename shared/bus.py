@@ -25,7 +25,13 @@ from shared import metrics, streams
 from shared.events import DeadLetterEvent, Event, stable_id
 from shared.logs import get_logger
 from shared.settings import Settings
-from shared.wire import MALFORMED_KEY, LoopwiseMessageFormat, encode_event, original_fields
+from shared.wire import (
+    MALFORMED_KEY,
+    LoopwiseMessageFormat,
+    decode_entry,
+    encode_event,
+    original_fields,
+)
 
 E = TypeVar("E", bound=Event)
 log = get_logger(__name__)
@@ -48,6 +54,24 @@ def validation_reason(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in err["loc"]) or "event"
         parts.append(f"{where}: {err['msg']}")
     return "; ".join(parts)
+
+
+async def keep_raw_entries(raw: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
+    """FastStream's batch parser, minus its per-entry decode and re-encode.
+
+    The stock parser JSON-decodes every entry, re-encodes the whole batch and
+    decodes it again (about 15% of the router's time). We let it build the
+    message (which binds the consumer group for acks) from an empty batch and
+    keep the raw entries; ``decode_entries`` then decodes each entry once.
+    """
+    message = await original({**raw, "data": []})
+    message.raw_message = raw
+    return message
+
+
+async def decode_entries(message: Any) -> list[dict[str, Any]]:
+    """One JSON decode per entry; undecodable entries become malformed markers."""
+    return [decode_entry(fields) for fields in message.raw_message["data"]]
 
 
 class Bus:
@@ -133,7 +157,9 @@ class Bus:
                 batch=True,
                 max_records=self.settings.batch_size,
                 polling_interval=self.settings.poll_ms,
-            )
+            ),
+            parser=keep_raw_entries,
+            decoder=decode_entries,
         )(on_batch)
         self.broker.subscriber(
             stream=StreamSub(
@@ -143,5 +169,7 @@ class Bus:
                 batch=True,
                 min_idle_time=self.settings.reclaim_idle_ms,
                 polling_interval=max(self.settings.poll_ms, 1000),
-            )
+            ),
+            parser=keep_raw_entries,
+            decoder=decode_entries,
         )(on_batch)

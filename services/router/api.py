@@ -81,14 +81,16 @@ def _raise(exc: ReviewError) -> HTTPException:
     return HTTPException(exc.status, detail=exc.message)
 
 
-async def _task_for(request: Request, task_id: str, principal: Principal) -> dict[str, str]:
+async def _task_for(request: Request, task_id: str, principal: Principal
+                    ) -> tuple[dict[str, str], str, str | None]:
+    """The task, checked against the caller's token, and the caller's standing on it."""
     try:
-        task = await _svc(request).task_for(task_id)
+        task, standing, detail = await _svc(request).task_for(task_id, principal.user_id)
     except ReviewError as exc:
         raise _raise(exc) from exc
     capability = "reviewer" if task.get("kind") == "adjudication" else "labeler"
     authorize(principal, task["project"], capability)
-    return task
+    return task, standing, detail
 
 
 @router.get("/projects/{project}/tasks/next", response_model=TaskOut,
@@ -119,10 +121,10 @@ async def next_adjudication(
 async def submit(task_id: str, body: SubmitIn, request: Request,
                  principal: CurrentPrincipal) -> Any:
     """Record the label with provenance, then reveal the model's label; repeats are harmless."""
-    task = await _task_for(request, task_id, principal)
+    task, standing, detail = await _task_for(request, task_id, principal)
     try:
-        result = await _svc(request).submit(task_id, task, principal, body.label,
-                                            body.duration_ms, body.guideline_version)
+        result = await _svc(request).submit(task_id, task, standing, detail, principal,
+                                            body.label, body.duration_ms, body.guideline_version)
     except ReviewError as exc:
         raise _raise(exc) from exc
     return SubmitOut(event_id=result.event_id, status=result.status, late=result.late,
@@ -133,7 +135,7 @@ async def submit(task_id: str, body: SubmitIn, request: Request,
 async def revise(task_id: str, body: ReviseIn, request: Request,
                  principal: CurrentPrincipal) -> dict[str, Any]:
     """Change a label after seeing the reveal: recorded as a separate, marked event."""
-    task = await _task_for(request, task_id, principal)
+    task, _, _ = await _task_for(request, task_id, principal)
     try:
         return await _svc(request).revise(task_id, task, principal, body.label)
     except ReviewError as exc:
@@ -143,7 +145,7 @@ async def revise(task_id: str, body: ReviseIn, request: Request,
 @router.post("/tasks/{task_id}/skip")
 async def skip(task_id: str, request: Request, principal: CurrentPrincipal) -> dict[str, str]:
     """Give the task back; it will not be handed to this labeler again."""
-    task = await _task_for(request, task_id, principal)
+    task, _, _ = await _task_for(request, task_id, principal)
     try:
         outcome = await _svc(request).skip(task_id, task, principal)
     except ReviewError as exc:

@@ -23,32 +23,42 @@ import redis.asyncio as aioredis
 
 PREFIX = "loopwise:router:"
 
-# KEYS: queue, dropped list. ARGV: prefix, task id, priority, cap, now, field/value pairs...
+# A whole batch in one call. ARGV: prefix, queue name ('queue' or 'adjudication'), now,
+# then a JSON array of tasks {id, project, priority, cap, fields: [k, v, ...]}.
+# Returns {tasks added, JSON object project -> tasks dropped}.
 _ENQUEUE = """
-local tkey = ARGV[1] .. 'task:' .. ARGV[2]
-if redis.call('EXISTS', tkey) == 1 then return {0, 0} end
-redis.call('HSET', tkey, 'task_id', ARGV[2], 'state', 'open', 'done', 0, unpack(ARGV, 6))
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
-local cap = tonumber(ARGV[4])
-local dropped = 0
-if cap > 0 then
-  local excess = redis.call('ZCARD', KEYS[1]) - cap
-  if excess > 0 then
-    local popped = redis.call('ZPOPMIN', KEYS[1], excess)
-    for i = 1, #popped, 2 do
-      local dkey = ARGV[1] .. 'task:' .. popped[i]
-      redis.call('HSET', dkey, 'state', 'dropped')
-      redis.call('RPUSH', KEYS[2], cjson.encode({task_id = popped[i], priority = popped[i + 1],
-        item_id = redis.call('HGET', dkey, 'item_id'), dropped_at = ARGV[5]}))
-      dropped = dropped + 1
+local prefix, name, now = ARGV[1], ARGV[2], ARGV[3]
+local added = 0
+local dropped = {}
+for _, t in ipairs(cjson.decode(ARGV[4])) do
+  local tkey = prefix .. 'task:' .. t.id
+  if redis.call('EXISTS', tkey) == 0 then
+    local queue = prefix .. name .. ':' .. t.project
+    redis.call('HSET', tkey, 'task_id', t.id, 'state', 'open', 'done', 0, unpack(t.fields))
+    redis.call('ZADD', queue, t.priority, t.id)
+    added = added + 1
+    if t.cap > 0 then
+      local excess = redis.call('ZCARD', queue) - t.cap
+      if excess > 0 then
+        local popped = redis.call('ZPOPMIN', queue, excess)
+        for i = 1, #popped, 2 do
+          local dkey = prefix .. 'task:' .. popped[i]
+          redis.call('HSET', dkey, 'state', 'dropped')
+          redis.call('RPUSH', prefix .. 'dropped:' .. t.project, cjson.encode({
+            task_id = popped[i], priority = popped[i + 1],
+            item_id = redis.call('HGET', dkey, 'item_id'), dropped_at = now}))
+          dropped[t.project] = (dropped[t.project] or 0) + 1
+        end
+      end
     end
   end
 end
-return {1, dropped}
+return {added, cjson.encode(dropped)}
 """
 
-# KEYS: queue, leases index. ARGV: labeler, now, ttl, scan limit, prefix,
-# then optionally a task id and field/value pairs of a task to create and hand out directly.
+# KEYS: queue, leases index. ARGV: labeler, now, ttl, scan limit, prefix, then optionally
+# a task to create and hand out directly: its id, a set key and member to remember it by
+# (the labeler's seen gold), and its field/value pairs. Returns {id, expiry, task fields}.
 _NEXT = """
 local queue, leases = KEYS[1], KEYS[2]
 local labeler, now, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -76,11 +86,12 @@ local function lease(tid, tkey)
   redis.call('SADD', tkey .. ':handed', labeler)
   redis.call('HSET', tkey .. ':leases', labeler, expires)
   redis.call('ZADD', leases, expires, tid .. '|' .. labeler)
-  return {tid, tostring(expires)}
+  return {tid, tostring(expires), redis.call('HGETALL', tkey)}
 end
 if ARGV[6] then
   local tkey = prefix .. 'task:' .. ARGV[6]
-  redis.call('HSET', tkey, 'task_id', ARGV[6], 'state', 'open', 'done', 0, unpack(ARGV, 7))
+  redis.call('SADD', ARGV[7], ARGV[8])
+  redis.call('HSET', tkey, 'task_id', ARGV[6], 'state', 'open', 'done', 0, unpack(ARGV, 9))
   return lease(ARGV[6], tkey)
 end
 local candidates = redis.call('ZREVRANGE', queue, 0, limit - 1)
@@ -97,18 +108,6 @@ for _, tid in ipairs(candidates) do
   end
 end
 return false
-"""
-
-_CHECK = """
-local tkey = ARGV[1] .. 'task:' .. ARGV[2]
-local labeler, now = ARGV[3], tonumber(ARGV[4])
-if redis.call('EXISTS', tkey) == 0 then return {'missing'} end
-local previous = redis.call('HGET', tkey .. ':submitted', labeler)
-if previous then return {'duplicate', previous} end
-if redis.call('SISMEMBER', tkey .. ':handed', labeler) == 0 then return {'not_handed'} end
-local lease = redis.call('HGET', tkey .. ':leases', labeler)
-if lease and tonumber(lease) >= now then return {'ok', 'on_time'} end
-return {'ok', 'late'}
 """
 
 _COMMIT = """
@@ -183,7 +182,6 @@ class ReviewQueue:
         self.scan_limit = scan_limit
         self._enqueue = redis.register_script(_ENQUEUE)
         self._next = redis.register_script(_NEXT)
-        self._check = redis.register_script(_CHECK)
         self._commit = redis.register_script(_COMMIT)
         self._skip = redis.register_script(_SKIP)
 
@@ -202,51 +200,66 @@ class ReviewQueue:
 
     async def enqueue_many(self, tasks: list[NewTask], cap: int | dict[str, int] = 0,
                            kind: str = "review") -> tuple[int, Counter[str]]:
-        """Add tasks; a known task id is left as it is (a redelivery adds nothing).
-
-        With a cap, the queue keeps its most uncertain tasks and records the
-        least uncertain ones it drops. Returns (added, dropped per project).
+        """Add tasks in one script call; a known task id is left as it is (a redelivery adds
+        nothing). With a cap, the queue keeps its most uncertain tasks and records the least
+        uncertain ones it drops. Returns (added, dropped per project).
         """
         if not tasks:
             return 0, Counter()
-        pipe = self.redis.pipeline(transaction=False)
-        now = str(_now_ms())
-        for t in tasks:
-            limit = cap.get(t.project, 0) if isinstance(cap, dict) else cap
-            await self._enqueue(
-                keys=[self.queue_key(t.project, kind), self.dropped_key(t.project)],
-                args=[self.prefix, t.task_id, repr(t.priority), limit, now, *t.flat()],
-                client=pipe,
-            )
-        results = await pipe.execute()
-        dropped: Counter[str] = Counter()
-        for t, r in zip(tasks, results, strict=True):
-            dropped[t.project] += int(r[1])
-        return sum(int(r[0]) for r in results), +dropped
+        name = "adjudication" if kind == "adjudication" else "queue"
+        batch = [
+            {"id": t.task_id, "project": t.project, "priority": t.priority,
+             "cap": cap.get(t.project, 0) if isinstance(cap, dict) else cap, "fields": t.flat()}
+            for t in tasks
+        ]
+        added, dropped = await self._enqueue(
+            keys=[], args=[self.prefix, name, str(_now_ms()), json.dumps(batch)])
+        return int(added), +Counter(json.loads(dropped) or {})
 
     async def next(self, project: str, labeler: str, lease_seconds: int, kind: str = "review",
-                   direct: NewTask | None = None) -> tuple[str, int] | None:
+                   direct: NewTask | None = None, remember: tuple[str, str] | None = None
+                   ) -> tuple[str, int, dict[str, str]] | None:
         """Lease the most uncertain open task this labeler has not seen; None when none.
 
         ``direct`` creates a task and hands it out in the same script (gold salting),
-        so a gold task takes the same path as any other.
+        so a gold task takes the same path as any other; ``remember`` = (set key,
+        member) is added in the same step. Returns (task id, lease expiry ms, task).
         """
-        extra = [direct.task_id, *direct.flat()] if direct else []
+        extra = [direct.task_id, *(remember or ("", "")), *direct.flat()] if direct else []
         got = await self._next(
             keys=[self.queue_key(project, kind), self.leases_key(project)],
             args=[labeler, _now_ms(), lease_seconds * 1000, self.scan_limit, self.prefix, *extra],
         )
         if not got:
             return None
-        return _text(got[0]), int(_text(got[1]))
+        flat = got[2]
+        task = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
+        return _text(got[0]), int(_text(got[1])), task
+
+    async def task_with_state(self, task_id: str, labeler: str
+                              ) -> tuple[dict[str, str] | None, str, str | None]:
+        """The task and this labeler's standing on it, in one round trip.
+
+        Standing: ``duplicate`` (with the event id), ``not_handed``, ``on_time`` or ``late``.
+        """
+        key = self.task_key(task_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(key)
+        pipe.hget(key + ":submitted", labeler)
+        pipe.sismember(key + ":handed", labeler)
+        pipe.hget(key + ":leases", labeler)
+        raw, submitted, handed, lease = await pipe.execute()
+        task = {_text(k): _text(v) for k, v in raw.items()} or None
+        if submitted is not None:
+            return task, "duplicate", _text(submitted)
+        if not handed:
+            return task, "not_handed", None
+        on_time = lease is not None and int(_text(lease)) >= _now_ms()
+        return task, "on_time" if on_time else "late", None
 
     async def task(self, task_id: str) -> dict[str, str] | None:
         raw = await self.redis.hgetall(self.task_key(task_id))
         return {_text(k): _text(v) for k, v in raw.items()} or None
-
-    async def check_submit(self, task_id: str, labeler: str) -> tuple[str, str | None]:
-        got = await self._check(keys=[], args=[self.prefix, task_id, labeler, _now_ms()])
-        return _text(got[0]), (_text(got[1]) if len(got) > 1 else None)
 
     async def commit_submit(self, project: str, task_id: str, labeler: str, event_id: str,
                             kind: str = "review") -> tuple[str, str]:

@@ -55,7 +55,8 @@ def route(
     """
     label, confidence = prediction.top()
     confident = label is not None and confidence >= threshold and not prediction.review
-    audit = confident and unit_draw("audit", str(prediction.event_id)) < audit_rate
+    audit = (confident and audit_rate > 0
+             and unit_draw("audit", str(prediction.event_id)) < audit_rate)
     priority = (prediction.priority if prediction.priority is not None
                 else uncertainty(prediction.probs))
     return RoutingDecision(confident and not audit, label, confidence, priority, audit)

@@ -3,6 +3,7 @@ records submitted labels with provenance, and calibrates the auto-accept thresho
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import time
@@ -36,6 +37,8 @@ from .thresholds import ThresholdEstimate, estimate_threshold
 
 log = get_logger(__name__)
 POLICY_CACHE_SECONDS = 2.0
+GOLD_CACHE_SECONDS = 5.0
+DEPTH_REFRESH_SECONDS = 5.0
 MAX_OBSERVATIONS = 50_000
 
 
@@ -65,14 +68,30 @@ class RouterService:
         self.rng = random.Random()
         self._policies: dict[str, tuple[float, RoutingPolicy]] = {}
         self._last_calibration: dict[str, float] = {}
+        self._gold: dict[str, tuple[float, dict[str, GoldItem]]] = {}
+        self._projects: set[str] = set()
+        self._depth_task: asyncio.Task | None = None
 
     async def start(self) -> None:
         bus = self.runtime.bus
         bus.consume(streams.PREDICTIONS, streams.GROUP_ROUTER, PredictionEvent, self.on_predictions)
         bus.consume(streams.QUALITY, streams.GROUP_ROUTER, QualityEvent, self.on_quality)
 
+        self._depth_task = asyncio.create_task(self._refresh_depths())
+
     async def stop(self) -> None:
-        return None
+        if self._depth_task:
+            self._depth_task.cancel()
+
+    async def _refresh_depths(self) -> None:
+        """Queue depth gauges, refreshed off the request path."""
+        while True:
+            await asyncio.sleep(DEPTH_REFRESH_SECONDS)
+            for project in list(self._projects):
+                try:
+                    metrics.QUEUE_DEPTH.labels(project).set(await self.queue.depth(project))
+                except Exception as exc:
+                    log.warning("queue depth refresh failed", error=str(exc))
 
     # --- keys -------------------------------------------------------------------
     @staticmethod
@@ -179,7 +198,8 @@ class RouterService:
             audit_rate = policy.audit_rate if policy.kind == "target_precision" else 0.0
             decision = route(pred, thresholds[pred.project], audit_rate)
             if decision.auto_accept and decision.label is not None:
-                auto_labels.append(LabelEvent(
+                # Built from validated fields only: skip re-validation on the hot path.
+                auto_labels.append(LabelEvent.model_construct(
                     event_id=stable_id("auto", str(pred.event_id)),
                     project=pred.project, item_id=pred.item_id, label=decision.label,
                     labeler_id=f"model:{pred.model_version}", source=LabelSource.auto,
@@ -219,8 +239,7 @@ class RouterService:
         await pipe.execute()
         for (project, decision), n in decisions.items():
             metrics.ROUTED.labels(project, decision).inc(n)
-        for project in projects:
-            metrics.QUEUE_DEPTH.labels(project).set(await self.queue.depth(project))
+        self._projects.update(projects)
 
     # --- stream: quality findings ----------------------------------------------------
     async def on_quality(self, batch: list[Delivery[QualityEvent]]) -> None:
@@ -262,30 +281,33 @@ class RouterService:
             return 0
         await self.redis.hset(self._key("gold", project),
                               mapping={g.item_id: g.model_dump_json() for g in items})
+        self._gold.pop(project, None)
         return len(items)
 
     async def gold_items(self, project: str) -> list[GoldItem]:
         raw = await self.redis.hvals(self._key("gold", project))
         return [GoldItem.model_validate_json(r) for r in raw]
 
-    async def _gold_task(self, project: str, labeler: str, policy: RoutingPolicy) -> NewTask | None:
+    async def _gold_cache(self, project: str) -> dict[str, GoldItem]:
+        """The project's gold set, read at most every few seconds (it changes rarely)."""
+        cached = self._gold.get(project)
+        if cached and time.monotonic() - cached[0] < GOLD_CACHE_SECONDS:
+            return cached[1]
+        raw = await self.redis.hgetall(self._key("gold", project))
+        items = {k.decode(): GoldItem.model_validate_json(v) for k, v in raw.items()}
+        self._gold[project] = (time.monotonic(), items)
+        return items
+
+    def _gold_task(self, project: str, labeler: str, policy: RoutingPolicy,
+                   fresh: list[GoldItem], options: list[str], model_version: str
+                   ) -> NewTask | None:
         """Maybe salt a gold task into this labeler's stream (at the policy's gold rate)."""
-        if policy.gold_rate <= 0:
-            return None
-        seen_key = self._key(f"gold-seen:{labeler}", project)
-        gold_ids = await self.redis.hkeys(self._key("gold", project))
-        seen = await self.redis.smembers(seen_key)
-        fresh = [g.decode() for g in gold_ids if g not in seen]
         if not should_salt(self.rng, policy.gold_rate, len(fresh)):
             return None
-        raw = await self.redis.hget(self._key("gold", project), self.rng.choice(fresh))
-        item = GoldItem.model_validate_json(raw)
-        await self.redis.sadd(seen_key, item.item_id)
-        options = await self.options(project)
+        item = self.rng.choice(fresh)
         showing = gold_prelabel(item, policy.mode, policy.gold_planted_share, options, self.rng)
         model_label = showing.prelabel or item.label
         confidence = round(self.rng.uniform(0.55, 0.95), 3)
-        model_version = (await self.redis.get(self._key("model", project)) or b"none").decode()
         nonce = f"{time.time_ns()}"
         return NewTask(
             task_id=str(stable_id("task", "gold", project, item.item_id, labeler, nonce)),
@@ -302,21 +324,40 @@ class RouterService:
     # --- review -------------------------------------------------------------------
     async def next_task(self, project: str, principal: Principal,
                         kind: str = "review") -> dict[str, Any] | None:
-        """Lease the next task; blind tasks carry no model guess. Gold looks the same."""
-        if await self.redis.sismember(self._key("paused", project), principal.user_id):
+        """Lease the next task; blind tasks carry no model guess.
+
+        A gold task takes the same path as any other: the same look-ups happen
+        for every request, and one script either leases a queued task or creates
+        and leases the gold one.
+        """
+        labeler = principal.user_id
+        policy = await self.policy(project)
+        gold = await self._gold_cache(project) if kind == "review" and policy.gold_rate else {}
+        seen_key = self._key(f"gold-seen:{labeler}", project)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.sismember(self._key("paused", project), labeler)
+        if gold:
+            pipe.smembers(seen_key)
+            pipe.smembers(self._key("options", project))
+            pipe.get(self._key("model", project))
+        paused, *gold_state = await pipe.execute()
+        if paused:
             raise ReviewError(423, "you are paused pending a quality review of your recent "
                                    "labels; ask a project admin")
-        policy = await self.policy(project)
-        direct = await self._gold_task(project, principal.user_id, policy) \
-            if kind == "review" else None
-        leased = await self.queue.next(project, principal.user_id, self.settings.lease_seconds,
-                                       kind=kind, direct=direct)
-        metrics.QUEUE_DEPTH.labels(project).set(await self.queue.depth(project))
+        direct = None
+        if gold:
+            seen, options, model = gold_state
+            fresh = [g for item_id, g in gold.items() if item_id.encode() not in seen]
+            direct = self._gold_task(project, labeler, policy, fresh,
+                                     sorted((o.decode() for o in options), key=label_order),
+                                     (model or b"none").decode())
+        leased = await self.queue.next(
+            project, labeler, self.settings.lease_seconds, kind=kind, direct=direct,
+            remember=(seen_key, direct.item_id) if direct else None)
         if leased is None:
             return None
-        task_id, expires_ms = leased
-        task = await self.queue.task(task_id)
-        assert task is not None
+        task_id, expires_ms, task = leased
+        self._projects.add(project)
         out = {
             "task_id": task_id, "project": project, "item_id": task["item_id"],
             "mode": task["mode"], "payload": json.loads(task["payload"]),
@@ -329,11 +370,12 @@ class RouterService:
             out["reason"] = task.get("reason") or None
         return out
 
-    async def task_for(self, task_id: str) -> dict[str, str]:
-        task = await self.queue.task(task_id)
+    async def task_for(self, task_id: str, labeler: str) -> tuple[dict[str, str], str, str | None]:
+        """The task and the labeler's standing on it (see ReviewQueue.task_with_state)."""
+        task, standing, detail = await self.queue.task_with_state(task_id, labeler)
         if task is None:
             raise ReviewError(404, f"no task {task_id}")
-        return task
+        return task, standing, detail
 
     @staticmethod
     def reveal(task: dict[str, str]) -> dict[str, Any]:
@@ -341,15 +383,15 @@ class RouterService:
                 "confidence": float(task["confidence"]) if task.get("confidence") else None,
                 "model_version": task.get("model_version") or None}
 
-    async def submit(self, task_id: str, task: dict[str, str], principal: Principal, label: str,
-                     duration_ms: int | None, guideline_version: str | None) -> SubmitResult:
+    async def submit(self, task_id: str, task: dict[str, str], standing: str, detail: str | None,
+                     principal: Principal, label: str, duration_ms: int | None,
+                     guideline_version: str | None) -> SubmitResult:
         """Record a human (or adjudicated) label with provenance; a repeat returns the first."""
         project, kind = task["project"], task.get("kind", "review")
         reveal = self.reveal(task) if kind != "adjudication" else {}
-        state, detail = await self.queue.check_submit(task_id, principal.user_id)
-        if state == "duplicate":
+        if standing == "duplicate":
             return SubmitResult(detail or "", "duplicate", False, reveal)
-        if state == "not_handed":
+        if standing == "not_handed":
             raise ReviewError(409, "this task was not handed to you; take one with tasks/next")
         options = json.loads(task["options"])
         if options and label not in options:
@@ -372,7 +414,7 @@ class RouterService:
             gold_label=task.get("gold_label") or None,
             planted_prelabel=task.get("planted") == "1",
             audit_sample=task.get("audit") == "1",
-            late_submit=detail == "late",
+            late_submit=standing == "late",
         )
         # Publish first (the id is deterministic, so a retry after a crash is deduplicated
         # by the store), then record the submission.
@@ -384,8 +426,7 @@ class RouterService:
             weight = 1.0 / float(task.get("audit_rate") or 1.0) if audit else 1.0
             correct = label == task["model_label"] and label != NONE_OF_THESE
             await self._observe(project, float(task["confidence"]), correct, weight)
-        metrics.QUEUE_DEPTH.labels(project).set(await self.queue.depth(project))
-        return SubmitResult(event_id, outcome, detail == "late", reveal)
+        return SubmitResult(event_id, outcome, standing == "late", reveal)
 
     async def revise(self, task_id: str, task: dict[str, str], principal: Principal,
                      label: str) -> dict[str, Any]:

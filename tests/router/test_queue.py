@@ -39,8 +39,8 @@ async def test_overlap_hands_a_task_to_distinct_labelers_only(queue, project):
     assert (await queue.next(project, "bob", 60))[0] == t.task_id
     assert await queue.next(project, "carol", 60) is None  # both slots taken
     for who in ("alice", "bob"):
-        state, _ = await queue.check_submit(t.task_id, who)
-        assert state == "ok"
+        _, standing, _ = await queue.task_with_state(t.task_id, who)
+        assert standing == "on_time"
         assert (await queue.commit_submit(project, t.task_id, who, f"e-{who}"))[0] == "recorded"
     assert (await queue.task(t.task_id))["state"] == "done"
     assert await queue.depth(project) == 0
@@ -52,18 +52,19 @@ async def test_expired_lease_returns_the_task_and_late_submit_is_accepted_once(q
     await queue.next(project, "alice", 1)
     await asyncio.sleep(1.1)
     assert (await queue.next(project, "bob", 60))[0] == t.task_id  # back in the queue
-    assert await queue.check_submit(t.task_id, "alice") == ("ok", "late")
+    assert (await queue.task_with_state(t.task_id, "alice"))[1:] == ("late", None)
     assert (await queue.commit_submit(project, t.task_id, "alice", "e1")) == ("recorded", "e1")
     assert (await queue.commit_submit(project, t.task_id, "alice", "e2")) == ("duplicate", "e1")
-    assert await queue.check_submit(t.task_id, "alice") == ("duplicate", "e1")
-    assert await queue.check_submit(t.task_id, "bob") == ("ok", "on_time")
+    assert (await queue.task_with_state(t.task_id, "alice"))[1:] == ("duplicate", "e1")
+    assert (await queue.task_with_state(t.task_id, "bob"))[1:] == ("on_time", None)
 
 
 async def test_submit_requires_having_been_handed_the_task(queue, project):
     t = _task(project, 0.5)
     await queue.enqueue_many([t])
-    assert (await queue.check_submit(t.task_id, "mallory"))[0] == "not_handed"
-    assert (await queue.check_submit("no-such-task", "mallory"))[0] == "missing"
+    task, standing, _ = await queue.task_with_state(t.task_id, "mallory")
+    assert task["item_id"] == t.item_id and standing == "not_handed"
+    assert (await queue.task_with_state("no-such-task", "mallory"))[0] is None
 
 
 async def test_skip_returns_the_task_to_others_not_to_the_skipper(queue, project):
