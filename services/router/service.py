@@ -198,8 +198,7 @@ class RouterService:
             audit_rate = policy.audit_rate if policy.kind == "target_precision" else 0.0
             decision = route(pred, thresholds[pred.project], audit_rate)
             if decision.auto_accept and decision.label is not None:
-                # Built from validated fields only: skip re-validation on the hot path.
-                auto_labels.append(LabelEvent.model_construct(
+                auto_labels.append(LabelEvent(
                     event_id=stable_id("auto", str(pred.event_id)),
                     project=pred.project, item_id=pred.item_id, label=decision.label,
                     labeler_id=f"model:{pred.model_version}", source=LabelSource.auto,
