@@ -198,7 +198,8 @@ async def test_revoked_token_and_disabled_user_are_refused_at_once(app, world, e
         made = (
             await root.post(
                 "/v1/tokens",
-                json={"user_id": "temp", "role": "labeler", "project": plain, "ttl_days": 1},
+                json={"user_id": f"temp-{plain}", "role": "labeler", "project": plain,
+                      "ttl_days": 1},
             )
         ).json()
         async with http(app, made["token"]) as temp:
@@ -206,10 +207,10 @@ async def test_revoked_token_and_disabled_user_are_refused_at_once(app, world, e
             assert (await root.post(f"/v1/tokens/{made['id']}/revoke")).json()["was_live"]
             r = await temp.get(f"/v1/projects/{plain}/labels")
             assert r.status_code == 401 and "revoked" in r.json()["detail"]
-        other = await create_token(engine, "dora", "labeler", plain)
+        other = await create_token(engine, f"dora-{plain}", "labeler", plain)
         async with http(app, other) as dora:
             assert (await dora.get(f"/v1/projects/{plain}/labels")).status_code == 200
-            assert (await root.post("/v1/users/dora/disable")).status_code == 200
+            assert (await root.post(f"/v1/users/dora-{plain}/disable")).status_code == 200
             assert (await dora.get(f"/v1/projects/{plain}/labels")).status_code == 401
         # removing a member revokes their tokens for the project
         async with http(app, world["tokens"][(plain, "labeler")]) as labeler:

@@ -1,0 +1,292 @@
+"""Labels store benchmark: stream ingest vs COPY, and a 1,000,000-label streamed export.
+
+(a) Label events published to a Redis stream are read with XREADGROUP in
+    batches, validated, and stored by the labels service's own handler
+    (``LabelsService.on_labels``: schema check, batched multi-row INSERT ...
+    ON CONFLICT DO NOTHING under the write lock, one audit row per batch),
+    then acknowledged. In the same run the same rows go through asyncpg's
+    ``copy_records_to_table`` into a table with the same columns and indexes.
+(b) A version of 1,000,000 current labels is exported to JSONL by the CLI's
+    export path (server-side cursor, chunks) in a fresh subprocess, whose
+    peak resident memory is read from the kernel (``ru_maxrss``).
+
+Everything runs in a throw-away PostgreSQL database created next to the one
+in ``LOOPWISE_DATABASE_URL`` and dropped afterwards (the event tables are
+append-only, so the bench could not clean up after itself otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from shared.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+SECTION = "## Labels store (loopwise bench labels)"
+BATCH = 500
+MiB = 1 << 20
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _pg_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+def _with_database(url: str, name: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{name}"
+
+
+def _event_json(project: str, i: int) -> str:
+    return json.dumps({
+        "event_id": str(uuid.uuid5(uuid.NAMESPACE_OID, f"{project}/{i}")),
+        "project": project, "item_id": f"item-{i // 2:08d}", "label": str(i % 10),
+        "labeler_id": f"labeler-{i % 37}", "source": "human", "mode": "blind",
+        "model_version": "m1", "guideline_version": "g1", "task_id": f"t{i}",
+        "batch_id": f"b{i // 1000}", "duration_ms": 1200 + i % 500,
+        "created_at": (T0 + timedelta(seconds=i)).isoformat(),
+    })  # fmt: skip
+
+
+async def _ingest(url: str, redis_url: str, n: int) -> dict[str, float]:
+    from services.labels.service import LabelsService
+    from services.labels.store import event_row
+    from shared.bus import Delivery
+    from shared.db import make_engine
+    from shared.events import LabelEvent
+
+    project = "bench-ingest"
+    stream, group = f"loopwise:bench:labels:{os.getpid()}", "bench"
+    client = aioredis.from_url(redis_url)
+    engine = make_engine(url)
+    try:
+        await client.delete(stream)
+        for start in range(0, n, 5000):
+            pipe = client.pipeline(transaction=False)
+            for i in range(start, min(n, start + 5000)):
+                pipe.xadd(stream, {"data": _event_json(project, i)})
+            await pipe.execute()
+        await client.xgroup_create(stream, group, id="0")
+        service = LabelsService(SimpleNamespace(engine=engine, bus=None))  # type: ignore[arg-type]
+        started = time.perf_counter()
+        stored = 0
+        while stored < n:
+            reply = await client.xreadgroup(group, "c1", {stream: ">"}, count=BATCH)
+            entries = reply[0][1]
+            batch = [
+                Delivery(entry_id.decode(), LabelEvent.model_validate_json(fields[b"data"]))
+                for entry_id, fields in entries
+            ]
+            await service.on_labels(batch)
+            await client.xack(stream, group, *[e for e, _ in entries])
+            stored += len(batch)
+        stream_seconds = time.perf_counter() - started
+
+        # The same rows through COPY, into a table with the same columns and indexes.
+        now = datetime.now(UTC)
+        rows = [
+            event_row(LabelEvent.model_validate_json(_event_json(project, i)), now)
+            for i in range(n)
+        ]
+        columns = list(rows[0])
+        records = [tuple(r[c] for c in columns) for r in rows]
+        conn = await asyncpg.connect(_pg_dsn(url))
+        try:
+            await conn.execute("CREATE TABLE label_events_copy (LIKE label_events INCLUDING ALL)")
+            started = time.perf_counter()
+            for start in range(0, n, BATCH):
+                async with conn.transaction():
+                    await conn.copy_records_to_table(
+                        "label_events_copy", records=records[start : start + BATCH],
+                        columns=columns,
+                    )  # fmt: skip
+            copy_batched = time.perf_counter() - started
+            await conn.execute("TRUNCATE label_events_copy")
+            started = time.perf_counter()
+            await conn.copy_records_to_table("label_events_copy", records=records, columns=columns)
+            copy_once = time.perf_counter() - started
+        finally:
+            await conn.close()
+        return {
+            "events": n,
+            "stream_per_s": n / stream_seconds,
+            "copy_batched_per_s": n / copy_batched,
+            "copy_once_per_s": n / copy_once,
+        }
+    finally:
+        await client.delete(stream)
+        await client.aclose()
+        await engine.dispose()
+
+
+async def _fill_export(url: str, n: int) -> str:
+    """n current labels (one event per item) via COPY, then a snapshot version of them."""
+    from services.labels.store import create_snapshot
+    from shared.db import make_engine
+
+    project = "bench-export"
+    conn = await asyncpg.connect(_pg_dsn(url))
+    columns = ["event_id", "project", "item_id", "label", "labeler_id", "source", "mode",
+               "revised_after_reveal", "model_version", "guideline_version", "batch_id",
+               "created_at", "duration_ms", "stored_at", "planted_prelabel", "audit_sample",
+               "late_submit"]  # fmt: skip
+    stored = datetime.now(UTC)
+    try:
+        for start in range(0, n, 100_000):
+            records = [
+                (str(uuid.uuid4()), project, f"item-{i:08d}", str(i % 10), f"labeler-{i % 37}",
+                 "human", "blind", False, "m1", "g1", f"b{i // 1000}",
+                 T0 + timedelta(seconds=i), 1500, stored, False, False, False)
+                for i in range(start, min(n, start + 100_000))
+            ]  # fmt: skip
+            await conn.copy_records_to_table("label_events", records=records, columns=columns)
+        await conn.execute("ANALYZE label_events")
+    finally:
+        await conn.close()
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as c:
+            await create_snapshot(c, project, author="bench", message="1M labels", name="bench")
+    finally:
+        await engine.dispose()
+    return project
+
+
+def _measure_export(url: str, project: str, out: str) -> None:
+    """Runs in a fresh subprocess: export, then print seconds, rows and peak RSS."""
+    from services.labels.commands import export_version
+
+    started = time.perf_counter()
+    with open(out, "wb") as sink:
+        rows = asyncio.run(export_version(url, project, sink, version="bench", fmt="jsonl"))
+    seconds = time.perf_counter() - started
+    peak = _peak_rss()
+    print(json.dumps({"seconds": seconds, "rows": rows, "peak_bytes": peak,
+                      "file_bytes": os.path.getsize(out)}))  # fmt: skip
+
+
+def _peak_rss() -> int:
+    """This process's peak RSS (VmHWM). Not ru_maxrss: Linux carries that over from the
+    parent across fork and exec, so a child would report the bench process's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _baseline_rss() -> int:
+    """Peak RSS of a process that only imports the export path (the interpreter's floor)."""
+    code = "import services.labels.commands, bench.labels as b; print(b._peak_rss())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, check=True)  # fmt: skip
+    return int(done.stdout.strip())
+
+
+def run(settings: Settings, *, events: int, export_labels: int, write: bool = True) -> str:
+    from shared.db import upgrade
+
+    if not settings.database_url.startswith("postgresql"):
+        raise SystemExit("bench labels needs PostgreSQL: set LOOPWISE_DATABASE_URL")
+    name = f"loopwise_bench_{os.getpid()}"
+    admin_dsn = _pg_dsn(settings.database_url)
+
+    async def create() -> None:
+        conn = await asyncpg.connect(admin_dsn)
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.close()
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(admin_dsn)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.close()
+
+    asyncio.run(create())
+    url = _with_database(settings.database_url, name)
+    try:
+        upgrade(url)
+        ingest = asyncio.run(_ingest(url, settings.redis_url, events))
+        project = asyncio.run(_fill_export(url, export_labels))
+        with tempfile.TemporaryDirectory() as tmp:
+            out = str(Path(tmp) / "export.jsonl")
+            done = subprocess.run(
+                [sys.executable, "-c",
+                 f"from bench.labels import _measure_export; _measure_export({url!r}, "
+                 f"{project!r}, {out!r})"],
+                capture_output=True, text=True, cwd=ROOT, check=True,
+            )  # fmt: skip
+            exported = json.loads(done.stdout.strip().splitlines()[-1])
+        baseline = _baseline_rss()
+    finally:
+        asyncio.run(drop())
+    report = _render(ingest, exported, baseline)
+    if write:
+        _write_section(report)
+    return report
+
+
+def _render(ingest: dict[str, float], exported: dict[str, Any], baseline: int) -> str:
+    ratio = ingest["stream_per_s"] / ingest["copy_batched_per_s"]
+    ratio_once = ingest["stream_per_s"] / ingest["copy_once_per_s"]
+    return "\n".join([
+        SECTION,
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, CPython "
+        f"{platform.python_version()}, PostgreSQL on the same machine. One run of "
+        "`loopwise bench labels`, in a throw-away database.",
+        "",
+        f"### (a) Ingest: {ingest['events']:,} label events from a Redis stream",
+        "",
+        "| path | events/s | stream ingest as % of it |",
+        "|---|---:|---:|",
+        f"| stream → `LabelsService.on_labels` (XREADGROUP {BATCH}, validate, schema check, "
+        f"batched INSERT … ON CONFLICT DO NOTHING, audit row, XACK) | "
+        f"{ingest['stream_per_s']:,.0f} | — |",
+        f"| asyncpg COPY, same rows, {BATCH} per transaction | "
+        f"{ingest['copy_batched_per_s']:,.0f} | {ratio:.0%} |",
+        f"| asyncpg COPY, same rows, one transaction | {ingest['copy_once_per_s']:,.0f} | "
+        f"{ratio_once:.0%} |",
+        "",
+        f"Goal: at least 25% of COPY — {'met' if ratio >= 0.25 else 'NOT met'} against COPY "
+        f"in the same batches ({ratio:.0%}); {ratio_once:.0%} of a single bulk COPY.",
+        "",
+        f"### (b) Export of a {exported['rows']:,}-label version to JSONL",
+        "",
+        "| labels | time (s) | rows/s | file (MiB) | peak RSS (MiB) | RSS, imports only (MiB) |",
+        "|---:|---:|---:|---:|---:|---:|",
+        f"| {exported['rows']:,} | {exported['seconds']:.1f} | "
+        f"{exported['rows'] / exported['seconds']:,.0f} | {exported['file_bytes'] / MiB:,.0f} | "
+        f"{exported['peak_bytes'] / MiB:,.0f} | {baseline / MiB:,.0f} |",
+        "",
+        "Streamed through a server-side cursor in chunks of 5,000 rows and written in 256 KiB "
+        f"pieces: goal under 300 MiB — {'met' if exported['peak_bytes'] < 300 * MiB else 'NOT'}.",
+        "",
+    ])  # fmt: skip
+
+
+def _write_section(report: str) -> None:
+    """Replace only this section of BENCHMARKS.md (others own theirs); re-read just before."""
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
+    start = text.find(SECTION)
+    if start == -1:
+        text = text.rstrip("\n") + "\n\n" + report
+    else:
+        end = text.find("\n## ", start + len(SECTION))
+        text = text[:start] + report + ("" if end == -1 else text[end + 1 :])
+    BENCHMARKS.write_text(text)
