@@ -6,8 +6,10 @@ Compares, in one run and on the same synthetic 1,000,000 x 64 float32 pool:
 (b) the whole selection: ``score_pool_chunked`` (margin) + ``select_batch``
     with a diversity method, picking ``budget`` distinct items.
 
-Every measurement runs in a fresh ``python -m bench.pool --measure ...``
-subprocess so peak-memory figures cannot leak between measurements. Run with
+Memory is measured in a fresh ``python -m bench.pool --measure memory ...``
+subprocess per operation, so peak-memory figures cannot leak between them;
+time is measured in one more subprocess that alternates the operations
+round by round, so a busy neighbour slows all of them alike. Run with
 ``python -c "from bench.pool import main; print(main())"``.
 """
 
@@ -35,7 +37,8 @@ N_CLASSES = 10
 N_LABELED = 5_000
 CLASS_SPREAD = 0.25  # std of the class means; 1.0 is the within-class noise
 CHUNK_ROWS = 65_536
-REPEATS = 3
+ROUNDS = 15  # timing rounds; each round runs every operation once, order rotated
+OPERATIONS = ("predict_proba", "select_kmeanspp", "select_coreset")
 MiB = 1 << 20
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = Path(__file__).resolve().parent
@@ -92,56 +95,61 @@ def _operation(which: str, model: Any, pool: NDArray[np.float32], budget: int) -
     }
 
 
-def _measure(which: str, workdir: Path, budget: int) -> dict[str, Any]:
-    """Runs inside a fresh subprocess: load, take a baseline, time REPEATS runs."""
+def _load(workdir: Path) -> tuple[Any, NDArray[np.float32]]:
     pool = np.load(workdir / "pool.npy")
     with open(workdir / "model.pkl", "rb") as fh:
         model = pickle.load(fh)
-    import services.scorer.selection  # noqa: F401  (import cost stays out of the numbers)
+    return model, pool
 
+
+def _measure_memory(which: str, workdir: Path, budget: int) -> dict[str, Any]:
+    """In a fresh subprocess: baseline RSS, one run, peak RSS; then a tracemalloc run."""
+    model, pool = _load(workdir)
     _operation(which, model, pool[:CHUNK_ROWS], min(budget, 100))  # warm code paths
     rss_before, peak_before = _rss_mib()
-    times, details = [], {}
-    for _ in range(REPEATS):
-        started = time.perf_counter()
-        details = _operation(which, model, pool, budget)
-        times.append(time.perf_counter() - started)
-    rss_after, peak_after = _rss_mib()
-    # A separate, untimed run under tracemalloc: peak bytes numpy/Python allocated.
+    details = _operation(which, model, pool, budget)
+    _, peak_after = _rss_mib()
     tracemalloc.start()
     _operation(which, model, pool, budget)
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return {
-        "which": which,
-        "times_s": times,
-        "median_s": float(np.median(times)),
         "baseline_rss_mib": rss_before,
         "baseline_peak_mib": peak_before,
         "peak_rss_mib": peak_after,
-        "peak_increase_mib": peak_after - peak_before,
-        "rss_after_mib": rss_after,
+        "peak_increase_mib": peak_after - rss_before,
         "tracemalloc_peak_mib": traced_peak / MiB,
         **details,
     }
 
 
-def _run_measurement(which: str, workdir: Path, budget: int) -> dict[str, Any]:
+def _measure_time(workdir: Path, budget: int) -> dict[str, Any]:
+    """In one subprocess: ROUNDS rounds, each timing every operation once."""
+    model, pool = _load(workdir)
+    for which in OPERATIONS:
+        _operation(which, model, pool, budget)  # warm-up, untimed
+    times: dict[str, list[float]] = {which: [] for which in OPERATIONS}
+    splits: dict[str, list[tuple[float, float]]] = {which: [] for which in OPERATIONS}
+    for round_ in range(ROUNDS):
+        shift = round_ % len(OPERATIONS)
+        for which in OPERATIONS[shift:] + OPERATIONS[:shift]:
+            started = time.perf_counter()
+            details = _operation(which, model, pool, budget)
+            times[which].append(time.perf_counter() - started)
+            if "scoring_s" in details:
+                splits[which].append((details["scoring_s"], details["selection_s"]))
+    return {"times": times, "splits": splits}
+
+
+def _subprocess(*args: str) -> dict[str, Any]:
     completed = subprocess.run(
-        [sys.executable, "-m", "bench.pool", "--measure", which, str(workdir), str(budget)],
+        [sys.executable, "-m", "bench.pool", "--measure", *args],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         check=True,
     )
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
-    print(
-        f"[pool] {which:16s} median {result['median_s']:.3f}s, "
-        f"peak RSS {result['peak_rss_mib']:.0f} MiB (+{result['peak_increase_mib']:.0f})",
-        file=sys.stderr,
-        flush=True,
-    )
-    return result
+    return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def main(n: int = 1_000_000, d: int = 64, budget: int = 1000) -> str:
@@ -160,66 +168,101 @@ def main(n: int = 1_000_000, d: int = 64, budget: int = 1000) -> str:
             pickle.dump(model, fh)
         print(f"[pool] built {n} x {d} pool ({pool_mib:.0f} MiB)", file=sys.stderr, flush=True)
 
-        order = ["predict_proba", "select_kmeanspp", "select_coreset"]
-        results = {which: _run_measurement(which, workdir, budget) for which in order}
+        memory = {}
+        for which in OPERATIONS:
+            memory[which] = _subprocess("memory", which, str(workdir), str(budget))
+            print(
+                f"[pool] memory {which:16s} peak RSS {memory[which]['peak_rss_mib']:.0f} MiB "
+                f"(+{memory[which]['peak_increase_mib']:.0f} over baseline)",
+                file=sys.stderr,
+                flush=True,
+            )
+        load_before = os.getloadavg()[0]
+        timing = _subprocess("time", "-", str(workdir), str(budget))
+        load_after = os.getloadavg()[0]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
-    base = results["predict_proba"]
-    rows = []
-    for which, label in (
-        ("predict_proba", "(a) `model.predict_proba(pool)`"),
-        ("select_kmeanspp", "(b) chunked margin + kmeanspp, 1,000 items"),
-        ("select_coreset", "(b') chunked margin + coreset, 1,000 items"),
-    ):
-        r = results[which]
-        split = f"{r['scoring_s']:.2f} + {r['selection_s']:.2f}" if "scoring_s" in r else "-"
-        rows.append(
-            f"| {label} | {r['median_s']:.2f} | {split} | {r['median_s'] / base['median_s']:.2f}x "
-            f"| {r['peak_rss_mib']:.0f} | {r['peak_increase_mib']:.0f} "
-            f"| {r['tracemalloc_peak_mib']:.0f} |"
+    times = {which: np.asarray(timing["times"][which]) for which in OPERATIONS}
+    for which in OPERATIONS:
+        print(
+            f"[pool] time   {which:16s} median {np.median(times[which]):.3f}s "
+            f"min {times[which].min():.3f}s over {ROUNDS} rounds",
+            file=sys.stderr,
+            flush=True,
         )
-    ratio = results["select_kmeanspp"]["median_s"] / base["median_s"]
-    ratio_coreset = results["select_coreset"]["median_s"] / base["median_s"]
-    worst_peak = max(r["peak_rss_mib"] for r in results.values() if "scoring_s" in r)
+    base = times["predict_proba"]
+    rows = []
+    ratios = {}
+    for which, label in (
+        ("predict_proba", "(a) `model.predict_proba(pool)` alone"),
+        ("select_kmeanspp", "(b) chunked margin + kmeanspp → 1,000 items"),
+        ("select_coreset", "(b') chunked margin + coreset → 1,000 items"),
+    ):
+        t, mem = times[which], memory[which]
+        ratios[which] = float(np.median(t / base))  # paired: same round, same load
+        split = "-"
+        if timing["splits"][which]:
+            scoring, selection = np.median(np.asarray(timing["splits"][which]), axis=0)
+            split = f"{scoring:.3f} + {selection:.3f}"
+        rows.append(
+            f"| {label} | {np.median(t):.3f} | {t.min():.3f} | {split} "
+            f"| {ratios[which]:.2f}x | {t.min() / base.min():.2f}x "
+            f"| {mem['peak_rss_mib']:.0f} | {mem['peak_increase_mib']:.0f} "
+            f"| {mem['tracemalloc_peak_mib']:.0f} |"
+        )
+    worst_peak = max(memory[w]["peak_rss_mib"] for w in OPERATIONS if w != "predict_proba")
+    km = memory["select_kmeanspp"]
     elapsed = time.perf_counter() - started
-    km = results["select_kmeanspp"]
     report = "\n".join(
         [
             "# Large-pool selection benchmark",
             "",
-            f"Pool: {n:,} x {d} float32 ({pool_mib:.0f} MiB) from a {N_CLASSES}-class "
-            f"Gaussian mixture (class means ~ N(0, {CLASS_SPREAD}²), unit noise). Model: "
-            f"LogisticRegression(lbfgs, max_iter=1000) trained on {N_LABELED:,} labelled "
-            f"float32 points from the same mixture (accuracy on the pool: {pool_accuracy:.3f}). "
-            f"Budget: {budget:,} distinct items; chunks of {CHUNK_ROWS:,} rows; diversity "
-            f"over the top {10 * budget:,} margin candidates (10 x budget).",
+            f"Pool: {n:,} x {d} float32 ({pool_mib:.0f} MiB = {n * d * 4 / 1e6:.0f} MB) from a "
+            f"{N_CLASSES}-class Gaussian mixture (class means ~ N(0, {CLASS_SPREAD}²), unit "
+            f"noise). Model: LogisticRegression(lbfgs, max_iter=1000) trained on "
+            f"{N_LABELED:,} labelled float32 points from the same mixture (so its coefficients "
+            f"are float32; accuracy on the pool {pool_accuracy:.3f}). Selection: "
+            f"`score_pool_chunked(model, pool, 'margin', chunk_rows={CHUNK_ROWS})` then "
+            f"`select_batch(scores, {budget}, features=pool, diversity=...)`, which runs the "
+            f"diversity method over the {10 * budget:,} most uncertain candidates "
+            "(10 x budget); every run is checked to return exactly the budget, all distinct.",
             "",
-            "| measurement | median wall s | scoring + selection s | vs (a) "
-            "| peak RSS MiB | peak increase MiB | tracemalloc peak MiB |",
-            "|---|---|---|---|---|---|---|",
+            "| measurement | median s | min s | scoring + selection s (median) "
+            "| paired median ratio vs (a) | min vs min (a) | peak RSS MiB "
+            "| peak − baseline RSS MiB | tracemalloc peak MiB |",
+            "|---|---|---|---|---|---|---|---|---|",
             *rows,
             "",
-            f"**Time ratio (b)/(a) = {ratio:.2f}x** (goal ≤ 1.5x; coreset variant "
-            f"{ratio_coreset:.2f}x). **Peak process RSS for (b) = {worst_peak:.0f} MiB** "
-            "(goal < 1024 MiB, pool included).",
-            f"Mean margin score of the picked batch {km['mean_margin_score_picked']:.3f} vs "
-            f"{km['mean_margin_score_pool']:.3f} over the pool.",
+            f"**Time ratio (b)/(a) = {ratios['select_kmeanspp']:.2f}x** (median over "
+            f"{ROUNDS} rounds of the per-round ratio; goal ≤ 1.5x; coreset variant "
+            f"{ratios['select_coreset']:.2f}x). **Peak process RSS during (b) = "
+            f"{worst_peak:.0f} MiB**, including the {pool_mib:.0f} MiB pool and ~"
+            f"{km['baseline_rss_mib'] - pool_mib:.0f} MiB of interpreter + numpy/scipy/sklearn "
+            "(goal < 1024 MiB). The picked batch's mean margin score is "
+            f"{km['mean_margin_score_picked']:.3f} (pool mean {km['mean_margin_score_pool']:.3f}).",
             "",
-            "How it was measured: each row runs in its own fresh `python -m bench.pool "
-            "--measure` subprocess, which loads the pool (`np.load`) and the pickled model, "
-            f"runs the operation once on {CHUNK_ROWS:,} rows to warm code paths, then reads "
-            "`resource.getrusage(RUSAGE_SELF).ru_maxrss` as the baseline (it equals the "
-            "resident pool + interpreter + libraries at that point). It then times "
-            f"{REPEATS} full runs with `time.perf_counter` (median reported) and reads "
-            "`ru_maxrss` again: *peak RSS* is the process's high-water mark including the "
-            "256 MiB pool, *peak increase* is that minus the baseline. The tracemalloc column "
-            "is one more, untimed run under `tracemalloc` (peak bytes allocated by "
-            "numpy/Python during the operation, excluding the already-loaded pool). BLAS and "
-            f"numpy use their default threads ({os.cpu_count()} CPUs) in every row.",
+            "How it was measured. *Memory*: each operation runs in its own fresh `python -m "
+            "bench.pool --measure memory` subprocess, which loads the pool (`np.load`) and the "
+            f"pickled model, runs the operation once on {CHUNK_ROWS:,} rows to warm code "
+            "paths, records the baseline (current RSS from `/proc/self/statm`), runs the "
+            "operation once on the whole pool and reads "
+            "`resource.getrusage(RUSAGE_SELF).ru_maxrss`, the process's lifetime high-water "
+            "mark. *Peak RSS* is that figure; *peak − baseline RSS* estimates what the "
+            "operation itself added (an upper bound: ru_maxrss also covers import-time "
+            "transients, ~20 MiB here). As a cross-check, a second run under `tracemalloc` "
+            "gives the peak bytes numpy/Python allocated during the operation (the loaded pool "
+            "excluded). *Time*: one more fresh subprocess runs every operation once untimed, "
+            f"then {ROUNDS} rounds that each time all three operations with "
+            "`time.perf_counter`, rotating their order; the ratio column is the median of the "
+            "per-round ratios, so load from other processes on this shared 2-core machine "
+            "hits both sides of each ratio. BLAS/numpy use their default thread counts "
+            f"({os.cpu_count()} CPUs); the diversity loops limit BLAS to one thread "
+            f"internally. Load average (1 min): {load_before:.2f} before and "
+            f"{load_after:.2f} after the timing subprocess.",
             "",
-            f"Total benchmark runtime: {elapsed:.0f} s (including pool generation and "
-            "model training).",
+            f"Total benchmark runtime: {elapsed:.0f} s (including pool generation, model "
+            "training and the subprocesses).",
             "",
         ]
     )
@@ -230,11 +273,17 @@ def main(n: int = 1_000_000, d: int = 64, budget: int = 1000) -> str:
 
 def _cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--measure", nargs=3, metavar=("WHICH", "WORKDIR", "BUDGET"))
+    parser.add_argument(
+        "--measure", nargs=4, metavar=("KIND", "WHICH", "WORKDIR", "BUDGET"), help="internal"
+    )
     args = parser.parse_args()
     if args.measure:
-        which, workdir, budget = args.measure
-        print(json.dumps(_measure(which, Path(workdir), int(budget))))
+        kind, which, workdir, budget = args.measure
+        if kind == "memory":
+            result = _measure_memory(which, Path(workdir), int(budget))
+        else:
+            result = _measure_time(Path(workdir), int(budget))
+        print(json.dumps(result))
     else:
         print(main())
 

@@ -47,8 +47,26 @@ def margin(proba: ArrayLike) -> Scores:
     p = _as_proba(proba, 2)
     if p.shape[1] < 2:
         return 1 - p[:, 0]
-    top_two = np.partition(p, p.shape[1] - 2, axis=1)[:, -2:]
-    return 1 - (top_two[:, 1] - top_two[:, 0])
+    first, second = _top_two(p)
+    return 1 - (first - second)
+
+
+def _top_two(p: NDArray[np.floating]) -> tuple[NDArray[np.floating], NDArray[np.floating]]:
+    """Largest and second-largest value per row (equal if the top is tied).
+
+    For the usual handful of classes a running max over columns is ~4x faster
+    than ``np.partition`` per row, which matters when scoring millions of rows.
+    """
+    if p.shape[1] > 64:
+        top = np.partition(p, p.shape[1] - 2, axis=1)
+        return top[:, -1], top[:, -2]
+    columns = np.ascontiguousarray(p.T)
+    first = np.maximum(columns[0], columns[1])
+    second = np.minimum(columns[0], columns[1])
+    for column in columns[2:]:
+        np.maximum(second, np.minimum(first, column), out=second)
+        np.maximum(first, column, out=first)
+    return first, second
 
 
 def entropy(proba: ArrayLike) -> Scores:

@@ -1,12 +1,5 @@
 """Selection picks distinct, in-budget, non-excluded items; chunking changes nothing."""
 
-import sys
-from pathlib import Path
-
-# `services` is not installed into the venv and the repo has no root conftest,
-# so make the repository root importable when pytest runs from the script.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -154,3 +147,82 @@ def test_chunked_scoring_takes_a_committee_for_committee_strategies(fitted):
     np.testing.assert_array_equal(chunked.scores, whole.scores)
     with pytest.raises(ValueError, match="committee"):
         score_pool_chunked(model, X, "consensus_kl")
+
+
+def test_kmeanspp_never_draws_zero_score_candidates_while_others_remain():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(400, 5)).astype(np.float32)
+    scores = np.where(np.arange(400) % 2 == 0, 1.0, 0.0)
+    for seed in range(5):
+        picked = kmeanspp_batch(
+            features, scores, 50, labeled_features=features[:3], shortlist_factor=8, rng=seed
+        )
+        assert (scores[picked] > 0).all()
+
+
+@pytest.mark.parametrize("n", [1_000, 200_000])
+def test_shortlist_breaks_ties_by_lower_index_even_at_the_cut(n):
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.random(n), 2)
+    scores[::3] = -np.inf  # excluded
+    order = np.lexsort((np.arange(n), -scores))
+    expected = order[scores[order] > -np.inf][:500]
+    np.testing.assert_array_equal(top_m_shortlist(scores, 500), expected)
+
+
+def _eager_k_center(features, scores, k, labeled, shortlist_factor):
+    """Textbook greedy k-center, one full distance update per pick (float64)."""
+    shortlist = top_m_shortlist(scores, shortlist_factor * k)
+    X = features[shortlist].astype(np.float64)
+    d2 = ((X[:, None, :] - labeled[None, :, :].astype(np.float64)) ** 2).sum(-1).min(1)
+    picks = []
+    for _ in range(k):
+        pick = int(np.argmax(np.where(np.isin(np.arange(len(X)), picks), -1, d2)))
+        picks.append(pick)
+        d2 = np.minimum(d2, ((X - X[pick]) ** 2).sum(1))
+    return shortlist[picks]
+
+
+@pytest.mark.parametrize(("n", "k", "factor"), [(3_000, 300, 10), (500, 40, 5)])
+def test_lazy_coreset_matches_the_textbook_greedy(n, k, factor):
+    rng = np.random.default_rng(2)
+    features = rng.normal(size=(n, 6)).astype(np.float32)
+    scores = rng.random(n)
+    labeled = rng.normal(size=(7, 6)).astype(np.float32)
+    picked = coreset_batch(features, scores, k, labeled_features=labeled, shortlist_factor=factor)
+    expected = _eager_k_center(features, scores, k, labeled, factor)
+    np.testing.assert_array_equal(picked, expected)
+
+
+def test_kmeanspp_draws_the_second_item_in_proportion_to_score_times_squared_distance():
+    features = np.array([[0.0], [1.0], [3.0], [6.0]], dtype=np.float32)
+    scores = np.array([0.9, 0.8, 0.7, 0.6])
+    # First pick is item 0 (most uncertain); then P(j) ∝ score_j * (x_j - 0)^2.
+    mass = scores[1:] * np.array([1.0, 9.0, 36.0])
+    expected = mass / mass.sum()
+    draws = np.array(
+        [kmeanspp_batch(features, scores, 2, shortlist_factor=2, rng=s)[1] for s in range(3000)]
+    )
+    assert (draws > 0).all()
+    observed = np.bincount(draws, minlength=4)[1:] / draws.size
+    np.testing.assert_allclose(observed, expected, atol=4 * np.sqrt(0.25 / draws.size))
+
+
+def test_kmeanspp_rejection_sampling_keeps_the_distribution_with_pending_picks():
+    # Anchored start, so picks 1 and 2 are drawn while earlier picks are still buffered.
+    features = np.array([[0.0], [2.0], [4.0], [10.0]], dtype=np.float32)
+    scores = np.ones(4)
+    anchors = np.array([[-1.0]], dtype=np.float32)
+    counts = np.zeros((4, 4))
+    for seed in range(3000):
+        first, second = kmeanspp_batch(
+            features, scores, 2, labeled_features=anchors, shortlist_factor=2, rng=seed
+        )
+        counts[first, second] += 1
+    d0 = (features[:, 0] + 1.0) ** 2
+    expected = np.zeros((4, 4))
+    for a in range(4):
+        d = np.minimum(d0, (features[:, 0] - features[a, 0]) ** 2)
+        d[a] = 0
+        expected[a] = d0[a] / d0.sum() * d / d.sum()
+    np.testing.assert_allclose(counts / counts.sum(), expected, atol=0.03)

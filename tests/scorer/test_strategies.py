@@ -1,12 +1,5 @@
 """Query strategies score hand-checked probability tables as the formulas say."""
 
-import sys
-from pathlib import Path
-
-# `services` is not installed into the venv and the repo has no root conftest,
-# so make the repository root importable when pytest runs from the script.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -130,3 +123,15 @@ def test_bagged_committee_is_reproducible_and_sees_every_class():
     np.testing.assert_array_equal(first, again)
     other = committee_proba(bagged_committee(model, X, y, n_members=4, seed=4), X)
     assert not np.array_equal(first, other)
+
+
+def test_margin_of_a_tied_top_is_maximal():
+    np.testing.assert_allclose(margin(np.array([[0.4, 0.4, 0.2]])), [1.0])
+
+
+def test_margin_agrees_for_few_and_many_classes():
+    rng = np.random.default_rng(0)
+    for n_classes in (2, 10, 100):
+        proba = rng.dirichlet(np.ones(n_classes), size=50)
+        top = np.sort(proba, axis=1)
+        np.testing.assert_allclose(margin(proba), 1 - (top[:, -1] - top[:, -2]))
