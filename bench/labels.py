@@ -35,10 +35,10 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
+from bench import report
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ROOT / "BENCHMARKS.md"
 SECTION = "## Labels store (loopwise bench labels)"
 BATCH = 500
 MiB = 1 << 20
@@ -235,10 +235,10 @@ def run(settings: Settings, *, events: int, export_labels: int, write: bool = Tr
         baseline = _baseline_rss()
     finally:
         asyncio.run(drop())
-    report = _render(ingest, exported, baseline)
+    text = _render(ingest, exported, baseline)
     if write:
-        _write_section(report)
-    return report
+        _write_section(text)
+    return text
 
 
 def _render(ingest: dict[str, float], exported: dict[str, Any], baseline: int) -> str:
@@ -280,13 +280,5 @@ def _render(ingest: dict[str, float], exported: dict[str, Any], baseline: int) -
     ])  # fmt: skip
 
 
-def _write_section(report: str) -> None:
-    """Replace only this section of BENCHMARKS.md (others own theirs); re-read just before."""
-    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
-    start = text.find(SECTION)
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + report
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + report + ("" if end == -1 else text[end + 1 :])
-    BENCHMARKS.write_text(text)
+def _write_section(text: str) -> None:
+    report.write_section(SECTION, text)

@@ -22,18 +22,16 @@ import math
 import platform
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy.stats import beta
 
+from bench import report
 from services.quality.agreement import Triples
 from services.quality.consensus import DawidSkene, MajorityVote
 from services.quality.detection import DeferenceTest, first_crossing
 
-ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ROOT / "BENCHMARKS.md"
 SECTION = "## Quality (loopwise bench quality)"
 
 N_CLASSES = 5
@@ -376,16 +374,7 @@ def render(
 
 
 def write_section(text: str) -> None:
-    """Replace (or append) this benchmark's section of BENCHMARKS.md, leaving others alone."""
-    current = BENCHMARKS.read_text(encoding="utf-8") if BENCHMARKS.exists() else "# Benchmarks\n"
-    start = current.find(SECTION)
-    if start < 0:
-        updated = current.rstrip("\n") + "\n\n" + text
-    else:
-        following = current.find("\n## ", start + len(SECTION))
-        end = len(current) if following < 0 else following + 1
-        updated = current[:start] + text + ("\n" + current[end:] if following >= 0 else "")
-    BENCHMARKS.write_text(updated.rstrip("\n") + "\n", encoding="utf-8")
+    report.write_section(SECTION, text)
 
 
 if __name__ == "__main__":

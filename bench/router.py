@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -44,10 +43,10 @@ import numpy as np
 import redis
 import redis.asyncio as aioredis
 
+from bench import report
 from shared import streams
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ROOT / "BENCHMARKS.md"
 SECTION = "## Router (loopwise bench router)"
 HOST = "127.0.0.1"
 RAW_GROUP = "bench-raw"
@@ -76,21 +75,6 @@ def loadavg() -> str:
         return " ".join(f"{x:.2f}" for x in os.getloadavg())
     except OSError:
         return "n/a"
-
-
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{os.cpu_count()} cores ({model}), {platform.python_implementation()} "
-        f"{platform.python_version()}, Linux {platform.release()}"
-    )
 
 
 # --------------------------------------------------------------------------- (a) routing
@@ -417,7 +401,7 @@ def render(
         SECTION,
         "",
         f"Command: `{cfg['command']}`  ",
-        f"Machine: {machine()}  ",
+        f"Machine: {report.machine()}  ",
         f"Date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}; load average at start / end: "
         f"{cfg['load_start']} / {cfg['load_end']} (other work shares this machine).  ",
         f"Redis {routing['redis_version']} at {cfg['redis_url']} (flushed at start; the Redis "
@@ -478,16 +462,7 @@ def render(
 
 
 def write_section(text: str) -> None:
-    """Replace (or append) this benchmark's section of BENCHMARKS.md, leaving others alone."""
-    current = BENCHMARKS.read_text(encoding="utf-8") if BENCHMARKS.exists() else "# Benchmarks\n"
-    start = current.find(SECTION)
-    if start < 0:
-        updated = current.rstrip("\n") + "\n\n" + text
-    else:
-        following = current.find("\n## ", start + len(SECTION))
-        end = len(current) if following < 0 else following + 1
-        updated = current[:start] + text + ("\n" + current[end:] if following >= 0 else "")
-    BENCHMARKS.write_text(updated.rstrip("\n") + "\n", encoding="utf-8")
+    report.write_section(SECTION, text)
 
 
 # --------------------------------------------------------------------------- main

@@ -145,6 +145,49 @@ def db_upgrade(revision: str = "heads") -> None:
     typer.echo("schema up to date")
 
 
+def _record(heading: str, command: str, body: str, write: bool) -> str:
+    """A benchmark section: command, machine and date above the results."""
+    from datetime import UTC, datetime
+
+    from bench import report
+
+    text = (f"{heading}\n\nCommand: `{command}`  \nMachine: {report.machine()}  \n"
+            f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n\n{body.strip()}\n")
+    # The body's own headings go one level below ours, so the section stays one section.
+    text = text.replace("\n# ", "\n### ").replace("\n## ", "\n### ")
+    if write:
+        report.write_section(heading, text)
+    return text
+
+
+@bench_app.command("al")
+def bench_al(
+    seeds: Annotated[int, typer.Option(min=1, help="seeds per dataset (protocol: 10)")] = 10,
+    write: Annotated[bool, typer.Option(help="update BENCHMARKS.md")] = True,
+) -> None:
+    """Active-learning curves on digits and breast_cancer: every strategy against random."""
+    from bench.al import main
+
+    body = main(seeds=seeds)
+    body += "\n\n![learning curves](bench/plots/al_curves.png)\n"
+    typer.echo(_record("## Active learning (loopwise bench al)",
+                       f"loopwise bench al --seeds {seeds}", body, write))
+
+
+@bench_app.command("pool")
+def bench_pool(
+    rows: Annotated[int, typer.Option(min=10_000, help="pool size")] = 1_000_000,
+    budget: Annotated[int, typer.Option(min=1)] = 1000,
+    write: Annotated[bool, typer.Option(help="update BENCHMARKS.md")] = True,
+) -> None:
+    """Score a large pool and select a diverse batch, next to predict_proba alone."""
+    from bench.pool import main
+
+    typer.echo(_record("## Pool selection (loopwise bench pool)",
+                       f"loopwise bench pool --rows {rows} --budget {budget}",
+                       main(n=rows, budget=budget), write))
+
+
 @bench_app.command("quality")
 def bench_quality(
     items: Annotated[int, typer.Option(help="items in the simulated crowd")] = 200_000,

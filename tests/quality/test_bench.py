@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench import quality
+from bench import quality, report
 from bench.quality import StampSetup, evidence_floor, rubber_stamp, simulate_crowd
 
 
@@ -33,12 +33,11 @@ def test_rubber_stampers_are_flagged_and_honest_reviewers_are_not():
     assert floor["min_tasks"] < floor["min_tasks_gold_only"]
 
 
-def test_write_section_replaces_only_its_own_section(tmp_path, monkeypatch):
+def test_write_section_replaces_only_its_own_section(tmp_path):
     target = tmp_path / "BENCHMARKS.md"
     target.write_text("# Benchmarks\n\n## Other\n\nkeep me\n\n"
                       f"{quality.SECTION}\n\nold\n\n## Later\n\nkeep me too\n")
-    monkeypatch.setattr(quality, "BENCHMARKS", target)
-    quality.write_section(f"{quality.SECTION}\n\nnew\n")
+    report.write_section(quality.SECTION, f"{quality.SECTION}\n\nnew\n", path=target)
     text = target.read_text()
     assert "old" not in text and "new" in text
     assert "keep me\n" in text and "keep me too" in text

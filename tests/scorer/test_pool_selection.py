@@ -15,7 +15,7 @@ from tests.helpers import client, groups_idle, token, wait_for
 pytestmark = pytest.mark.integration
 
 
-async def _queued(redis, project) -> dict[str, float]:  # noqa: ANN001
+async def _queued(redis, project) -> dict[str, float]:
     await groups_idle(redis, (streams.PREDICTIONS, streams.GROUP_ROUTER))
     out = {}
     for task_id, priority in await redis.zrange(f"loopwise:router:queue:{project}", 0, -1,
