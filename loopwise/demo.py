@@ -26,6 +26,7 @@ from loopwise.localredis import PrivateRedis, reachable
 from loopwise.processes import ServiceGroup
 from shared import streams
 from shared.auth import create_token
+from shared.bus import group_drained
 from shared.db import make_engine, upgrade
 from shared.events import ItemEvent, LabelEvent, LabelSource
 from shared.settings import Settings
@@ -125,18 +126,6 @@ async def _reviewer(api: Api, project: str, name: str, accuracy: float, truth: d
         reviewed.add(task["item_id"])
 
 
-async def _group_idle(client: aioredis.Redis, stream: str, group: str) -> bool:
-    try:
-        groups = await client.xinfo_groups(stream)
-    except aioredis.ResponseError:
-        return False
-    for g in groups:
-        name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
-        if name == group:
-            return int(g.get("pending", 0)) == 0 and int(g.get("lag") or 0) == 0
-    return False
-
-
 async def _wait(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not await predicate():
@@ -229,8 +218,8 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
                    for k, n in enumerate(reviewer_names)]
 
         async def routed() -> bool:
-            return (await _group_idle(redis, streams.ITEMS, streams.GROUP_SCORER)
-                    and await _group_idle(redis, streams.PREDICTIONS, streams.GROUP_ROUTER))
+            return (await group_drained(redis, streams.ITEMS, streams.GROUP_SCORER)
+                    and await group_drained(redis, streams.PREDICTIONS, streams.GROUP_ROUTER))
 
         deadline = time.monotonic() + 600
         next_report = time.monotonic() + 2.0
@@ -257,8 +246,8 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
         _say("[4/6] waiting for the labels and quality services to store everything")
 
         async def all_stored() -> bool:
-            return (await _group_idle(redis, streams.LABELS, streams.GROUP_LABELS)
-                    and await _group_idle(redis, streams.LABELS, streams.GROUP_QUALITY))
+            return (await group_drained(redis, streams.LABELS, streams.GROUP_LABELS)
+                    and await group_drained(redis, streams.LABELS, streams.GROUP_QUALITY))
 
         await _wait(all_stored, 120, "label events to be stored")
         labels = (await admin.call("GET", "labels", f"/v1/projects/{project}/labels")).json()

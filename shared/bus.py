@@ -56,6 +56,19 @@ def validation_reason(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+async def group_drained(redis: aioredis.Redis, stream: str, group: str) -> bool:
+    """True when the consumer group has read everything and acknowledged it all."""
+    try:
+        groups = await redis.xinfo_groups(stream)
+    except aioredis.ResponseError:
+        return False
+    for g in groups:
+        name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
+        if name == group:
+            return int(g.get("pending", 0)) == 0 and int(g.get("lag") or 0) == 0
+    return False
+
+
 async def keep_raw_entries(raw: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
     """FastStream's batch parser, minus its per-entry decode and re-encode.
 

@@ -1,7 +1,8 @@
 """Database tables (SQLAlchemy Core). Alembic migrations under shared/migrations own the schema.
 
 Each service writes only its own tables: tokens (labels service / CLI),
-items and models (scorer), label_events (labels), quality_votes (quality).
+items and models (scorer), label_events (labels). Tables only one service uses live
+with it (services/labels/tables.py, services/quality/tables.py) on the same metadata.
 """
 
 from __future__ import annotations
@@ -87,17 +88,4 @@ label_events = Table(
     Column("stored_at", DateTime(timezone=True), nullable=False),
     Index("ix_label_events_project_item", "project", "item_id"),
     Index("ix_label_events_project_created", "project", "created_at"),
-)
-
-quality_votes = Table(
-    "quality_votes",
-    metadata,
-    Column("event_id", String(36), primary_key=True),
-    Column("project", String(64), nullable=False),
-    Column("item_id", String(256), nullable=False),
-    Column("labeler_id", String(256), nullable=False),
-    Column("label", String(256), nullable=False),
-    Column("source", String(16), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Index("ix_quality_votes_project_item", "project", "item_id"),
 )

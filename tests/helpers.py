@@ -9,6 +9,7 @@ import httpx
 import redis.asyncio as aioredis
 
 from shared.auth import create_token
+from shared.bus import group_drained as group_idle
 from shared.settings import Settings
 
 
@@ -19,18 +20,6 @@ async def token(engine, user: str, role: str, project: str) -> str:
 def client(settings: Settings, service: str, bearer: str | None = None) -> httpx.AsyncClient:
     headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
     return httpx.AsyncClient(base_url=settings.url_of(service), headers=headers, timeout=30)
-
-
-async def group_idle(redis: aioredis.Redis, stream: str, group: str) -> bool:
-    try:
-        groups = await redis.xinfo_groups(stream)
-    except aioredis.ResponseError:
-        return False
-    for g in groups:
-        name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
-        if name == group:
-            return int(g.get("pending", 0)) == 0 and int(g.get("lag") or 0) == 0
-    return False
 
 
 async def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:

@@ -8,6 +8,8 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import services.labels.tables
+import services.quality.tables  # noqa: F401 - and the quality tables
 from shared.tables import metadata
 
 config = context.config
