@@ -135,10 +135,10 @@ async def _insert_unnest(conn: AsyncConnection, rows: list[dict[str, Any]]) -> i
     names = ", ".join(c.name for c in columns)
     statement = text(
         f"INSERT INTO label_events ({names}) SELECT * FROM unnest({arrays}) "
-        "ON CONFLICT DO NOTHING RETURNING event_id"
+        "ON CONFLICT DO NOTHING"
     )
     params = {c.name: [row.get(c.name) for row in rows] for c in columns}
-    return len((await conn.execute(statement, params)).all())
+    return max((await conn.execute(statement, params)).rowcount, 0)
 
 
 async def count_events(conn: AsyncConnection, project: str) -> dict[str, int]:

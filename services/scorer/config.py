@@ -15,6 +15,10 @@ class ScorerConfig(BaseModel):
     strategy: str = "margin"
     diversity: Literal["kmeanspp", "coreset"] | None = "kmeanspp"
     include_auto: bool = Field(False, description="train on auto-accepted labels too (opt in)")
+    select_every_seconds: int | None = Field(
+        None, ge=10, description="select a batch on this schedule (None: only on request)"
+    )
+    select_budget: int = Field(50, ge=1, le=10_000, description="batch size of scheduled selection")
 
     @field_validator("strategy")
     @classmethod

@@ -38,6 +38,8 @@ NO_MODEL = "none"
 CONFIG_PREFIX = "loopwise:scorer:config:"
 SELECTED_PREFIX = "loopwise:scorer:selected:"
 GOLD_PREFIX = "loopwise:router:gold:"  # the router keeps the project's gold set
+ROUTER_QUEUE_PREFIX = "loopwise:router:queue:"  # and its review queue
+SCHEDULE_TICK_SECONDS = 5.0
 
 
 def reviewer_payload(item: ItemEvent) -> dict[str, Any]:
@@ -70,10 +72,37 @@ class ScorerService:
         bus = self.runtime.bus
         bus.consume(streams.ITEMS, streams.GROUP_SCORER, ItemEvent, self.on_items)
         bus.consume(streams.LABELS, streams.GROUP_SCORER, LabelEvent, self.on_labels)
+        self._spawn(self._scheduled_selection())
 
     async def stop(self) -> None:
         for task in list(self.background):
             task.cancel()
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def _scheduled_selection(self) -> None:
+        """Select a batch for projects that asked for a schedule, when their queue runs low."""
+        last_run: dict[str, float] = {}
+        redis = self.runtime.bus.redis
+        while True:
+            await asyncio.sleep(SCHEDULE_TICK_SECONDS)
+            try:
+                async for key in redis.scan_iter(match=f"{CONFIG_PREFIX}*", count=500):
+                    project = key.decode()[len(CONFIG_PREFIX):]
+                    config = await self.config(project)
+                    every = config.select_every_seconds
+                    now = asyncio.get_running_loop().time()
+                    if every is None or now - last_run.get(project, -every) < every:
+                        continue
+                    last_run[project] = now
+                    waiting = await redis.zcard(f"{ROUTER_QUEUE_PREFIX}{project}")
+                    if waiting < config.select_budget:  # reviewers are not behind
+                        await self.select(project, config.select_budget)
+            except Exception as exc:  # the schedule must outlive one failure
+                log.warning("scheduled selection failed", error=str(exc))
 
     async def model_for(self, project: str) -> TrainedModel | None:
         if project not in self.models:
@@ -161,9 +190,7 @@ class ScorerService:
         for project, n in list(self.new_labels.items()):
             if n >= self.runtime.settings.retrain_every and not self.locks[project].locked():
                 self.new_labels[project] = 0
-                task = asyncio.create_task(self._retrain_quietly(project))
-                self.background.add(task)
-                task.add_done_callback(self.background.discard)
+                self._spawn(self._retrain_quietly(project))
 
     async def _retrain_quietly(self, project: str) -> None:
         # The labels service may not have stored the newest events yet: give it a moment.

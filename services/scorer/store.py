@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import desc, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.labels.store import current_labels
+from services.labels.store import current_labels, head_version
 from shared.db import insert_ignoring_duplicates
 from shared.events import NONE_OF_THESE, ItemEvent
 from shared.tables import items, models
@@ -95,6 +95,7 @@ async def training_set(
     for r in current:
         by_source[r["source"]] = by_source.get(r["source"], 0) + 1
     label_set = {
+        "version": await head_version(conn, project),  # the labels service's label-set version
         "labels": len(current),
         "by_source": by_source,
         "include_auto": include_auto,

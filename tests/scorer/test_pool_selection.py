@@ -83,3 +83,21 @@ async def test_select_cold_start_then_uncertain_diverse_batches_into_the_review_
         bad = await http.post(f"/v1/projects/{project}/select",
                               json={"budget": 5, "strategy": "psychic"})
         assert bad.status_code == 422 and "margin" in bad.json()["detail"]
+
+
+async def test_a_scheduled_project_gets_batches_without_asking(services, engine, redis, project):
+    x, _ = load_digits(return_X_y=True)
+    admin = await token(engine, "admin", "admin", project)
+    async with client(services, "scorer", admin) as http:
+        await http.post(f"/v1/projects/{project}/items", json={"items": [
+            {"item_id": f"d{i}", "features": x[i].tolist()} for i in range(100)]})
+        r = await http.put(f"/v1/projects/{project}/config",
+                           json={"select_every_seconds": 10, "select_budget": 7})
+        assert r.status_code == 200 and r.json()["select_every_seconds"] == 10
+        bad = await http.put(f"/v1/projects/{project}/config", json={"select_every_seconds": 1})
+        assert bad.status_code == 422
+
+    async def queued() -> bool:
+        return await redis.zcard(f"loopwise:router:queue:{project}") == 7
+
+    await wait_for(queued, 30, "a scheduled batch in the review queue")
