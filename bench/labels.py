@@ -2,8 +2,9 @@
 
 (a) Label events published to a Redis stream are read with XREADGROUP in
     batches, validated, and stored by the labels service's own handler
-    (``LabelsService.on_labels``: schema check, batched multi-row INSERT ...
-    ON CONFLICT DO NOTHING under the write lock, one audit row per batch),
+    (``LabelsService.on_labels``: schema check, COPY in a savepoint with an
+    INSERT ... ON CONFLICT DO NOTHING fallback for redeliveries, under the
+    write lock, one audit row per batch),
     then acknowledged. In the same run the same rows go through asyncpg's
     ``copy_records_to_table`` into a table with the same columns and indexes.
 (b) A version of 1,000,000 current labels is exported to JSONL by the CLI's
@@ -256,7 +257,7 @@ def _render(ingest: dict[str, float], exported: dict[str, Any], baseline: int) -
         "| path | events/s | stream ingest as % of it |",
         "|---|---:|---:|",
         f"| stream → `LabelsService.on_labels` (XREADGROUP {BATCH}, validate, schema check, "
-        f"batched INSERT … ON CONFLICT DO NOTHING, audit row, XACK) | "
+        f"COPY in a savepoint (duplicates: staging + ON CONFLICT DO NOTHING), audit row, XACK) | "
         f"{ingest['stream_per_s']:,.0f} | — |",
         f"| asyncpg COPY, same rows, {BATCH} per transaction | "
         f"{ingest['copy_batched_per_s']:,.0f} | {ratio:.0%} |",

@@ -192,6 +192,9 @@ async def put_project(
             conn, Actor.of(principal, request), "project.settings", project=project,
             detail={"before": _jsonable(old), "after": body.model_dump()},
         )  # fmt: skip
+    service = getattr(request.app.state, "service", None)
+    if service is not None:
+        service.forget_schema(project)
     return new
 
 

@@ -20,11 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import (
-    Boolean,
-    DateTime,
-    Float,
-    Integer,
     Select,
     and_,
     case,
@@ -111,34 +108,39 @@ async def append_events(conn: AsyncConnection, events: Sequence[LabelEvent]) -> 
     now = await write_clock(conn, exclusive=False)
     rows = [event_row(e, now) for e in events]
     if conn.dialect.name == "postgresql":
-        return await _insert_unnest(conn, rows)
+        return await _insert_via_copy(conn, rows)
     return await insert_ignoring_duplicates(conn, label_events, rows)
 
 
-_ARRAY_TYPES = {Boolean: "boolean[]", Float: "float8[]", Integer: "integer[]",
-                DateTime: "timestamptz[]"}  # fmt: skip
-
-
-def _array_type(column: Any) -> str:
-    for kind, name in _ARRAY_TYPES.items():
-        if isinstance(column.type, kind):
-            return name
-    return "text[]"
-
-
-async def _insert_unnest(conn: AsyncConnection, rows: list[dict[str, Any]]) -> int:
-    """One INSERT ... SELECT FROM unnest(column arrays): a batch costs one statement and a
-    handful of parameters, not one parameter per cell (about 5x faster than multi-row VALUES).
+async def _insert_via_copy(conn: AsyncConnection, rows: list[dict[str, Any]]) -> int:
+    """COPY the batch straight into the table; a batch holding an event seen before (a
+    redelivery, rare) rolls back to a savepoint and goes through a staging table and one
+    INSERT ... SELECT ... ON CONFLICT DO NOTHING instead. COPY's binary encoding is several
+    times cheaper than binding the batch as parameters. Same transaction as the caller.
     """
-    columns = [c for c in label_events.c if c.name in rows[0]]
-    arrays = ", ".join(f"CAST(:{c.name} AS {_array_type(c)})" for c in columns)
-    names = ", ".join(c.name for c in columns)
-    statement = text(
-        f"INSERT INTO label_events ({names}) SELECT * FROM unnest({arrays}) "
+    columns = list(rows[0])
+    records = [tuple(r[c] for c in columns) for r in rows]
+    driver = (await conn.get_raw_connection()).driver_connection
+    await driver.execute("SAVEPOINT label_copy")
+    try:
+        await driver.copy_records_to_table("label_events", records=records, columns=columns)
+    except asyncpg.UniqueViolationError:
+        await driver.execute("ROLLBACK TO SAVEPOINT label_copy")
+    else:
+        await driver.execute("RELEASE SAVEPOINT label_copy")
+        return len(records)
+    await driver.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS label_events_staging "
+        "(LIKE label_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    )
+    await driver.copy_records_to_table("label_events_staging", records=records, columns=columns)
+    names = ", ".join(columns)
+    status = await driver.execute(
+        f"INSERT INTO label_events ({names}) SELECT {names} FROM label_events_staging "
         "ON CONFLICT DO NOTHING"
     )
-    params = {c.name: [row.get(c.name) for row in rows] for c in columns}
-    return max((await conn.execute(statement, params)).rowcount, 0)
+    await driver.execute("TRUNCATE label_events_staging")
+    return int(status.rsplit(" ", 1)[-1])
 
 
 async def count_events(conn: AsyncConnection, project: str) -> dict[str, int]:
