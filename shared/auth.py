@@ -16,11 +16,14 @@ project the token does not reach is the same for every project.
 
 Lookups are cached for ``CACHE_SECONDS`` (2 s) per process, so a revocation,
 expiry, disabled user or removed membership takes effect everywhere within
-2 s, and at once in the process that made the change (``TokenAuth.forget``).
+about 2 s (a request arriving after that is answered while a background
+refresh reloads the token; the ones after the refresh see the change), and at
+once in the process that made the change (``TokenAuth.forget``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -46,6 +49,7 @@ ROLE_GRANTS: dict[str, frozenset[str]] = {
 GLOBAL_ROLES = frozenset({"admin", "service"})
 ALL_PROJECTS = "*"
 CACHE_SECONDS = 2.0
+STALE_SECONDS = 60.0
 NOT_YOUR_PROJECT = "token is not valid for this project"
 
 # The users, memberships and projects tables are defined (and migrated) by the labels
@@ -184,11 +188,19 @@ def _utc(moment: datetime | None) -> datetime | None:
 
 
 class TokenAuth:
-    """Resolves a bearer token to a principal, caching lookups for ``CACHE_SECONDS``."""
+    """Resolves a bearer token to a principal, caching lookups for ``CACHE_SECONDS``.
+
+    A known token whose entry is older than that is still answered from the
+    cache while one background refresh reloads it (stale-while-revalidate),
+    so a busy reviewer's requests never queue behind a database round trip;
+    a revocation is seen by the first request after that refresh. Unknown
+    tokens, and entries older than ``STALE_SECONDS``, are looked up inline.
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._refreshing: dict[str, asyncio.Task] = {}
 
     def forget(self) -> None:
         """Drop cached lookups (after a revocation or membership change in this process)."""
@@ -200,10 +212,20 @@ class TokenAuth:
         now = time.monotonic()
         if hit and now - hit[0] < CACHE_SECONDS:
             return hit[1]
+        if hit and hit[1] is not None and now - hit[0] < STALE_SECONDS:
+            if digest not in self._refreshing:
+                task = asyncio.create_task(self._refresh(digest))
+                self._refreshing[digest] = task
+                task.add_done_callback(lambda _t: self._refreshing.pop(digest, None))
+            return hit[1]
+        return await self._refresh(digest)
+
+    async def _refresh(self, digest: str) -> Principal | None:
+        started = time.monotonic()
         principal = await self._load(digest)
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[digest] = (now, principal)
+        self._cache[digest] = (started, principal)
         return principal
 
     async def _load(self, digest: str) -> Principal | None:

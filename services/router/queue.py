@@ -56,13 +56,17 @@ end
 return {added, cjson.encode(dropped)}
 """
 
-# KEYS: queue, leases index. ARGV: labeler, now, ttl, scan limit, prefix, then optionally
-# a task to create and hand out directly: its id, a set key and member to remember it by
-# (the labeler's seen gold), and its field/value pairs. Returns {id, expiry, task fields}.
+# KEYS: queue, leases index. ARGV: labeler, now, ttl, scan limit, prefix, the key of the
+# set of paused labelers ('' for none), then optionally a task to create and hand out
+# directly: its id, a set key and member to remember it by (the labeler's seen gold), and
+# its field/value pairs. Returns {id, expiry, task fields}, {'paused'} or nil.
 _NEXT = """
 local queue, leases = KEYS[1], KEYS[2]
 local labeler, now, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local limit, prefix = tonumber(ARGV[4]), ARGV[5]
+if ARGV[6] ~= '' and redis.call('SISMEMBER', ARGV[6], labeler) == 1 then
+  return {'paused'}
+end
 local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now)
 for _, member in ipairs(expired) do
   redis.call('ZREM', leases, member)
@@ -88,11 +92,11 @@ local function lease(tid, tkey)
   redis.call('ZADD', leases, expires, tid .. '|' .. labeler)
   return {tid, tostring(expires), redis.call('HGETALL', tkey)}
 end
-if ARGV[6] then
-  local tkey = prefix .. 'task:' .. ARGV[6]
-  redis.call('SADD', ARGV[7], ARGV[8])
-  redis.call('HSET', tkey, 'task_id', ARGV[6], 'state', 'open', 'done', 0, unpack(ARGV, 9))
-  return lease(ARGV[6], tkey)
+if ARGV[7] then
+  local tkey = prefix .. 'task:' .. ARGV[7]
+  redis.call('SADD', ARGV[8], ARGV[9])
+  redis.call('HSET', tkey, 'task_id', ARGV[7], 'state', 'open', 'done', 0, unpack(ARGV, 10))
+  return lease(ARGV[7], tkey)
 end
 local candidates = redis.call('ZREVRANGE', queue, 0, limit - 1)
 for _, tid in ipairs(candidates) do
@@ -110,12 +114,21 @@ end
 return false
 """
 
+# KEYS: queue, leases index. ARGV: prefix, task id, labeler, event id, label stream,
+# label event JSON, observation list key ('' for none), observation, observations kept.
+# Records the submission, publishes the label event and the calibration observation in
+# one atomic step: the event is on the stream if and only if the submission is recorded.
 _COMMIT = """
 local queue, leases = KEYS[1], KEYS[2]
 local tkey = ARGV[1] .. 'task:' .. ARGV[2]
 local labeler, event_id = ARGV[3], ARGV[4]
 if redis.call('HSETNX', tkey .. ':submitted', labeler, event_id) == 0 then
   return {'duplicate', redis.call('HGET', tkey .. ':submitted', labeler), '0'}
+end
+redis.call('XADD', ARGV[5], '*', 'data', ARGV[6])
+if ARGV[7] ~= '' then
+  redis.call('LPUSH', ARGV[7], ARGV[8])
+  redis.call('LTRIM', ARGV[7], 0, tonumber(ARGV[9]) - 1)
 end
 redis.call('HDEL', tkey .. ':leases', labeler)
 redis.call('ZREM', leases, ARGV[2] .. '|' .. labeler)
@@ -126,6 +139,21 @@ if done >= tonumber(redis.call('HGET', tkey, 'needed')) then
   redis.call('ZREM', queue, ARGV[2])
 end
 return {'recorded', event_id, tostring(done)}
+"""
+
+# ARGV: prefix, task id, labeler, now. Returns {task fields, standing, detail}.
+_STATE = """
+local tkey = ARGV[1] .. 'task:' .. ARGV[2]
+local labeler, now = ARGV[3], tonumber(ARGV[4])
+local task = redis.call('HGETALL', tkey)
+local submitted = redis.call('HGET', tkey .. ':submitted', labeler)
+if submitted then return {task, 'duplicate', submitted} end
+if redis.call('SISMEMBER', tkey .. ':handed', labeler) == 0 then
+  return {task, 'not_handed', ''}
+end
+local lease = redis.call('HGET', tkey .. ':leases', labeler)
+if lease and tonumber(lease) >= now then return {task, 'on_time', ''} end
+return {task, 'late', ''}
 """
 
 _SKIP = """
@@ -167,6 +195,14 @@ class NewTask:
         return out
 
 
+class Paused(Exception):
+    """The labeler is paused (a quality flag) and gets no tasks."""
+
+
+def _pairs(flat: list[Any]) -> dict[str, str]:
+    return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -183,6 +219,7 @@ class ReviewQueue:
         self._enqueue = redis.register_script(_ENQUEUE)
         self._next = redis.register_script(_NEXT)
         self._commit = redis.register_script(_COMMIT)
+        self._state = redis.register_script(_STATE)
         self._skip = redis.register_script(_SKIP)
 
     def queue_key(self, project: str, kind: str = "review") -> str:
@@ -217,55 +254,51 @@ class ReviewQueue:
         return int(added), +Counter(json.loads(dropped) or {})
 
     async def next(self, project: str, labeler: str, lease_seconds: int, kind: str = "review",
-                   direct: NewTask | None = None, remember: tuple[str, str] | None = None
-                   ) -> tuple[str, int, dict[str, str]] | None:
+                   direct: NewTask | None = None, remember: tuple[str, str] | None = None,
+                   paused_key: str = "") -> tuple[str, int, dict[str, str]] | None:
         """Lease the most uncertain open task this labeler has not seen; None when none.
 
         ``direct`` creates a task and hands it out in the same script (gold salting),
         so a gold task takes the same path as any other; ``remember`` = (set key,
-        member) is added in the same step. Returns (task id, lease expiry ms, task).
+        member) is added in the same step. A labeler in ``paused_key`` raises
+        ``Paused``. Returns (task id, lease expiry ms, task).
         """
         extra = [direct.task_id, *(remember or ("", "")), *direct.flat()] if direct else []
         got = await self._next(
             keys=[self.queue_key(project, kind), self.leases_key(project)],
-            args=[labeler, _now_ms(), lease_seconds * 1000, self.scan_limit, self.prefix, *extra],
+            args=[labeler, _now_ms(), lease_seconds * 1000, self.scan_limit, self.prefix,
+                  paused_key, *extra],
         )
         if not got:
             return None
-        flat = got[2]
-        task = {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
-        return _text(got[0]), int(_text(got[1])), task
+        if len(got) == 1:
+            raise Paused(labeler)
+        return _text(got[0]), int(_text(got[1])), _pairs(got[2])
 
     async def task_with_state(self, task_id: str, labeler: str
                               ) -> tuple[dict[str, str] | None, str, str | None]:
-        """The task and this labeler's standing on it, in one round trip.
+        """The task and this labeler's standing on it, in one script call.
 
         Standing: ``duplicate`` (with the event id), ``not_handed``, ``on_time`` or ``late``.
         """
-        key = self.task_key(task_id)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(key)
-        pipe.hget(key + ":submitted", labeler)
-        pipe.sismember(key + ":handed", labeler)
-        pipe.hget(key + ":leases", labeler)
-        raw, submitted, handed, lease = await pipe.execute()
-        task = {_text(k): _text(v) for k, v in raw.items()} or None
-        if submitted is not None:
-            return task, "duplicate", _text(submitted)
-        if not handed:
-            return task, "not_handed", None
-        on_time = lease is not None and int(_text(lease)) >= _now_ms()
-        return task, "on_time" if on_time else "late", None
+        task, standing, detail = await self._state(
+            keys=[], args=[self.prefix, task_id, labeler, _now_ms()])
+        return _pairs(task) or None, _text(standing), _text(detail) or None
 
     async def task(self, task_id: str) -> dict[str, str] | None:
         raw = await self.redis.hgetall(self.task_key(task_id))
         return {_text(k): _text(v) for k, v in raw.items()} or None
 
     async def commit_submit(self, project: str, task_id: str, labeler: str, event_id: str,
-                            kind: str = "review") -> tuple[str, str]:
+                            stream: str, event_json: str, kind: str = "review",
+                            observation: tuple[str, str, int] | None = None) -> tuple[str, str]:
+        """Record the submission and publish its label event (and calibration observation,
+        as (list key, value, entries kept)) atomically. A repeat publishes nothing."""
+        obs_key, obs_value, obs_max = observation or ("", "", 0)
         got = await self._commit(
             keys=[self.queue_key(project, kind), self.leases_key(project)],
-            args=[self.prefix, task_id, labeler, event_id],
+            args=[self.prefix, task_id, labeler, event_id, stream, event_json, obs_key,
+                  obs_value, obs_max],
         )
         return _text(got[0]), _text(got[1])
 

@@ -31,7 +31,7 @@ from shared.service import Runtime
 
 from .gold import GoldItem, gold_prelabel, should_salt
 from .policy import RoutingPolicy
-from .queue import PREFIX, NewTask, ReviewQueue
+from .queue import PREFIX, NewTask, Paused, ReviewQueue
 from .routing import label_order, present, route
 from .thresholds import ThresholdEstimate, estimate_threshold
 
@@ -39,6 +39,7 @@ log = get_logger(__name__)
 POLICY_CACHE_SECONDS = 2.0
 GOLD_CACHE_SECONDS = 5.0
 DEPTH_REFRESH_SECONDS = 5.0
+RECALIBRATE_SECONDS = 1.0
 MAX_OBSERVATIONS = 50_000
 
 
@@ -67,21 +68,22 @@ class RouterService:
         self.queue = ReviewQueue(self.redis)
         self.rng = random.Random()
         self._policies: dict[str, tuple[float, RoutingPolicy]] = {}
-        self._last_calibration: dict[str, float] = {}
         self._gold: dict[str, tuple[float, dict[str, GoldItem]]] = {}
         self._projects: set[str] = set()
-        self._depth_task: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._uncalibrated: set[str] = set()
 
     async def start(self) -> None:
         bus = self.runtime.bus
         bus.consume(streams.PREDICTIONS, streams.GROUP_ROUTER, PredictionEvent, self.on_predictions)
         bus.consume(streams.QUALITY, streams.GROUP_ROUTER, QualityEvent, self.on_quality)
 
-        self._depth_task = asyncio.create_task(self._refresh_depths())
+        self._tasks = [asyncio.create_task(self._refresh_depths()),
+                       asyncio.create_task(self._recalibrate_loop())]
 
     async def stop(self) -> None:
-        if self._depth_task:
-            self._depth_task.cancel()
+        for task in self._tasks:
+            task.cancel()
 
     async def _refresh_depths(self) -> None:
         """Queue depth gauges, refreshed off the request path."""
@@ -90,8 +92,19 @@ class RouterService:
             for project in list(self._projects):
                 try:
                     metrics.QUEUE_DEPTH.labels(project).set(await self.queue.depth(project))
-                except Exception as exc:
+                except Exception as exc:  # a gauge must never stop the service
                     log.warning("queue depth refresh failed", error=str(exc))
+
+    async def _recalibrate_loop(self) -> None:
+        """Re-estimate thresholds once a second for projects with new reviews."""
+        while True:
+            await asyncio.sleep(RECALIBRATE_SECONDS)
+            projects, self._uncalibrated = self._uncalibrated, set()
+            for project in projects:
+                try:
+                    await self.recalibrate(project)
+                except Exception as exc:  # calibration must never stop the service
+                    log.warning("recalibration failed", project=project, error=str(exc))
 
     # --- keys -------------------------------------------------------------------
     @staticmethod
@@ -134,18 +147,7 @@ class RouterService:
             return float(calibration["threshold"])
         return policy.default_threshold
 
-    async def _observe(self, project: str, confidence: float, correct: bool, weight: float) -> None:
-        """Record one reviewed prediction and re-estimate the threshold (at most once a second)."""
-        key = self._key("observations", project)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.lpush(key, f"{confidence:.6f}|{int(correct)}|{weight:.6f}")
-        pipe.ltrim(key, 0, MAX_OBSERVATIONS - 1)
-        await pipe.execute()
-        if time.monotonic() - self._last_calibration.get(project, 0.0) >= 1.0:
-            await self.recalibrate(project)
-
     async def recalibrate(self, project: str) -> ThresholdEstimate:
-        self._last_calibration[project] = time.monotonic()
         policy = await self.policy(project)
         rows = await self.redis.lrange(self._key("observations", project), 0, -1)
         parsed = np.array([r.decode().split("|") for r in rows], dtype=np.float64).reshape(-1, 3)
@@ -333,26 +335,25 @@ class RouterService:
         policy = await self.policy(project)
         gold = await self._gold_cache(project) if kind == "review" and policy.gold_rate else {}
         seen_key = self._key(f"gold-seen:{labeler}", project)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.sismember(self._key("paused", project), labeler)
+        direct = None
         if gold:
+            pipe = self.redis.pipeline(transaction=False)
             pipe.smembers(seen_key)
             pipe.smembers(self._key("options", project))
             pipe.get(self._key("model", project))
-        paused, *gold_state = await pipe.execute()
-        if paused:
-            raise ReviewError(423, "you are paused pending a quality review of your recent "
-                                   "labels; ask a project admin")
-        direct = None
-        if gold:
-            seen, options, model = gold_state
+            seen, options, model = await pipe.execute()
             fresh = [g for item_id, g in gold.items() if item_id.encode() not in seen]
             direct = self._gold_task(project, labeler, policy, fresh,
                                      sorted((o.decode() for o in options), key=label_order),
                                      (model or b"none").decode())
-        leased = await self.queue.next(
-            project, labeler, self.settings.lease_seconds, kind=kind, direct=direct,
-            remember=(seen_key, direct.item_id) if direct else None)
+        try:
+            leased = await self.queue.next(
+                project, labeler, self.settings.lease_seconds, kind=kind, direct=direct,
+                remember=(seen_key, direct.item_id) if direct else None,
+                paused_key=self._key("paused", project))
+        except Paused as exc:
+            raise ReviewError(423, "you are paused pending a quality review of your recent "
+                                   "labels; ask a project admin") from exc
         if leased is None:
             return None
         task_id, expires_ms, task = leased
@@ -415,16 +416,21 @@ class RouterService:
             audit_sample=task.get("audit") == "1",
             late_submit=standing == "late",
         )
-        # Publish first (the id is deterministic, so a retry after a crash is deduplicated
-        # by the store), then record the submission.
-        await self.runtime.bus.publish(streams.LABELS, [event])
-        outcome, event_id = await self.queue.commit_submit(project, task_id, principal.user_id,
-                                                           str(event.event_id), kind=kind)
-        if outcome == "recorded" and kind == "review" and task.get("model_label"):
+        observation = None
+        if kind == "review" and task.get("model_label"):
             audit = task.get("audit") == "1"
             weight = 1.0 / float(task.get("audit_rate") or 1.0) if audit else 1.0
             correct = label == task["model_label"] and label != NONE_OF_THESE
-            await self._observe(project, float(task["confidence"]), correct, weight)
+            observation = (self._key("observations", project),
+                           f"{float(task['confidence']):.6f}|{int(correct)}|{weight:.6f}",
+                           MAX_OBSERVATIONS)
+        # One atomic step: the submission is recorded, the label event published and the
+        # calibration observation kept, or (a repeat) none of it.
+        outcome, event_id = await self.queue.commit_submit(
+            project, task_id, principal.user_id, str(event.event_id), streams.LABELS,
+            event.to_json(), kind=kind, observation=observation)
+        if outcome == "recorded" and observation:
+            self._uncalibrated.add(project)
         return SubmitResult(event_id, outcome, standing == "late", reveal)
 
     async def revise(self, task_id: str, task: dict[str, str], principal: Principal,

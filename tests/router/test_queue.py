@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from services.router.queue import NewTask, ReviewQueue
+from services.router.queue import NewTask, Paused, ReviewQueue
 
 pytestmark = pytest.mark.integration
 
@@ -14,6 +14,12 @@ def _task(project: str, priority: float, needed: int = 1) -> NewTask:
     tid = str(uuid.uuid4())
     return NewTask(tid, project, f"item-{tid[:6]}", priority, needed, {"payload": "null",
                                                                        "probs": "{}"})
+
+
+async def _commit(queue: ReviewQueue, project: str, task_id: str, who: str, event_id: str):
+    stream = f"{queue.prefix}test-labels"
+    return await queue.commit_submit(project, task_id, who, event_id, stream,
+                                     f'{{"event_id": "{event_id}"}}')
 
 
 @pytest.fixture
@@ -41,7 +47,7 @@ async def test_overlap_hands_a_task_to_distinct_labelers_only(queue, project):
     for who in ("alice", "bob"):
         _, standing, _ = await queue.task_with_state(t.task_id, who)
         assert standing == "on_time"
-        assert (await queue.commit_submit(project, t.task_id, who, f"e-{who}"))[0] == "recorded"
+        assert (await _commit(queue, project, t.task_id, who, f"e-{who}"))[0] == "recorded"
     assert (await queue.task(t.task_id))["state"] == "done"
     assert await queue.depth(project) == 0
 
@@ -53,8 +59,8 @@ async def test_expired_lease_returns_the_task_and_late_submit_is_accepted_once(q
     await asyncio.sleep(1.1)
     assert (await queue.next(project, "bob", 60))[0] == t.task_id  # back in the queue
     assert (await queue.task_with_state(t.task_id, "alice"))[1:] == ("late", None)
-    assert (await queue.commit_submit(project, t.task_id, "alice", "e1")) == ("recorded", "e1")
-    assert (await queue.commit_submit(project, t.task_id, "alice", "e2")) == ("duplicate", "e1")
+    assert (await _commit(queue, project, t.task_id, "alice", "e1")) == ("recorded", "e1")
+    assert (await _commit(queue, project, t.task_id, "alice", "e2")) == ("duplicate", "e1")
     assert (await queue.task_with_state(t.task_id, "alice"))[1:] == ("duplicate", "e1")
     assert (await queue.task_with_state(t.task_id, "bob"))[1:] == ("on_time", None)
 
@@ -104,3 +110,25 @@ async def test_a_direct_task_is_handed_out_by_the_same_script_and_never_requeued
     await asyncio.sleep(1.1)
     assert await queue.next(project, "bob", 60) is None  # an expired gold task is not requeued
     assert (await queue.task(gold.task_id))["state"] == "expired"
+
+
+async def test_a_submission_publishes_its_event_once_with_its_observation(queue, redis, project):
+    t = _task(project, 0.5)
+    await queue.enqueue_many([t])
+    await queue.next(project, "alice", 60)
+    stream, observations = f"{queue.prefix}labels", f"{queue.prefix}obs"
+    for _ in range(2):  # a retried submit publishes nothing more
+        await queue.commit_submit(project, t.task_id, "alice", "e1", stream, '{"n": 1}',
+                                  observation=(observations, "0.6|1|1.0", 10))
+    entries = await redis.xrange(stream)
+    assert [e[1][b"data"] for e in entries] == [b'{"n": 1}']
+    assert await redis.lrange(observations, 0, -1) == [b"0.6|1|1.0"]
+
+
+async def test_a_paused_labeler_gets_no_task(queue, redis, project):
+    await queue.enqueue_many([_task(project, 0.5)])
+    paused = f"{queue.prefix}paused:{project}"
+    await redis.sadd(paused, "mallory")
+    with pytest.raises(Paused):
+        await queue.next(project, "mallory", 60, paused_key=paused)
+    assert await queue.next(project, "alice", 60, paused_key=paused) is not None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from fastapi import HTTPException
 
@@ -54,6 +56,7 @@ async def test_expired_revoked_and_disabled_tokens_are_refused(engine, project, 
     from services.labels.tables import users
 
     monkeypatch.setattr(auth, "CACHE_SECONDS", 0.0)  # read the database on every request
+    monkeypatch.setattr(auth, "STALE_SECONDS", 0.0)  # and never answer from a stale entry
     tokens = auth.TokenAuth(engine)
     async with engine.begin() as conn:
         live, live_id = await auth.issue_token(conn, f"u-{project}", "labeler", project, 1)
@@ -74,6 +77,22 @@ async def test_expired_revoked_and_disabled_tokens_are_refused(engine, project, 
             .values(disabled_at=auth.datetime.now(auth.UTC))
         )
     assert await tokens.lookup(other) is None
+
+
+@pytest.mark.integration
+async def test_a_stale_entry_answers_once_while_a_refresh_sees_the_revocation(
+        engine, project, monkeypatch):
+    monkeypatch.setattr(auth, "CACHE_SECONDS", 0.0)  # every entry is stale at once
+    tokens = auth.TokenAuth(engine)
+    async with engine.begin() as conn:
+        live, live_id = await auth.issue_token(conn, f"s-{project}", "labeler", project, 1)
+    assert await tokens.lookup(live) is not None
+    async with engine.begin() as conn:
+        assert await auth.revoke_token(conn, live_id)
+    # Answered from the cache without waiting for the database; the refresh runs behind it.
+    assert await tokens.lookup(live) is not None
+    await asyncio.gather(*tokens._refreshing.values())
+    assert await tokens.lookup(live) is None
 
 
 @pytest.mark.integration
