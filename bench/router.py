@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import redis
+from redis.utils import HIREDIS_AVAILABLE
 import redis.asyncio as aioredis
 
 from bench import report
@@ -457,6 +458,14 @@ def render(
         f"Router / bare: requests/s **{rps_ratio:.0%}** (goal ≥ {API_RPS_GOAL:.0%}: "
         f"{_ratio_line(rps_ratio >= API_RPS_GOAL)}), p99 **{p99_ratio:.2f}×** (goal ≤ "
         f"{API_P99_GOAL:.0f}×: {_ratio_line(p99_ratio <= API_P99_GOAL)}).",
+        "",
+        "Reading the figures: both sides use redis-py with its "
+        f"{'hiredis (C)' if HIREDIS_AVAILABLE else 'pure-Python'} reply parser, so the raw loop "
+        "is close to the cost of moving bytes, while the router validates each prediction "
+        "(pydantic), decides, and writes tasks and auto labels. The load is a closed loop of "
+        "64 clients, so mean latency is about 64 / requests per second on both sides "
+        "(Little's law): a p99 within 2× of the bare endpoint's needs roughly half its "
+        "throughput, not just a tighter tail.",
     ]
     return "\n".join(lines) + "\n"
 
