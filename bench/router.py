@@ -41,8 +41,8 @@ from typing import Any
 
 import numpy as np
 import redis
-from redis.utils import HIREDIS_AVAILABLE
 import redis.asyncio as aioredis
+from redis.utils import HIREDIS_AVAILABLE
 
 from bench import report
 from shared import streams
