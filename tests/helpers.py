@@ -35,3 +35,20 @@ async def groups_idle(redis: aioredis.Redis, *pairs: tuple[str, str], timeout: f
         return all([await group_idle(redis, s, g) for s, g in pairs])
 
     await wait_for(idle, timeout, f"consumer groups {pairs} to drain")
+
+
+def require_tool(name: str, package: str) -> str:
+    """The path of a command-line tool the test needs; CI (LOOPWISE_REQUIRE_INTEGRATION=1)
+    fails without it, elsewhere the test is skipped with the install command."""
+    import os
+    import shutil
+
+    import pytest
+
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed: apt-get install {package}"
+        if os.environ.get("LOOPWISE_REQUIRE_INTEGRATION") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path

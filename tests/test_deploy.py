@@ -13,9 +13,7 @@ import importlib.util
 import json
 import re
 import shlex
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,11 +22,10 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # the project may not be installed into the running venv
-    sys.path.insert(0, str(ROOT))
+from shared.settings import SERVICES, Settings
+from tests.helpers import require_tool
 
-from shared.settings import SERVICES, Settings  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -395,9 +392,7 @@ def test_alert_rules_are_well_formed() -> None:
     ids=["config", "rules"],
 )
 def test_promtool(args: tuple[str, ...]) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed")
+    promtool = require_tool("promtool", "prometheus")
     result = subprocess.run([promtool, *args], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -415,11 +410,6 @@ def test_deploy_uses_only_contract_metric_names() -> None:
 
 def _registered_metrics() -> tuple[set[str], dict[str, tuple[str, frozenset[str]]]]:
     """Import shared.metrics; return (exposed sample names, {family: (type, labels)})."""
-    if importlib.util.find_spec("shared.metrics") is None:
-        pytest.skip(
-            "shared.metrics does not exist yet; the deploy/ metric names are only "
-            "checked against the contract list in this test"
-        )
     try:
         module = importlib.import_module("shared.metrics")
     except ImportError as exc:  # the module exists but is broken: that is a failure

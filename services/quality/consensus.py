@@ -109,13 +109,15 @@ class DawidSkene(_Aggregator):
     carries no evidence, and one who is wrong in a consistent way is decoded, not just
     outvoted. Each step is a few gathers plus ``bincount``/``reduceat`` over the label
     list, in log space. Stops when the log-likelihood per label changes by less than
-    ``tol``, or after ``max_iter`` rounds (see ``converged_``).
+    ``tol``, or after ``max_iter`` rounds (see ``converged_``). The default ``tol`` runs
+    EM to convergence: at 1e-6 it stopped early enough to cost about 1 item in 20,000 on a
+    simulated 200,000-item crowd (three seeds, against crowd-kit's DawidSkene).
     """
 
     def __init__(
         self,
         max_iter: int = 100,
-        tol: float = 1e-6,
+        tol: float = 1e-9,
         smoothing: float = 0.01,
         categories: Sequence[Hashable] | None = None,
     ) -> None:

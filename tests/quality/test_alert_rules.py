@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
+
+from tests.helpers import require_tool
 
 ALERTS = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
 
@@ -60,9 +60,7 @@ CASES = {
 
 
 def test_quality_alerts_fire_for_the_rubber_stamper_only(tmp_path):
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed")
+    promtool = require_tool("promtool", "prometheus")
     cases = tmp_path / "quality_rules_test.yml"
     cases.write_text(yaml.safe_dump(CASES))
     done = subprocess.run([promtool, "test", "rules", str(cases)], capture_output=True,
