@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -248,9 +247,8 @@ def _render(ingest: dict[str, float], exported: dict[str, Any], baseline: int) -
     return "\n".join([
         SECTION,
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, CPython "
-        f"{platform.python_version()}, PostgreSQL on the same machine. One run of "
-        "`loopwise bench labels`, in a throw-away database.",
+        *report.header("loopwise bench labels",
+                       "PostgreSQL on the same machine, in a throw-away database; one run."),
         "",
         f"### (a) Ingest: {ingest['events']:,} label events from a Redis stream",
         "",

@@ -26,6 +26,17 @@ def machine() -> str:
     )
 
 
+def header(command: str, note: str = "") -> list[str]:
+    """The lines every section opens with: how to reproduce it, where and when it ran."""
+    from datetime import UTC, datetime
+
+    return [
+        f"Command: `{command}`  ",
+        f"Machine: {machine()}  ",
+        f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC" + (f"; {note}" if note else ""),
+    ]
+
+
 def write_section(heading: str, text: str, path: Path = BENCHMARKS) -> None:
     """Replace (or append) the section starting with ``heading``, leaving the others alone.
 
