@@ -12,6 +12,7 @@ import asyncio
 import random
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +44,8 @@ class Summary:
     reviewed: int = 0
     human_labels: int = 0
     consensus_labels: int = 0
+    training_label_accuracy: float = 0.0
+    training_by_source: dict[str, int] = field(default_factory=dict)
     labels_stored: int = 0
     agreement: float | None = None
     accuracy_before: float = 0.0
@@ -68,6 +71,9 @@ class Summary:
             f"{self.auto_accepted} auto, {self.human_labels} human, "
             f"{self.consensus_labels} consensus)",
             f"  pairwise agreement       {agreement}",
+            f"  training labels correct  {self.training_label_accuracy:.3f} (current labels by "
+            "source: " + ", ".join(f"{k} {v}" for k, v in sorted(self.training_by_source.items()))
+            + ")",
             "  reviewer accuracy        "
             + ", ".join(f"{k} {v:.2f}" for k, v in sorted(self.reviewer_accuracy.items())),
             f"  held-out accuracy before {self.accuracy_before:.3f} ({self.model_before}, "
@@ -250,6 +256,19 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
                     and await group_drained(redis, streams.LABELS, streams.GROUP_QUALITY))
 
         await _wait(all_stored, 120, "label events to be stored")
+
+        _say("      waiting for Dawid-Skene consensus over the overlapping labels")
+
+        async def consensus_stored() -> bool:
+            quality = (await admin.call("GET", "quality",
+                                        f"/v1/projects/{project}/quality")).json()
+            settled = quality.get("consensus", {}).get("items_with_consensus") or 0
+            return settled >= len(reviewed) and await all_stored()
+
+        try:
+            await _wait(consensus_stored, 90, "consensus labels")
+        except TimeoutError:
+            _say("      (no consensus yet; retraining on the newest human labels)")
         labels = (await admin.call("GET", "labels", f"/v1/projects/{project}/labels")).json()
         by_source = labels["events_by_source"]
         summary.auto_accepted = by_source.get("auto", 0)
@@ -260,6 +279,10 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
         summary.auto_accept_correct = sum(
             1 for r in labels["labels"] if r["source"] == "auto"
             and r["label"] == str(truth[r["item_id"]]))
+        trained_on = [r for r in labels["labels"] if r["source"] != "auto"]
+        summary.training_label_accuracy = float(np.mean(
+            [r["label"] == str(truth[r["item_id"]]) for r in trained_on])) if trained_on else 0.0
+        summary.training_by_source = dict(Counter(r["source"] for r in trained_on))
 
         _say("[5/6] retraining on the reviewed labels")
         await admin.call("POST", "scorer", f"/v1/projects/{project}/train")

