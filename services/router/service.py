@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from shared import metrics, streams
-from shared.auth import Principal
+from shared.auth import Principal, is_sensitive
 from shared.bus import Delivery
 from shared.events import (
     NONE_OF_THESE,
@@ -69,6 +69,7 @@ class RouterService:
         self.rng = random.Random()
         self._policies: dict[str, tuple[float, RoutingPolicy]] = {}
         self._gold: dict[str, tuple[float, dict[str, GoldItem]]] = {}
+        self._sensitivity: dict[str, tuple[float, bool]] = {}
         self._projects: set[str] = set()
         self._tasks: list[asyncio.Task] = []
         self._uncalibrated: set[str] = set()
@@ -289,6 +290,16 @@ class RouterService:
         raw = await self.redis.hvals(self._key("gold", project))
         return [GoldItem.model_validate_json(r) for r in raw]
 
+    async def _sensitive(self, project: str) -> bool:
+        """Whether the labels service marks the project sensitive (read every few seconds)."""
+        cached = self._sensitivity.get(project)
+        if cached and time.monotonic() - cached[0] < GOLD_CACHE_SECONDS:
+            return cached[1]
+        async with self.runtime.engine.connect() as conn:
+            sensitive = await is_sensitive(conn, project)
+        self._sensitivity[project] = (time.monotonic(), sensitive)
+        return sensitive
+
     async def _gold_cache(self, project: str) -> dict[str, GoldItem]:
         """The project's gold set, read at most every few seconds (it changes rarely)."""
         cached = self._gold.get(project)
@@ -332,6 +343,8 @@ class RouterService:
         and leases the gold one.
         """
         labeler = principal.user_id
+        if not principal.sees_payloads(project, await self._sensitive(project)):
+            raise ReviewError(403, "this project is sensitive: only its members take its tasks")
         policy = await self.policy(project)
         gold = await self._gold_cache(project) if kind == "review" and policy.gold_rate else {}
         seen_key = self._key(f"gold-seen:{labeler}", project)

@@ -242,3 +242,19 @@ async def test_policy_changes_are_for_admins_and_validated(services, engine, pro
         assert r.status_code == 422
         r = await http.put(f"/v1/projects/{project}/policy", json={"overlap": 3})
         assert r.status_code == 200 and r.json()["overlap"] == 3
+
+
+async def test_tasks_of_a_sensitive_project_go_to_its_members_only(services, engine, redis,
+                                                                   project):
+    root = await token(engine, f"root-{project}", "admin", "*")  # every project, no membership
+    async with client(services, "labels", root) as http:
+        r = await http.put(f"/v1/projects/{project}", json={"sensitive": True})
+        assert r.status_code == 200, r.text
+    await _predict(redis, project, 1)
+    member = await token(engine, "nina", "labeler", project)
+    async with client(services, "router", root) as http:
+        r = await http.get(f"/v1/projects/{project}/tasks/next")
+        assert r.status_code == 403 and "sensitive" in r.json()["detail"]
+    async with client(services, "router", member) as http:
+        r = await http.get(f"/v1/projects/{project}/tasks/next")
+        assert r.status_code == 200 and r.json()["payload"] == {"image": IMAGE}
