@@ -10,23 +10,10 @@ from sqlalchemy import text
 
 from services.labels import audit, store
 from services.labels.revert import RevertSelector
-from shared.db import make_engine, upgrade_async
 from shared.events import LabelEvent
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def store_engine(request, settings, tmp_path):
-    if request.param == "postgresql":
-        engine = make_engine(settings.database_url)
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path}/labels.db"
-        await upgrade_async(url)
-        engine = make_engine(url)
-    yield engine
-    await engine.dispose()
 
 
 def label(project, item, value, minutes, *, labeler="alice", source="human", **kw):

@@ -5,23 +5,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.labels.store import append_events, count_events, current_labels
-from shared.db import make_engine, upgrade_async
 from shared.events import LabelEvent
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-async def store_engine(request, settings, tmp_path):
-    if request.param == "postgresql":
-        engine = make_engine(settings.database_url)
-    else:
-        url = f"sqlite+aiosqlite:///{tmp_path}/labels.db"
-        await upgrade_async(url)
-        engine = make_engine(url)
-    yield engine
-    await engine.dispose()
 
 
 def _label(project, item, label, source, minutes, labeler="alice", **kw):
