@@ -15,6 +15,8 @@ from typing import Any
 from faststream.redis.parser.binary import BinaryMessageFormatV1
 from faststream.redis.parser.message import MessageFormat
 
+from shared.events import stable_id
+
 DATA_FIELD = "data"
 FASTSTREAM_FIELD = "__data__"
 MALFORMED_KEY = "__loopwise_malformed__"
@@ -47,6 +49,11 @@ def decode_entry(fields: Mapping[Any, Any]) -> dict[str, Any]:
         return malformed(
             f"'{DATA_FIELD}' must be a JSON object, got {type(value).__name__}", fields
         )
+    if value.get("event_id") is None:
+        # A resend of the same bytes gets the same id. Hashing the bytes as they came is
+        # cheaper than the models' own derivation (re-encoding the object with sorted keys).
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        value["event_id"] = str(stable_id("entry", text))
     return value
 
 

@@ -190,6 +190,7 @@ class RouterService:
             pipe.set(self._key("model", project), versions[-1])
         await pipe.execute()
         options = {p: await self.options(p) for p in projects}
+        options_json = {p: json.dumps(o) for p, o in options.items()}  # shared by most tasks
 
         now = datetime.now(UTC)
         auto_labels: list[LabelEvent] = []
@@ -220,7 +221,9 @@ class RouterService:
                     "probs": json.dumps(pred.probs), "model_version": pred.model_version,
                     "model_label": decision.label or "", "confidence": repr(decision.confidence),
                     "prediction_event_id": str(pred.event_id), "created_at": now.isoformat(),
-                    "mode": shown.mode, "options": json.dumps(shown.options),
+                    "mode": shown.mode,
+                    "options": options_json[pred.project] if shown.options is options[pred.project]
+                    else json.dumps(shown.options),
                     "prelabel": shown.prelabel or "", "audit": "1" if decision.audit else "0",
                     "audit_rate": repr(audit_rate),
                 }))
