@@ -28,8 +28,8 @@ from shared.settings import Settings
 from shared.wire import (
     MALFORMED_KEY,
     LoopwiseMessageFormat,
-    decode_entry,
     encode_event,
+    entry_body,
     original_fields,
 )
 
@@ -82,9 +82,21 @@ async def keep_raw_entries(raw: Any, original: Callable[[Any], Awaitable[Any]]) 
     return message
 
 
-async def decode_entries(message: Any) -> list[dict[str, Any]]:
-    """One JSON decode per entry; undecodable entries become malformed markers."""
-    return [decode_entry(fields) for fields in message.raw_message["data"]]
+async def decode_entries(message: Any) -> list[bytes | dict[str, Any]]:
+    """Each entry's JSON bytes, left for the model to parse and validate in one pass
+    (pydantic's JSON validation, in Rust); an entry without a body becomes a marker."""
+    return [entry_body(fields) for fields in message.raw_message["data"]]
+
+
+def body_error(exc: ValidationError) -> tuple[str, str]:
+    """(reason, kind) for an entry whose bytes did not validate: malformed or invalid."""
+    first = exc.errors(include_url=False)[0]
+    if first["type"] == "json_invalid":
+        return f"'data' is not JSON: {first['msg']}", "malformed"
+    if first["type"] == "model_type" and not first["loc"]:
+        got = type(first.get("input")).__name__
+        return f"'data' must be a JSON object, got {got}", "malformed"
+    return validation_reason(exc), "validation"
 
 
 class Bus:
@@ -131,17 +143,17 @@ class Bus:
             deliveries: list[Delivery[E]] = []
             dead: list[DeadLetterEvent] = []
             for entry_id, body, raw in zip(entry_ids, bodies, raw_entries, strict=True):
-                reason, kind = None, "validation"
-                if not isinstance(body, dict):
-                    reason, kind = "entry is not a JSON object", "malformed"
-                elif MALFORMED_KEY in body:
-                    reason, kind = body[MALFORMED_KEY], "malformed"
-                else:
+                if isinstance(body, bytes):
                     try:
-                        deliveries.append(Delivery(entry_id, model.model_validate(body)))
+                        event = model.model_validate_json(body, context={"raw": body})
+                        deliveries.append(Delivery(entry_id, event))
                         continue
                     except ValidationError as exc:
-                        reason = validation_reason(exc)
+                        reason, kind = body_error(exc)
+                elif isinstance(body, dict) and MALFORMED_KEY in body:
+                    reason, kind = body[MALFORMED_KEY], "malformed"
+                else:
+                    reason, kind = "entry is not a JSON object", "malformed"
                 dead.append(
                     DeadLetterEvent(
                         event_id=stable_id("deadletter", stream, group, entry_id),

@@ -7,6 +7,7 @@ carries ``schema_version`` so a consumer can refuse what it cannot read.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import uuid
@@ -14,7 +15,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 SCHEMA_VERSION = 1
 PROJECT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -26,9 +34,23 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_NAMESPACE_BYTES = EVENT_NAMESPACE.bytes
+_VERSION5 = (0xF000 << 64) | (0xC000 << 48)  # the bits uuid5 overwrites
+_VERSION5_SET = (5 << 76) | (0x8000 << 48)
+
+
 def stable_id(*parts: str) -> uuid.UUID:
-    """A deterministic UUID, so that a resend or a retry yields the same event id."""
-    return uuid.uuid5(EVENT_NAMESPACE, "\x1f".join(parts))
+    """A deterministic UUID, so that a resend or a retry yields the same event id.
+
+    Exactly ``uuid.uuid5(EVENT_NAMESPACE, "\\x1f".join(parts))``, built without the
+    UUID constructor's checks: the router derives one for every prediction it routes.
+    """
+    digest = hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join(parts).encode()).digest()
+    value = (int.from_bytes(digest[:16]) & ~_VERSION5) | _VERSION5_SET
+    out = object.__new__(uuid.UUID)
+    object.__setattr__(out, "int", value)
+    object.__setattr__(out, "is_safe", uuid.SafeUUID.unknown)
+    return out
 
 
 class Event(BaseModel):
@@ -51,9 +73,17 @@ class Event(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _derive_event_id(cls, data: Any) -> Any:
-        """Without an explicit id, derive one from what the producer sent: a resend is harmless."""
+    def _derive_event_id(cls, data: Any, info: ValidationInfo) -> Any:
+        """Without an explicit id, derive one from what the producer sent: a resend is harmless.
+
+        Validating a stream entry's bytes (``context={"raw": bytes}``) hashes those
+        bytes as they came, which is cheaper than re-encoding the object sorted.
+        """
         if isinstance(data, dict) and data.get("event_id") is None:
+            raw = info.context.get("raw") if info.context else None
+            if raw is not None:
+                text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+                return {**data, "event_id": stable_id("entry", text)}
             body = json.dumps(data, sort_keys=True, default=str)
             data = {**data, "event_id": stable_id(cls.kind, body)}
         return data

@@ -57,6 +57,20 @@ def decode_entry(fields: Mapping[Any, Any]) -> dict[str, Any]:
     return value
 
 
+def entry_body(fields: Mapping[Any, Any]) -> bytes | dict[str, Any]:
+    """The entry's JSON bytes, undecoded (the model validates them in one pass), or a
+    malformed marker when the entry has no body at all."""
+    raw = fields.get(DATA_FIELD.encode(), fields.get(DATA_FIELD))
+    if raw is None:
+        envelope = fields.get(FASTSTREAM_FIELD.encode(), fields.get(FASTSTREAM_FIELD))
+        if envelope is None:
+            return malformed(f"no '{DATA_FIELD}' field", fields)
+        raw, _headers = BinaryMessageFormatV1.parse(
+            envelope if isinstance(envelope, bytes) else envelope.encode()
+        )
+    return raw if isinstance(raw, bytes) else str(raw).encode()
+
+
 def malformed(reason: str, fields: Mapping[Any, Any]) -> dict[str, Any]:
     return {MALFORMED_KEY: reason, "fields": original_fields(fields)}
 
