@@ -71,22 +71,24 @@ class Event(BaseModel):
             )
         return version
 
-    @model_validator(mode="before")
-    @classmethod
-    def _derive_event_id(cls, data: Any, info: ValidationInfo) -> Any:
+    @model_validator(mode="after")
+    def _derive_event_id(self, info: ValidationInfo) -> Any:
         """Without an explicit id, derive one from what the producer sent: a resend is harmless.
 
-        Validating a stream entry's bytes (``context={"raw": bytes}``) hashes those
-        bytes as they came, which is cheaper than re-encoding the object sorted.
+        A stream entry validated from its bytes (``context={"raw": bytes}``) hashes those
+        bytes as they came; otherwise the fields the producer set, in canonical JSON.
+        An after-validator, so that validating JSON never has to build the input as
+        Python objects first (a before-validator would, at about half again the cost).
         """
-        if isinstance(data, dict) and data.get("event_id") is None:
+        if self.event_id is None:
             raw = info.context.get("raw") if info.context else None
             if raw is not None:
                 text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
-                return {**data, "event_id": stable_id("entry", text)}
-            body = json.dumps(data, sort_keys=True, default=str)
-            data = {**data, "event_id": stable_id(cls.kind, body)}
-        return data
+                self.event_id = stable_id("entry", text)
+            else:
+                sent = self.model_dump(mode="json", exclude_unset=True, exclude={"event_id"})
+                self.event_id = stable_id(self.kind, json.dumps(sent, sort_keys=True))
+        return self
 
     def to_json(self) -> str:
         return self.model_dump_json(exclude_none=False)
@@ -133,11 +135,13 @@ class PredictionEvent(Event):
     def _is_distribution(cls, probs: dict[str, float]) -> dict[str, float]:
         if not probs:
             return probs
-        for label, p in probs.items():
-            if not math.isfinite(p) or p < 0 or p > 1:
-                raise ValueError(f"probability of {label!r} is {p}, not in [0, 1]")
-        total = sum(probs.values())
-        if abs(total - 1.0) > 1e-3:
+        values = probs.values()
+        if not (min(values) >= 0 and max(values) <= 1):  # builtins first: the common case
+            for label, p in probs.items():
+                if not math.isfinite(p) or p < 0 or p > 1:
+                    raise ValueError(f"probability of {label!r} is {p}, not in [0, 1]")
+        total = sum(values)
+        if not abs(total - 1.0) <= 1e-3:  # written so that a NaN fails too
             raise ValueError(f"probabilities sum to {total:.6f}, not 1")
         return probs
 

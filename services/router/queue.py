@@ -4,7 +4,9 @@ Every state change is one Lua script, so concurrent reviewers and routers
 cannot interleave half-way. Keys (prefix ``loopwise:router:``):
 ``queue:{project}`` zset task → priority (tasks with an open slot; the
 adjudication queue is ``adjudication:{project}``); ``leases:{project}`` zset
-"task|labeler" → lease expiry (ms); ``task:{id}`` hash of the task;
+"task|labeler" → lease expiry (ms); ``task:{id}`` hash of the task (what the scripts
+read as fields, everything else as one JSON ``body``); ``items:{project}`` item →
+its latest task;
 ``task:{id}:leases`` labeler → expiry; ``task:{id}:seen`` labelers not to
 hand it again; ``task:{id}:handed`` everyone it was ever handed to (a late
 submit is accepted from them); ``task:{id}:submitted`` labeler → event id;
@@ -19,38 +21,60 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+import hiredis
+import orjson
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 PREFIX = "loopwise:router:"
 
-# A whole batch in one call. ARGV: prefix, queue name ('queue' or 'adjudication'), now,
-# then a JSON array of tasks {id, project, priority, cap, fields: [k, v, ...]}.
+# A whole routed batch in one call. ARGV: prefix, queue name ('queue' or 'adjudication'),
+# now, label stream, then a count and that many label event JSONs to XADD, then a count
+# and that many tasks of 7 values (id, project, item id, priority, needed, kind, body),
+# then a count and that many (project, cap) pairs. A known task id is left alone.
 # Returns {tasks added, JSON object project -> tasks dropped}.
 _ENQUEUE = """
-local prefix, name, now = ARGV[1], ARGV[2], ARGV[3]
+local prefix, name, now, stream = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local i = 6
+for _ = 1, tonumber(ARGV[5]) do
+  redis.call('XADD', stream, '*', 'data', ARGV[i])
+  i = i + 1
+end
 local added = 0
-local dropped = {}
-for _, t in ipairs(cjson.decode(ARGV[4])) do
-  local tkey = prefix .. 'task:' .. t.id
+local n = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, n do
+  local tid, project, item = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local tkey = prefix .. 'task:' .. tid
   if redis.call('EXISTS', tkey) == 0 then
-    local queue = prefix .. name .. ':' .. t.project
-    redis.call('HSET', tkey, 'task_id', t.id, 'state', 'open', 'done', 0, unpack(t.fields))
-    redis.call('ZADD', queue, t.priority, t.id)
+    redis.call('HSET', tkey, 'task_id', tid, 'state', 'open', 'done', 0, 'project', project,
+      'item_id', item, 'priority', ARGV[i + 3], 'needed', ARGV[i + 4], 'kind', ARGV[i + 5],
+      'body', ARGV[i + 6])
+    redis.call('ZADD', prefix .. name .. ':' .. project, ARGV[i + 3], tid)
+    redis.call('HSET', prefix .. 'items:' .. project, item, tid)
     added = added + 1
-    if t.cap > 0 then
-      local excess = redis.call('ZCARD', queue) - t.cap
-      if excess > 0 then
-        local popped = redis.call('ZPOPMIN', queue, excess)
-        for i = 1, #popped, 2 do
-          local dkey = prefix .. 'task:' .. popped[i]
-          redis.call('HSET', dkey, 'state', 'dropped')
-          redis.call('RPUSH', prefix .. 'dropped:' .. t.project, cjson.encode({
-            task_id = popped[i], priority = popped[i + 1],
-            item_id = redis.call('HGET', dkey, 'item_id'), dropped_at = now}))
-          dropped[t.project] = (dropped[t.project] or 0) + 1
-        end
-      end
+  end
+  i = i + 7
+end
+local dropped = {}
+n = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, n do
+  local project, cap = ARGV[i], tonumber(ARGV[i + 1])
+  i = i + 2
+  local queue = prefix .. name .. ':' .. project
+  local excess = cap > 0 and (redis.call('ZCARD', queue) - cap) or 0
+  if excess > 0 then
+    local popped = redis.call('ZPOPMIN', queue, excess)
+    for j = 1, #popped, 2 do
+      local dkey = prefix .. 'task:' .. popped[j]
+      redis.call('HSET', dkey, 'state', 'dropped')
+      redis.call('RPUSH', prefix .. 'dropped:' .. project, cjson.encode({
+        task_id = popped[j], priority = popped[j + 1],
+        item_id = redis.call('HGET', dkey, 'item_id'), dropped_at = now}))
     end
+    dropped[project] = excess
   end
 end
 return {added, cjson.encode(dropped)}
@@ -184,15 +208,20 @@ class NewTask:
     item_id: str
     priority: float
     needed: int
-    fields: dict[str, str]
+    fields: dict[str, str]  # "kind" (default review) is a hash field; the rest, JSON body
 
-    def flat(self) -> list[str]:
-        fields = {**self.fields, "project": self.project, "item_id": self.item_id,
-                  "priority": repr(self.priority), "needed": str(self.needed)}
-        out: list[str] = []
-        for k, v in fields.items():
-            out += [k, v]
-        return out
+    def body(self) -> bytes:
+        return orjson.dumps({k: v for k, v in self.fields.items() if k != "kind"})
+
+    def flat(self) -> list[str | bytes]:
+        """Field/value pairs of the task hash beyond its id, state and done count."""
+        return ["project", self.project, "item_id", self.item_id,
+                "priority", repr(self.priority), "needed", str(self.needed),
+                "kind", self.fields.get("kind", "review"), "body", self.body()]
+
+
+# A task as the enqueue script takes it: id, project, item id, priority, needed, kind, body.
+QueuedTask = tuple[str, str, str, float, int, str, bytes]
 
 
 class Paused(Exception):
@@ -201,6 +230,34 @@ class Paused(Exception):
 
 def _pairs(flat: list[Any]) -> dict[str, str]:
     return {_text(flat[i]): _text(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+
+def _task(fields: dict[Any, Any]) -> dict[str, str]:
+    """A task hash as one flat dict of text: its fields plus its JSON body's."""
+    task = {_text(k): _text(v) for k, v in fields.items() if k not in ("body", b"body")}
+    body = fields.get(b"body", fields.get("body"))
+    if body:
+        task.update(orjson.loads(body))
+    return task
+
+
+async def run_script(client: aioredis.Redis, script: AsyncScript, keys: list[str],
+                     args: list[Any]) -> Any:
+    """EVALSHA with the command packed by hiredis (C) instead of redis-py's Python packer,
+    which costs several µs an argument; loads the script once if Redis lost it."""
+    packed = hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
+    for attempt in (1, 2):
+        conn = await client.connection_pool.get_connection()
+        try:
+            await conn.send_packed_command(packed)
+            return await conn.read_response()
+        except NoScriptError:
+            if attempt == 2:
+                raise
+        finally:
+            await client.connection_pool.release(conn)
+        await client.script_load(script.script)
+    raise AssertionError("unreachable")
 
 
 def _text(value: Any) -> str:
@@ -237,20 +294,36 @@ class ReviewQueue:
 
     async def enqueue_many(self, tasks: list[NewTask], cap: int | dict[str, int] = 0,
                            kind: str = "review") -> tuple[int, Counter[str]]:
-        """Add tasks in one script call; a known task id is left as it is (a redelivery adds
-        nothing). With a cap, the queue keeps its most uncertain tasks and records the least
-        uncertain ones it drops. Returns (added, dropped per project).
+        """Add tasks in one script call (see ``enqueue_rows``)."""
+        return await self.enqueue_rows(
+            [(t.task_id, t.project, t.item_id, t.priority, t.needed,
+              t.fields.get("kind", "review"), t.body()) for t in tasks], cap, kind)
+
+    async def enqueue_rows(self, tasks: list[QueuedTask], cap: int | dict[str, int] = 0,
+                           kind: str = "review",
+                           labels: tuple[str, list[bytes]] | None = None
+                           ) -> tuple[int, Counter[str]]:
+        """Add tasks, and XADD label events ``(stream, [json, ...])``, in one script call.
+
+        A known task id is left as it is (a redelivery adds nothing). With a cap, the
+        queue keeps its most uncertain tasks and records the least uncertain ones it
+        drops. Returns (added, dropped per project).
         """
-        if not tasks:
+        stream, events = labels or ("", [])
+        if not tasks and not events:
             return 0, Counter()
         name = "adjudication" if kind == "adjudication" else "queue"
-        batch = [
-            {"id": t.task_id, "project": t.project, "priority": t.priority,
-             "cap": cap.get(t.project, 0) if isinstance(cap, dict) else cap, "fields": t.flat()}
-            for t in tasks
-        ]
-        added, dropped = await self._enqueue(
-            keys=[], args=[self.prefix, name, str(_now_ms()), json.dumps(batch)])
+        args: list[Any] = [self.prefix, name, _now_ms(), stream, len(events), *events,
+                           len(tasks)]
+        for row in tasks:
+            args += row
+        projects = {row[1] for row in tasks}
+        caps = {p: (cap.get(p, 0) if isinstance(cap, dict) else cap) for p in projects}
+        caps = {p: c for p, c in caps.items() if c > 0}
+        args.append(len(caps))
+        for project, c in caps.items():
+            args += (project, c)
+        added, dropped = await run_script(self.redis, self._enqueue, [], args)
         return int(added), +Counter(json.loads(dropped) or {})
 
     async def next(self, project: str, labeler: str, lease_seconds: int, kind: str = "review",
@@ -273,7 +346,7 @@ class ReviewQueue:
             return None
         if len(got) == 1:
             raise Paused(labeler)
-        return _text(got[0]), int(_text(got[1])), _pairs(got[2])
+        return _text(got[0]), int(_text(got[1])), _task(_pairs(got[2]))
 
     async def task_with_state(self, task_id: str, labeler: str
                               ) -> tuple[dict[str, str] | None, str, str | None]:
@@ -283,11 +356,15 @@ class ReviewQueue:
         """
         task, standing, detail = await self._state(
             keys=[], args=[self.prefix, task_id, labeler, _now_ms()])
-        return _pairs(task) or None, _text(standing), _text(detail) or None
+        return _task(_pairs(task)) or None, _text(standing), _text(detail) or None
 
     async def task(self, task_id: str) -> dict[str, str] | None:
-        raw = await self.redis.hgetall(self.task_key(task_id))
-        return {_text(k): _text(v) for k, v in raw.items()} or None
+        return _task(await self.redis.hgetall(self.task_key(task_id))) or None
+
+    async def task_of_item(self, project: str, item_id: str) -> dict[str, str] | None:
+        """The latest task made for an item (its payload, for adjudication)."""
+        task_id = await self.redis.hget(f"{self.prefix}items:{project}", item_id)
+        return await self.task(_text(task_id)) if task_id else None
 
     async def commit_submit(self, project: str, task_id: str, labeler: str, event_id: str,
                             stream: str, event_json: str, kind: str = "review",

@@ -8,11 +8,12 @@ import json
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import orjson
 
 from shared import metrics, streams
 from shared.auth import Principal, is_sensitive
@@ -31,7 +32,7 @@ from shared.service import Runtime
 
 from .gold import GoldItem, gold_prelabel, should_salt
 from .policy import RoutingPolicy
-from .queue import PREFIX, NewTask, Paused, ReviewQueue
+from .queue import PREFIX, NewTask, Paused, QueuedTask, ReviewQueue
 from .routing import label_order, present, route
 from .thresholds import ThresholdEstimate, estimate_threshold
 
@@ -50,6 +51,37 @@ class ReviewError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+@dataclass
+class _ProjectBatch:
+    """What routing one batch needs to know about a project, looked up once."""
+
+    policy: RoutingPolicy
+    threshold: float
+    audit_rate: float
+    audit_rate_text: str
+    options: list[str]
+    options_json: str
+    now: datetime
+    created_at: str
+    _templates: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def auto_label(self, pred: PredictionEvent, event_id: str, label: str,
+                   confidence: float) -> bytes:
+        """The auto label's JSON. The fields a batch shares are validated once, as a
+        LabelEvent template per model version; the per-item ones (id, item, label,
+        confidence) come from a prediction that was validated on arrival."""
+        template = self._templates.get(pred.model_version)
+        if template is None:
+            template = self._templates[pred.model_version] = LabelEvent(
+                project=pred.project, item_id="-", label="-",
+                labeler_id=f"model:{pred.model_version}", source=LabelSource.auto,
+                model_version=pred.model_version, created_at=self.now,
+                guideline_version=self.policy.guideline_version).model_dump(mode="json")
+        return orjson.dumps({**template, "event_id": str(stable_id("auto", event_id)),
+                             "item_id": pred.item_id, "label": label, "model_label": label,
+                             "confidence": confidence})
 
 
 @dataclass
@@ -174,77 +206,82 @@ class RouterService:
         return sorted((x.decode() for x in labels), key=label_order)
 
     # --- stream: predictions --------------------------------------------------------
-    async def on_predictions(self, batch: list[Delivery[PredictionEvent]]) -> None:
-        """Auto labels are published and tasks enqueued before the batch is acknowledged."""
-        projects = {d.event.project for d in batch}
-        policies = {p: await self.policy(p) for p in projects}
-        thresholds = {p: await self.threshold(p, policies[p]) for p in projects}
-        new_options: dict[str, set[str]] = {p: set() for p in projects}
+    async def _batch_context(self, batch: list[Delivery[PredictionEvent]]
+                             ) -> dict[str, _ProjectBatch]:
+        """Per project in the batch: policy, threshold, label options (new ones recorded),
+        and the auto-label template; one Redis round trip for all projects."""
+        seen: dict[str, set[str]] = {}
+        versions: dict[str, str] = {}
         for d in batch:
-            new_options[d.event.project].update(d.event.probs)
+            seen.setdefault(d.event.project, set()).update(d.event.probs)
+            versions[d.event.project] = d.event.model_version
         pipe = self.redis.pipeline(transaction=False)
-        for project, labels in new_options.items():
+        for project, labels in seen.items():
             if labels:
                 pipe.sadd(self._key("options", project), *labels)
-            versions = [d.event.model_version for d in batch if d.event.project == project]
-            pipe.set(self._key("model", project), versions[-1])
-        await pipe.execute()
-        options = {p: await self.options(p) for p in projects}
-        options_json = {p: json.dumps(o) for p, o in options.items()}  # shared by most tasks
-
+            pipe.set(self._key("model", project), versions[project])
+            pipe.smembers(self._key("options", project))
+        replies = iter(await pipe.execute())
         now = datetime.now(UTC)
-        auto_labels: list[LabelEvent] = []
-        tasks: list[NewTask] = []
+        out: dict[str, _ProjectBatch] = {}
+        for project, labels in seen.items():
+            if labels:
+                next(replies)
+            next(replies)
+            options = sorted((x.decode() for x in next(replies)), key=label_order)
+            policy = await self.policy(project)
+            threshold = await self.threshold(project, policy)
+            audit_rate = policy.audit_rate if policy.kind == "target_precision" else 0.0
+            out[project] = _ProjectBatch(
+                policy=policy, threshold=threshold,
+                audit_rate=audit_rate, audit_rate_text=repr(audit_rate),
+                options=options, options_json=json.dumps(options), now=now,
+                created_at=now.isoformat())
+        return out
+
+    async def on_predictions(self, batch: list[Delivery[PredictionEvent]]) -> None:
+        """Auto labels are published and tasks enqueued (one script call, so both or
+        neither) before the batch is acknowledged."""
+        contexts = await self._batch_context(batch)
+        auto_labels: list[bytes] = []
+        tasks: list[QueuedTask] = []
         decisions: Counter[tuple[str, str]] = Counter()
         for delivery in batch:
             pred = delivery.event
-            policy = policies[pred.project]
-            audit_rate = policy.audit_rate if policy.kind == "target_precision" else 0.0
-            decision = route(pred, thresholds[pred.project], audit_rate)
+            ctx = contexts[pred.project]
+            event_id = str(pred.event_id)
+            decision = route(pred, ctx.threshold, ctx.audit_rate)
             if decision.auto_accept and decision.label is not None:
-                auto_labels.append(LabelEvent(
-                    event_id=stable_id("auto", str(pred.event_id)),
-                    project=pred.project, item_id=pred.item_id, label=decision.label,
-                    labeler_id=f"model:{pred.model_version}", source=LabelSource.auto,
-                    model_version=pred.model_version, model_label=decision.label,
-                    confidence=decision.confidence, created_at=now,
-                    guideline_version=policy.guideline_version))
+                auto_labels.append(
+                    ctx.auto_label(pred, event_id, decision.label, decision.confidence))
                 decisions[(pred.project, "auto")] += 1
                 continue
-            shown = present(policy, pred.probs, options[pred.project], decision.audit)
-            tasks.append(NewTask(
-                task_id=str(stable_id("task", str(pred.event_id))),
-                project=pred.project, item_id=pred.item_id, priority=decision.priority,
-                needed=policy.overlap,
-                fields={
-                    "kind": "review", "payload": json.dumps(pred.payload),
-                    "probs": json.dumps(pred.probs), "model_version": pred.model_version,
-                    "model_label": decision.label or "", "confidence": repr(decision.confidence),
-                    "prediction_event_id": str(pred.event_id), "created_at": now.isoformat(),
-                    "mode": shown.mode,
-                    "options": options_json[pred.project] if shown.options is options[pred.project]
-                    else json.dumps(shown.options),
-                    "prelabel": shown.prelabel or "", "audit": "1" if decision.audit else "0",
-                    "audit_rate": repr(audit_rate),
-                }))
+            shown = present(ctx.policy, pred.probs, ctx.options, decision.audit)
+            body = orjson.dumps({
+                "payload": orjson.dumps(pred.payload).decode(),
+                "probs": orjson.dumps(pred.probs).decode(),
+                "model_version": pred.model_version,
+                "model_label": decision.label or "", "confidence": repr(decision.confidence),
+                "prediction_event_id": event_id, "created_at": ctx.created_at,
+                "mode": shown.mode,
+                "options": ctx.options_json if shown.options is ctx.options
+                else json.dumps(shown.options),
+                "prelabel": shown.prelabel or "", "audit": "1" if decision.audit else "0",
+                "audit_rate": ctx.audit_rate_text,
+            })
+            tasks.append((str(stable_id("task", event_id)), pred.project, pred.item_id,
+                          decision.priority, ctx.policy.overlap, "review", body))
             decisions[(pred.project, "audit" if decision.audit else "review")] += 1
-        await self.runtime.bus.publish(streams.LABELS, auto_labels)
-        caps = {p: policies[p].queue_cap for p in projects}
-        _, dropped = await self.queue.enqueue_many(tasks, cap=caps)
+        caps = {p: c.policy.queue_cap for p, c in contexts.items()}
+        _, dropped = await self.queue.enqueue_rows(tasks, cap=caps,
+                                                   labels=(streams.LABELS, auto_labels))
         for project, n in dropped.items():
             log.warning("review queue full; dropped the least uncertain tasks",
                         project=project, dropped=n)
             metrics.QUEUE_DROPPED.labels(project).inc(n)
-        payloads: dict[str, dict[str, str]] = {}
-        for t in tasks:  # adjudication later needs the example to show
-            payloads.setdefault(t.project, {})[t.item_id] = t.fields["payload"]
-        pipe = self.redis.pipeline(transaction=False)
-        for project, mapping in payloads.items():  # one HSET a project, not one a task
-            pipe.hset(self._key("payloads", project), mapping=mapping)
-        await pipe.execute()
         for (project, decision), n in decisions.items():
             metrics.ROUTED.labels(project, decision).inc(n)
-        self._projects.update(projects)
+        self._projects.update(contexts)
 
     # --- stream: quality findings ----------------------------------------------------
     async def on_quality(self, batch: list[Delivery[QualityEvent]]) -> None:
@@ -277,8 +314,8 @@ class RouterService:
         await self.queue.enqueue_many(tasks, kind="adjudication")
 
     async def _payload_of(self, project: str, item_id: str) -> Any:
-        raw = await self.redis.hget(self._key("payloads", project), item_id)
-        return json.loads(raw) if raw else None
+        task = await self.queue.task_of_item(project, item_id)
+        return json.loads(task["payload"]) if task and task.get("payload") else None
 
     # --- gold ---------------------------------------------------------------------
     async def add_gold(self, project: str, items: list[GoldItem]) -> int:
