@@ -26,31 +26,70 @@ def _app_factory(service: str):
     return import_module(f"services.{service}.app").create_app
 
 
-@app.command()
-def serve(
-    service: Annotated[str, typer.Argument(help="scorer | router | labels | quality")],
-) -> None:
-    """Run one service in this process (HTTP and stream consumers)."""
-    import uvicorn
-
+def _check_service(service: str) -> None:
     if service not in SERVICES:
         raise typer.BadParameter(
             f"unknown service {service!r}; choose one of {', '.join(SERVICES)}"
         )
-    settings = get_settings()
+
+
+def _tune_gc() -> None:
     import gc
 
     # Long-lived services allocate many short-lived objects per request; the default
     # thresholds run full collections often enough to show in tail latency.
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
-    uvicorn.run(
-        _app_factory(service)(settings),
-        host=settings.host,
-        port=settings.port_of(service),
-        log_level=settings.log_level.lower(),
-        access_log=False,
-    )
+
+
+@app.command()
+def serve(
+    service: Annotated[str, typer.Argument(help="scorer | router | labels | quality")],
+) -> None:
+    """Run one service in this process (HTTP and stream consumers).
+
+    With LOOPWISE_STREAM_WORKERS=N > 1 it also starts N-1 ``loopwise consume``
+    processes: more consumers in the same groups, one a core, no HTTP.
+    """
+    import uvicorn
+
+    from loopwise.processes import start_stream_workers, stop_processes
+
+    _check_service(service)
+    settings = get_settings()
+    workers = start_stream_workers(service, settings.stream_workers - 1)
+    _tune_gc()
+    try:
+        uvicorn.run(
+            _app_factory(service)(settings),
+            host=settings.host,
+            port=settings.port_of(service),
+            log_level=settings.log_level.lower(),
+            access_log=False,
+        )
+    finally:
+        stop_processes(workers)
+
+
+@app.command()
+def consume(
+    service: Annotated[str, typer.Argument(help="scorer | router | labels | quality")],
+) -> None:
+    """Run one service's stream consumers only (no HTTP), until SIGTERM or Ctrl-C."""
+    _check_service(service)
+    settings = get_settings()
+    app_ = _app_factory(service)(settings)
+    _tune_gc()
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with app_.router.lifespan_context(app_):
+            await stop.wait()
+
+    asyncio.run(run())
 
 
 @app.command()

@@ -70,16 +70,7 @@ class ServiceGroup:
         return [n for n, p in self.procs.items() if p.poll() is not None]
 
     def stop(self, grace: float = 15.0) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(list(self.procs.values()), grace)
         self.procs.clear()
 
     def __enter__(self) -> ServiceGroup:
@@ -88,3 +79,36 @@ class ServiceGroup:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the parent dies (Linux), so stream
+    workers never outlive the service process that started them."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def start_stream_workers(service: str, count: int) -> list[subprocess.Popen]:
+    """``loopwise consume <service>`` processes; they inherit this process's settings."""
+    return [
+        subprocess.Popen([sys.executable, "-m", "loopwise", "consume", service],
+                         preexec_fn=_die_with_parent)
+        for _ in range(max(0, count))
+    ]
+
+
+def stop_processes(procs: list[subprocess.Popen], grace: float = 15.0) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

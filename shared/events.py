@@ -39,15 +39,25 @@ _VERSION5 = (0xF000 << 64) | (0xC000 << 48)  # the bits uuid5 overwrites
 _VERSION5_SET = (5 << 76) | (0x8000 << 48)
 
 
+def _stable_int(parts: tuple[str, ...]) -> int:
+    digest = hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join(parts).encode()).digest()
+    return (int.from_bytes(digest[:16]) & ~_VERSION5) | _VERSION5_SET
+
+
+def stable_key(*parts: str) -> str:
+    """``str(stable_id(*parts))``, without making the UUID: for ids that go straight to text."""
+    h = f"{_stable_int(parts):032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def stable_id(*parts: str) -> uuid.UUID:
     """A deterministic UUID, so that a resend or a retry yields the same event id.
 
     Exactly ``uuid.uuid5(EVENT_NAMESPACE, "\\x1f".join(parts))``, built without the
     UUID constructor's checks: the router derives one for every prediction it routes.
     """
-    digest = hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join(parts).encode()).digest()
-    value = (int.from_bytes(digest[:16]) & ~_VERSION5) | _VERSION5_SET
     out = object.__new__(uuid.UUID)
+    value = _stable_int(parts)
     object.__setattr__(out, "int", value)
     object.__setattr__(out, "is_safe", uuid.SafeUUID.unknown)
     return out

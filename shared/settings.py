@@ -34,6 +34,11 @@ class Settings(BaseSettings):
         60_000, ge=1, description="pending entries idle this long are reclaimed"
     )
     consumer_name: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    stream_workers: int = Field(
+        1, ge=1, le=32,
+        description="processes consuming a service's streams (one consumer each, same "
+        "group): `serve` runs the first and starts the others without HTTP",
+    )
 
     # Routing and review.
     auto_accept_threshold: float = Field(0.9, ge=0.0, le=1.0)

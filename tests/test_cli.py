@@ -78,3 +78,56 @@ def test_token_create_prints_a_token_that_authenticates(services, project):
                           "--role", "emperor", "--project", project], env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "unknown role" in bad.stderr
+
+
+def test_serve_starts_stream_workers_that_join_the_group_and_die_with_it(settings):
+    """LOOPWISE_STREAM_WORKERS=3: two `loopwise consume` children, each a consumer in the
+    router's groups; they stop with the service, and die with it if it is killed."""
+    import redis
+
+    from shared import streams
+
+    # A Redis database of its own: the session's services consume the same group names,
+    # and a consumer shows in XINFO CONSUMERS only once it has read an entry.
+    client = redis.Redis.from_url(settings.redis_url)
+    db = (int(client.connection_pool.connection_kwargs.get("db", 0)) + 8) % 16
+    client.close()
+    url = settings.redis_url.rsplit("/", 1)[0] + f"/{db}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    env = {**_env(settings, 20), "LOOPWISE_STREAM_WORKERS": "3", "LOOPWISE_REDIS_URL": url}
+    port = PORT_BASE + 22
+    for kill in (signal.SIGTERM, signal.SIGKILL):
+        proc = subprocess.Popen([sys.executable, "-m", "loopwise", "serve", "router"], env=env)
+        try:
+            deadline = time.monotonic() + 60
+            while not _healthy(port):
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.3)
+            children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                      text=True).stdout.split()
+            assert len(children) == 2
+            for pid in children:
+                with open(f"/proc/{pid}/cmdline") as cmd:
+                    assert cmd.read().split("\0")[-3:-1] == ["consume", "router"]
+            expected = {f"-{pid}" for pid in [*children, str(proc.pid)]}
+            for _ in range(200):
+                client.xadd(streams.PREDICTIONS, {"data": "{}"})  # dead letters, that's fine
+            while True:  # every process reads the predictions stream in the router group
+                names = {c["name"].decode() for c in client.xinfo_consumers(
+                    streams.PREDICTIONS, streams.GROUP_ROUTER)}
+                if all(any(n.endswith(e) for n in names) for e in expected):
+                    break
+                assert time.monotonic() < deadline, (names, expected)
+                client.xadd(streams.PREDICTIONS, {"data": "{}"})
+                time.sleep(0.05)
+            proc.send_signal(kill)
+            proc.wait(30)
+            deadline = time.monotonic() + 20
+            while any(_running(pid) for pid in children):
+                assert time.monotonic() < deadline, f"workers outlived the service ({kill!r})"
+                time.sleep(0.2)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    client.close()

@@ -42,6 +42,7 @@ for _ = 1, tonumber(ARGV[5]) do
   i = i + 1
 end
 local added = 0
+local new = {}  -- project -> {zadd args, hset args}: one call a project, not one a task
 local n = tonumber(ARGV[i])
 i = i + 1
 for _ = 1, n do
@@ -51,11 +52,23 @@ for _ = 1, n do
     redis.call('HSET', tkey, 'task_id', tid, 'state', 'open', 'done', 0, 'project', project,
       'item_id', item, 'priority', ARGV[i + 3], 'needed', ARGV[i + 4], 'kind', ARGV[i + 5],
       'body', ARGV[i + 6])
-    redis.call('ZADD', prefix .. name .. ':' .. project, ARGV[i + 3], tid)
-    redis.call('HSET', prefix .. 'items:' .. project, item, tid)
+    local p = new[project]
+    if not p then
+      p = {{}, {}}
+      new[project] = p
+    end
+    local z, h = p[1], p[2]
+    z[#z + 1] = ARGV[i + 3]
+    z[#z + 1] = tid
+    h[#h + 1] = item
+    h[#h + 1] = tid
     added = added + 1
   end
   i = i + 7
+end
+for project, p in pairs(new) do
+  redis.call('ZADD', prefix .. name .. ':' .. project, unpack(p[1]))
+  redis.call('HSET', prefix .. 'items:' .. project, unpack(p[2]))
 end
 local dropped = {}
 n = tonumber(ARGV[i])

@@ -10,7 +10,7 @@ from shared.events import NONE_OF_THESE, PredictionEvent, stable_id
 from .policy import RoutingPolicy
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs µs per prediction
 class RoutingDecision:
     auto_accept: bool
     label: str | None
@@ -19,7 +19,7 @@ class RoutingDecision:
     audit: bool = False  # would have been auto-accepted; reviewed blind to measure precision
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Presentation:
     mode: str  # blind | prelabel | choice
     options: list[str]
@@ -53,25 +53,26 @@ def route(
     review (active learning), nothing is auto-accepted. Review priority is
     the scorer's active-learning priority when it sent one, else uncertainty.
     """
-    label, confidence = prediction.top()
+    probs = prediction.probs
+    label = max(probs, key=probs.__getitem__) if probs else None
+    confidence = probs[label] if label is not None else 0.0
     confident = label is not None and confidence >= threshold and not prediction.review
     audit = (confident and audit_rate > 0
              and unit_draw("audit", str(prediction.event_id)) < audit_rate)
-    priority = (prediction.priority if prediction.priority is not None
-                else uncertainty(prediction.probs))
+    priority = prediction.priority if prediction.priority is not None else 1.0 - confidence
     return RoutingDecision(confident and not audit, label, confidence, priority, audit)
 
 
 def present(policy: RoutingPolicy, probs: dict[str, float], all_options: list[str],
             audit: bool) -> Presentation:
     """How a review task is shown. Audits are always blind: they measure the model."""
-    top = sorted(probs, key=probs.__getitem__, reverse=True)
-    if (not audit and policy.choice_margin is not None and len(top) > 2
-            and margin(probs) < policy.choice_margin):
-        candidates = sorted(top[: policy.choice_top_k], key=label_order)
-        return Presentation("choice", [*candidates, NONE_OF_THESE], None)
-    if not audit and policy.mode == "prelabel" and top:
-        return Presentation("prelabel", all_options, top[0])
+    if not audit and policy.choice_margin is not None and len(probs) > 2:
+        if margin(probs) < policy.choice_margin:
+            top = sorted(probs, key=probs.__getitem__, reverse=True)
+            candidates = sorted(top[: policy.choice_top_k], key=label_order)
+            return Presentation("choice", [*candidates, NONE_OF_THESE], None)
+    if not audit and policy.mode == "prelabel" and probs:
+        return Presentation("prelabel", all_options, max(probs, key=probs.__getitem__))
     return Presentation("blind", all_options, None)
 
 

@@ -26,6 +26,7 @@ from shared.events import (
     QualityEvent,
     ReviewMode,
     stable_id,
+    stable_key,
 )
 from shared.logs import get_logger
 from shared.service import Runtime
@@ -42,6 +43,7 @@ GOLD_CACHE_SECONDS = 5.0
 DEPTH_REFRESH_SECONDS = 5.0
 RECALIBRATE_SECONDS = 1.0
 MAX_OBSERVATIONS = 50_000
+WRITE_CHUNK = 125  # predictions routed per script call; chunks overlap with routing
 
 
 class ReviewError(Exception):
@@ -79,7 +81,7 @@ class _ProjectBatch:
                 labeler_id=f"model:{pred.model_version}", source=LabelSource.auto,
                 model_version=pred.model_version, created_at=self.now,
                 guideline_version=self.policy.guideline_version).model_dump(mode="json")
-        return orjson.dumps({**template, "event_id": str(stable_id("auto", event_id)),
+        return orjson.dumps({**template, "event_id": stable_key("auto", event_id),
                              "item_id": pred.item_id, "label": label, "model_label": label,
                              "confidence": confidence})
 
@@ -243,10 +245,12 @@ class RouterService:
         """Auto labels are published and tasks enqueued (one script call, so both or
         neither) before the batch is acknowledged."""
         contexts = await self._batch_context(batch)
+        caps = {p: c.policy.queue_cap for p, c in contexts.items()}
         auto_labels: list[bytes] = []
         tasks: list[QueuedTask] = []
+        writes: list[asyncio.Future] = []
         decisions: Counter[tuple[str, str]] = Counter()
-        for delivery in batch:
+        for i, delivery in enumerate(batch, 1):
             pred = delivery.event
             ctx = contexts[pred.project]
             event_id = str(pred.event_id)
@@ -255,26 +259,34 @@ class RouterService:
                 auto_labels.append(
                     ctx.auto_label(pred, event_id, decision.label, decision.confidence))
                 decisions[(pred.project, "auto")] += 1
-                continue
-            shown = present(ctx.policy, pred.probs, ctx.options, decision.audit)
-            body = orjson.dumps({
-                "payload": orjson.dumps(pred.payload).decode(),
-                "probs": orjson.dumps(pred.probs).decode(),
-                "model_version": pred.model_version,
-                "model_label": decision.label or "", "confidence": repr(decision.confidence),
-                "prediction_event_id": event_id, "created_at": ctx.created_at,
-                "mode": shown.mode,
-                "options": ctx.options_json if shown.options is ctx.options
-                else json.dumps(shown.options),
-                "prelabel": shown.prelabel or "", "audit": "1" if decision.audit else "0",
-                "audit_rate": ctx.audit_rate_text,
-            })
-            tasks.append((str(stable_id("task", event_id)), pred.project, pred.item_id,
-                          decision.priority, ctx.policy.overlap, "review", body))
-            decisions[(pred.project, "audit" if decision.audit else "review")] += 1
-        caps = {p: c.policy.queue_cap for p, c in contexts.items()}
-        _, dropped = await self.queue.enqueue_rows(tasks, cap=caps,
-                                                   labels=(streams.LABELS, auto_labels))
+            else:
+                shown = present(ctx.policy, pred.probs, ctx.options, decision.audit)
+                body = orjson.dumps({
+                    "payload": orjson.dumps(pred.payload).decode(),
+                    "probs": orjson.dumps(pred.probs).decode(),
+                    "model_version": pred.model_version,
+                    "model_label": decision.label or "",
+                    "confidence": repr(decision.confidence),
+                    "prediction_event_id": event_id, "created_at": ctx.created_at,
+                    "mode": shown.mode,
+                    "options": ctx.options_json if shown.options is ctx.options
+                    else json.dumps(shown.options),
+                    "prelabel": shown.prelabel or "", "audit": "1" if decision.audit else "0",
+                    "audit_rate": ctx.audit_rate_text,
+                })
+                tasks.append((stable_key("task", event_id), pred.project, pred.item_id,
+                              decision.priority, ctx.policy.overlap, "review", body))
+                decisions[(pred.project, "audit" if decision.audit else "review")] += 1
+            if i % WRITE_CHUNK == 0 or i == len(batch):
+                # Send this chunk's writes and go on routing while Redis runs them: the
+                # two overlap on two cores. The batch is acknowledged after all of them.
+                writes.append(asyncio.ensure_future(self.queue.enqueue_rows(
+                    tasks, cap=caps, labels=(streams.LABELS, auto_labels))))
+                auto_labels, tasks = [], []
+                await asyncio.sleep(0)
+        dropped: Counter[str] = Counter()
+        for _, chunk_dropped in await asyncio.gather(*writes):
+            dropped.update(chunk_dropped)
         for project, n in dropped.items():
             log.warning("review queue full; dropped the least uncertain tasks",
                         project=project, dropped=n)

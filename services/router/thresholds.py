@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import beta
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,11 +28,13 @@ class ThresholdEstimate:
 def clopper_pearson_lower(successes: np.ndarray | float, n: np.ndarray | float,
                           confidence: float = 0.95) -> np.ndarray:
     """One-sided exact lower bound of a binomial proportion (works for fractional counts)."""
+    from scipy.special import betaincinv  # imported on first use: it slows service start-up
+
     successes = np.asarray(successes, dtype=np.float64)
     n = np.asarray(n, dtype=np.float64)
     failures = n - successes
     with np.errstate(invalid="ignore", divide="ignore"):
-        bound = beta.ppf(1.0 - confidence, successes, failures + 1.0)
+        bound = betaincinv(successes, failures + 1.0, 1.0 - confidence)  # = beta.ppf
     return np.where(successes <= 0, 0.0, np.nan_to_num(bound, nan=0.0))
 
 

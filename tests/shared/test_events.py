@@ -59,3 +59,13 @@ def test_top_label_and_no_model():
     assert p.top() == ("b", 0.8)
     empty = PredictionEvent(project="p", item_id="1", model_version="none", probs={})
     assert empty.top() == (None, 0.0)
+
+
+def test_stable_ids_are_uuid5_in_the_event_namespace():
+    from shared.events import EVENT_NAMESPACE, stable_id, stable_key
+
+    for parts in [("a",), ("task", "x" * 40), ("é", "", "z")]:
+        expected = uuid.uuid5(EVENT_NAMESPACE, "\x1f".join(parts))
+        got = stable_id(*parts)
+        assert got == expected and hash(got) == hash(expected) and got.version == 5
+        assert stable_key(*parts) == str(expected)
