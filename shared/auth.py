@@ -200,7 +200,8 @@ class TokenAuth:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._cache: dict[str, tuple[float, Principal | None]] = {}
-        self._refreshing: dict[str, asyncio.Task] = {}
+        self._due: set[str] = set()  # stale entries waiting for the background refresh
+        self._refresh: asyncio.Task | None = None
 
     def forget(self) -> None:
         """Drop cached lookups (after a revocation or membership change in this process)."""
@@ -213,44 +214,62 @@ class TokenAuth:
         if hit and now - hit[0] < CACHE_SECONDS:
             return hit[1]
         if hit and hit[1] is not None and now - hit[0] < STALE_SECONDS:
-            if digest not in self._refreshing:
-                task = asyncio.create_task(self._refresh(digest))
-                self._refreshing[digest] = task
-                task.add_done_callback(lambda _t: self._refreshing.pop(digest, None))
+            # One background task reloads every stale entry in three queries, however
+            # many reviewers are active (one lookup each would be 3 queries a token).
+            self._due.add(digest)
+            if self._refresh is None or self._refresh.done():
+                self._refresh = asyncio.create_task(self._refresh_due())
             return hit[1]
-        return await self._refresh(digest)
-
-    async def _refresh(self, digest: str) -> Principal | None:
         started = time.monotonic()
-        principal = await self._load(digest)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[digest] = (started, principal)
+        principal = (await self._load({digest})).get(digest)
+        self._store({digest: principal}, started)
         return principal
 
-    async def _load(self, digest: str) -> Principal | None:
+    async def settle(self) -> None:
+        """Wait for the background refresh in flight, if any (tests, shutdown)."""
+        if self._refresh is not None:
+            await self._refresh
+
+    async def _refresh_due(self) -> None:
+        while self._due:
+            batch, self._due = self._due, set()
+            started = time.monotonic()
+            loaded = await self._load(batch)
+            self._store({d: loaded.get(d) for d in batch}, started)
+
+    def _store(self, principals: dict[str, Principal | None], started: float) -> None:
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        for digest, principal in principals.items():
+            self._cache[digest] = (started, principal)
+
+    async def _load(self, digests: set[str]) -> dict[str, Principal]:
+        """The principals of these token hashes that are valid now (absent: not valid)."""
+        now = datetime.now(UTC)
         async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(select(api_tokens).where(api_tokens.c.token_hash == digest))
-            ).first()
-            if row is None or row.revoked_at is not None:
-                return None
-            expires = _utc(row.expires_at)
-            if expires is not None and expires <= datetime.now(UTC):
-                return None
-            user = (
-                await conn.execute(
-                    select(users_t.c.disabled_at).where(users_t.c.user_id == row.user_id)
-                )
-            ).first()
-            if user is not None and user.disabled_at is not None:
-                return None
-            projects = (
-                await conn.execute(
-                    select(members_t.c.project).where(members_t.c.user_id == row.user_id)
-                )
-            ).scalars()
-            return Principal(row.user_id, row.role, row.project, frozenset(projects), row.id)
+            rows = (await conn.execute(
+                select(api_tokens).where(api_tokens.c.token_hash.in_(sorted(digests)))
+            )).all()
+            rows = [r for r in rows if r.revoked_at is None
+                    and (_utc(r.expires_at) is None or _utc(r.expires_at) > now)]
+            users = {r.user_id for r in rows}
+            if not users:
+                return {}
+            disabled = set((await conn.execute(
+                select(users_t.c.user_id).where(users_t.c.user_id.in_(sorted(users)),
+                                                users_t.c.disabled_at.is_not(None))
+            )).scalars())
+            projects: dict[str, set[str]] = {}
+            for user_id, project in await conn.execute(
+                select(members_t.c.user_id, members_t.c.project).where(
+                    members_t.c.user_id.in_(sorted(users)))
+            ):
+                projects.setdefault(user_id, set()).add(project)
+        return {
+            r.token_hash: Principal(r.user_id, r.role, r.project,
+                                    frozenset(projects.get(r.user_id, ())), r.id)
+            for r in rows if r.user_id not in disabled
+        }
 
     async def __call__(self, request: Request) -> Principal:
         header = request.headers.get("authorization", "")

@@ -153,6 +153,8 @@ return false
 
 # KEYS: queue, leases index. ARGV: prefix, task id, labeler, event id, label stream,
 # label event JSON, observation list key ('' for none), observation, observations kept.
+# The list's ``:n`` key counts every observation ever pushed, so a reader can fetch only
+# the ones it has not seen.
 # Records the submission, publishes the label event and the calibration observation in
 # one atomic step: the event is on the stream if and only if the submission is recorded.
 _COMMIT = """
@@ -166,6 +168,7 @@ redis.call('XADD', ARGV[5], '*', 'data', ARGV[6])
 if ARGV[7] ~= '' then
   redis.call('LPUSH', ARGV[7], ARGV[8])
   redis.call('LTRIM', ARGV[7], 0, tonumber(ARGV[9]) - 1)
+  redis.call('INCR', ARGV[7] .. ':n')
 end
 redis.call('HDEL', tkey .. ':leases', labeler)
 redis.call('ZREM', leases, ARGV[2] .. '|' .. labeler)
@@ -211,6 +214,17 @@ if redis.call('HGET', tkey, 'state') == 'open' and active < needed then
   redis.call('ZADD', queue, redis.call('HGET', tkey, 'priority'), ARGV[2])
 end
 return 'skipped'
+"""
+
+
+# KEYS: observation list, its count. ARGV: rows already seen, most to return. Atomic, so
+# the count and the rows agree. Returns {count, newest unseen rows, newest first}.
+_OBSERVATIONS = """
+local total = tonumber(redis.call('GET', KEYS[2]) or '0')
+local k = math.min(math.max(total - tonumber(ARGV[1]), 0), tonumber(ARGV[2]))
+if total < tonumber(ARGV[1]) then k = tonumber(ARGV[2]) end
+if k == 0 then return {total, {}} end
+return {total, redis.call('LRANGE', KEYS[1], 0, k - 1)}
 """
 
 
@@ -291,6 +305,7 @@ class ReviewQueue:
         self._commit = redis.register_script(_COMMIT)
         self._state = redis.register_script(_STATE)
         self._skip = redis.register_script(_SKIP)
+        self._observations = redis.register_script(_OBSERVATIONS)
 
     def queue_key(self, project: str, kind: str = "review") -> str:
         name = "adjudication" if kind == "adjudication" else "queue"
@@ -398,6 +413,13 @@ class ReviewQueue:
             args=[self.prefix, task_id, labeler],
         )
         return _text(got)
+
+    async def observations_since(self, key: str, seen: int, limit: int
+                                 ) -> tuple[int, list[bytes]]:
+        """(observations ever pushed to ``key``, the newest ones after the first ``seen``,
+        newest first); all stored ones when the count went back (a reset)."""
+        total, rows = await self._observations(keys=[key, f"{key}:n"], args=[seen, limit])
+        return int(total), list(rows)
 
     async def depth(self, project: str, kind: str = "review") -> int:
         return int(await self.redis.zcard(self.queue_key(project, kind)))

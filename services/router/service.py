@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 import orjson
 
 from shared import metrics, streams
 from shared.auth import Principal, is_sensitive
 from shared.bus import Delivery
+from shared.cache import RefreshingCache
 from shared.events import (
     NONE_OF_THESE,
     LabelEvent,
@@ -35,7 +35,7 @@ from .gold import GoldItem, gold_prelabel, should_salt
 from .policy import RoutingPolicy
 from .queue import PREFIX, NewTask, Paused, QueuedTask, ReviewQueue
 from .routing import label_order, present, route
-from .thresholds import ThresholdEstimate, estimate_threshold
+from .thresholds import Observations, ThresholdEstimate, estimate_threshold
 
 log = get_logger(__name__)
 POLICY_CACHE_SECONDS = 2.0
@@ -101,12 +101,13 @@ class RouterService:
         self.redis = runtime.bus.redis
         self.queue = ReviewQueue(self.redis)
         self.rng = random.Random()
-        self._policies: dict[str, tuple[float, RoutingPolicy]] = {}
-        self._gold: dict[str, tuple[float, dict[str, GoldItem]]] = {}
-        self._sensitivity: dict[str, tuple[float, bool]] = {}
+        self._policies = RefreshingCache(self._load_policy, POLICY_CACHE_SECONDS)
+        self._gold = RefreshingCache(self._load_gold, GOLD_CACHE_SECONDS)
+        self._sensitivity = RefreshingCache(self._load_sensitive, GOLD_CACHE_SECONDS)
         self._projects: set[str] = set()
         self._tasks: list[asyncio.Task] = []
         self._uncalibrated: set[str] = set()
+        self._observations: dict[str, Observations] = {}
 
     async def start(self) -> None:
         bus = self.runtime.bus
@@ -148,23 +149,20 @@ class RouterService:
 
     # --- policy and calibration ---------------------------------------------------
     async def policy(self, project: str) -> RoutingPolicy:
-        cached = self._policies.get(project)
-        if cached and time.monotonic() - cached[0] < POLICY_CACHE_SECONDS:
-            return cached[1]
+        return await self._policies.get(project)
+
+    async def _load_policy(self, project: str) -> RoutingPolicy:
         raw = await self.redis.get(self._key("policy", project))
         if raw:
-            policy = RoutingPolicy.model_validate_json(raw)
-        else:
-            policy = RoutingPolicy(auto_accept_threshold=self.settings.auto_accept_threshold,
-                                   overlap=self.settings.overlap)
-        self._policies[project] = (time.monotonic(), policy)
-        return policy
+            return RoutingPolicy.model_validate_json(raw)
+        return RoutingPolicy(auto_accept_threshold=self.settings.auto_accept_threshold,
+                             overlap=self.settings.overlap)
 
     async def set_policy(self, project: str, changes: dict[str, Any]) -> RoutingPolicy:
         current = await self.policy(project)
         policy = RoutingPolicy.model_validate({**current.model_dump(), **changes})
         await self.redis.set(self._key("policy", project), policy.model_dump_json())
-        self._policies[project] = (time.monotonic(), policy)
+        self._policies.put(project, policy)
         metrics.AUTO_ACCEPT_THRESHOLD.labels(project).set(await self.threshold(project, policy))
         return policy
 
@@ -184,16 +182,23 @@ class RouterService:
 
     async def recalibrate(self, project: str) -> ThresholdEstimate:
         policy = await self.policy(project)
-        rows = await self.redis.lrange(self._key("observations", project), 0, -1)
-        parsed = np.array([r.decode().split("|") for r in rows], dtype=np.float64).reshape(-1, 3)
+        key = self._key("observations", project)
+        obs = self._observations.setdefault(project, Observations(MAX_OBSERVATIONS))
+        total, fresh = await self.queue.observations_since(key, obs.seen, MAX_OBSERVATIONS)
+        if total < obs.seen:  # the count went back (the data were reset): start over
+            obs = self._observations[project] = Observations(MAX_OBSERVATIONS)
+        obs.take(total, fresh)
+        parsed = obs.rows
         target = policy.target_precision or policy.auto_accept_threshold
-        estimate = estimate_threshold(parsed[:, 0], parsed[:, 1], parsed[:, 2], target=target,
-                                      default_threshold=policy.default_threshold,
-                                      min_effective_n=policy.min_audits)
+        # In a worker thread: with tens of thousands of observations it takes milliseconds
+        # (and its first call imports scipy.special) that reviewers' requests would wait on.
+        estimate = await asyncio.to_thread(
+            estimate_threshold, parsed[:, 0], parsed[:, 1], parsed[:, 2], target=target,
+            default_threshold=policy.default_threshold, min_effective_n=policy.min_audits)
         record = {"threshold": estimate.threshold, "precision": estimate.precision,
                   "lower_bound": estimate.lower_bound, "effective_n": estimate.effective_n,
                   "calibrated": estimate.calibrated, "target": policy.target_precision,
-                  "observations": len(rows), "updated_at": datetime.now(UTC).isoformat()}
+                  "observations": len(parsed), "updated_at": datetime.now(UTC).isoformat()}
         await self.redis.hset(self._key("calibration", project),
                               mapping={k: json.dumps(v) for k, v in record.items()})
         if estimate.precision is not None:
@@ -335,7 +340,7 @@ class RouterService:
             return 0
         await self.redis.hset(self._key("gold", project),
                               mapping={g.item_id: g.model_dump_json() for g in items})
-        self._gold.pop(project, None)
+        self._gold.drop(project)
         return len(items)
 
     async def gold_items(self, project: str) -> list[GoldItem]:
@@ -344,23 +349,19 @@ class RouterService:
 
     async def _sensitive(self, project: str) -> bool:
         """Whether the labels service marks the project sensitive (read every few seconds)."""
-        cached = self._sensitivity.get(project)
-        if cached and time.monotonic() - cached[0] < GOLD_CACHE_SECONDS:
-            return cached[1]
+        return await self._sensitivity.get(project)
+
+    async def _load_sensitive(self, project: str) -> bool:
         async with self.runtime.engine.connect() as conn:
-            sensitive = await is_sensitive(conn, project)
-        self._sensitivity[project] = (time.monotonic(), sensitive)
-        return sensitive
+            return await is_sensitive(conn, project)
 
     async def _gold_cache(self, project: str) -> dict[str, GoldItem]:
         """The project's gold set, read at most every few seconds (it changes rarely)."""
-        cached = self._gold.get(project)
-        if cached and time.monotonic() - cached[0] < GOLD_CACHE_SECONDS:
-            return cached[1]
+        return await self._gold.get(project)
+
+    async def _load_gold(self, project: str) -> dict[str, GoldItem]:
         raw = await self.redis.hgetall(self._key("gold", project))
-        items = {k.decode(): GoldItem.model_validate_json(v) for k, v in raw.items()}
-        self._gold[project] = (time.monotonic(), items)
-        return items
+        return {k.decode(): GoldItem.model_validate_json(v) for k, v in raw.items()}
 
     def _gold_task(self, project: str, labeler: str, policy: RoutingPolicy,
                    fresh: list[GoldItem], options: list[str], model_version: str

@@ -47,6 +47,7 @@ def estimate_threshold(
     default_threshold: float,
     level: float = 0.95,
     min_effective_n: float = 30.0,
+    max_candidates: int = 2000,
 ) -> ThresholdEstimate:
     """The lowest threshold whose auto-accept precision is provably ≥ ``target``.
 
@@ -66,6 +67,13 @@ def estimate_threshold(
     # Ties: a threshold admits every observation with the same confidence.
     last_of_tie = np.r_[conf[1:] != conf[:-1], True]
     sw, sw2, swc, cand = sw[last_of_tie], sw2[last_of_tie], swc[last_of_tie], conf[last_of_tie]
+    if cand.size > max_candidates:
+        # The exact bound costs a Beta quantile a candidate; at tens of thousands of distinct
+        # confidences, evaluate an evenly spread subset (the lowest one always included).
+        # Whatever is chosen still meets the target exactly; it may sit a little above the
+        # lowest threshold that would (at most 1/max_candidates of the candidates away).
+        keep = np.unique(np.linspace(0, cand.size - 1, max_candidates).round().astype(np.int64))
+        sw, sw2, swc, cand = sw[keep], sw2[keep], swc[keep], cand[keep]
     precision = swc / sw
     n_eff = sw * sw / sw2
     lower = clopper_pearson_lower(precision * n_eff, n_eff, level)
@@ -79,3 +87,27 @@ def estimate_threshold(
     i = int(np.nonzero(ok)[0].max())
     return ThresholdEstimate(float(cand[i]), float(precision[i]), float(lower[i]),
                              float(n_eff[i]), True)
+
+
+class Observations:
+    """The newest ``limit`` (confidence, correct, weight) rows, appended to incrementally.
+
+    Recalibration runs every second while reviews arrive; re-reading and re-parsing
+    every stored observation each time stalled the event loop (tens of ms at 50k).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.seen = 0  # observations ever pushed that this copy has taken in
+        self.rows = np.empty((0, 3), dtype=np.float64)
+
+    def take(self, total: int, newest_first: list[bytes]) -> None:
+        """Add the rows pushed since the last call (``newest_first`` as LRANGE 0..k-1 gives
+        them); ``total`` is the count of rows ever pushed."""
+        if not newest_first:
+            self.seen = total
+            return
+        fresh = np.array([r.decode().split("|") for r in reversed(newest_first)],
+                         dtype=np.float64).reshape(-1, 3)
+        self.rows = np.concatenate([self.rows, fresh])[-self.limit:]
+        self.seen = total

@@ -123,6 +123,15 @@ async def test_a_submission_publishes_its_event_once_with_its_observation(queue,
     entries = await redis.xrange(stream)
     assert [e[1][b"data"] for e in entries] == [b'{"n": 1}']
     assert await redis.lrange(observations, 0, -1) == [b"0.6|1|1.0"]
+    # A reader takes in only what it has not seen, and everything after a reset.
+    assert await queue.observations_since(observations, 0, 10) == (1, [b"0.6|1|1.0"])
+    assert await queue.observations_since(observations, 1, 10) == (1, [])
+    await redis.lpush(observations, "0.7|0|1.0", "0.8|1|1.0")
+    await redis.incrby(f"{observations}:n", 2)
+    assert await queue.observations_since(observations, 1, 10) == (
+        3, [b"0.8|1|1.0", b"0.7|0|1.0"])
+    assert (await queue.observations_since(observations, 9, 10))[1] == [
+        b"0.8|1|1.0", b"0.7|0|1.0", b"0.6|1|1.0"]
 
 
 async def test_a_paused_labeler_gets_no_task(queue, redis, project):

@@ -60,3 +60,33 @@ def test_calibration_tracks_a_simulated_model():
     # Precision above t is (1 + t) / 2; it reaches 0.95 at t = 0.9, plus a margin for the bound.
     assert 0.9 <= estimate.threshold <= 0.93
     assert estimate.lower_bound >= 0.95
+
+
+def test_observations_are_taken_in_incrementally_and_keep_the_newest():
+    from services.router.thresholds import Observations
+
+    obs = Observations(limit=5)
+    obs.take(3, [b"0.3|1|1", b"0.2|0|1", b"0.1|1|1"])  # newest first, as LRANGE gives them
+    assert obs.rows[:, 0].tolist() == [0.1, 0.2, 0.3] and obs.seen == 3
+    obs.take(3, [])
+    obs.take(7, [b"0.7|1|2", b"0.6|1|1", b"0.5|0|1", b"0.4|1|1"])
+    assert obs.rows[:, 0].tolist() == [0.3, 0.4, 0.5, 0.6, 0.7] and obs.seen == 7
+    assert obs.rows[-1].tolist() == [0.7, 1.0, 2.0]
+
+
+def test_many_distinct_confidences_still_give_a_threshold_that_meets_the_target_exactly():
+    import numpy as np
+
+    from services.router.thresholds import clopper_pearson_lower, estimate_threshold
+
+    rng = np.random.default_rng(3)
+    conf = rng.uniform(0.5, 1.0, 40_000)
+    correct = rng.random(conf.size) < conf  # calibrated model
+    full = estimate_threshold(conf, correct, target=0.95, default_threshold=0.99,
+                              max_candidates=10**9)
+    fast = estimate_threshold(conf, correct, target=0.95, default_threshold=0.99)
+    assert full.calibrated and fast.calibrated
+    assert full.threshold <= fast.threshold <= full.threshold + 0.5 / 2000 * 10
+    above = conf >= fast.threshold
+    exact = clopper_pearson_lower(correct[above].sum(), above.sum())
+    assert exact >= 0.95 and np.isclose(exact, fast.lower_bound)

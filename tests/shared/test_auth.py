@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from fastapi import HTTPException
 
@@ -91,7 +89,7 @@ async def test_a_stale_entry_answers_once_while_a_refresh_sees_the_revocation(
         assert await auth.revoke_token(conn, live_id)
     # Answered from the cache without waiting for the database; the refresh runs behind it.
     assert await tokens.lookup(live) is not None
-    await asyncio.gather(*tokens._refreshing.values())
+    await tokens.settle()
     assert await tokens.lookup(live) is None
 
 
@@ -105,3 +103,36 @@ async def test_create_token_keeps_its_signature_and_makes_a_member(engine, proje
     assert project in principal.memberships
     with pytest.raises(ValueError, match="unknown role"):
         await auth.create_token(engine, "eve", "owner", project)
+
+
+@pytest.mark.integration
+async def test_stale_entries_of_many_reviewers_refresh_in_one_batch(engine, project, monkeypatch):
+    """Each stale token answers from the cache; one background task reloads them all with
+    three queries, not three queries a token."""
+    from sqlalchemy import event
+
+    tokens = auth.TokenAuth(engine)
+    issued = []
+    async with engine.begin() as conn:
+        for i in range(6):
+            issued.append(await auth.issue_token(conn, f"b{i}-{project}", "labeler", project, 1))
+    for token, _ in issued:
+        assert await tokens.lookup(token) is not None
+    async with engine.begin() as conn:
+        assert await auth.revoke_token(conn, issued[0][1])
+    monkeypatch.setattr(auth, "CACHE_SECONDS", 0.0)  # every entry is stale at once
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args) -> None:
+        statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        for token, _ in issued:
+            assert await tokens.lookup(token) is not None  # stale answers, no waiting
+        await tokens.settle()
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+    assert len(statements) == 3
+    assert await tokens.lookup(issued[0][0]) is None  # the revocation was seen
+    assert all([await tokens.lookup(t) is not None for t, _ in issued[1:]])
