@@ -181,6 +181,41 @@ end
 return {'recorded', event_id, tostring(done)}
 """
 
+# A submit in one step when the caller already holds the task's fields (the process that
+# handed it out). KEYS: queue, leases index. ARGV: prefix, task id, labeler, now, event
+# id, label stream, the event's JSON on time, its JSON late, then the observation as in
+# _COMMIT. Decides the standing as _STATE does, then records as _COMMIT does.
+# Returns {'duplicate', first event id, '0'}, {'not_handed', '', '0'} or
+# {'recorded', event id, '1' if late else '0'}.
+_SUBMIT = """
+local queue, leases = KEYS[1], KEYS[2]
+local tid, labeler, now, event_id = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local tkey = ARGV[1] .. 'task:' .. tid
+local first = redis.call('HGET', tkey .. ':submitted', labeler)
+if first then return {'duplicate', first, '0'} end
+if redis.call('SISMEMBER', tkey .. ':handed', labeler) == 0 then
+  return {'not_handed', '', '0'}
+end
+local lease = redis.call('HGET', tkey .. ':leases', labeler)
+local late = not (lease and tonumber(lease) >= now)
+redis.call('HSET', tkey .. ':submitted', labeler, event_id)
+redis.call('XADD', ARGV[6], '*', 'data', late and ARGV[8] or ARGV[7])
+if ARGV[9] ~= '' then
+  redis.call('LPUSH', ARGV[9], ARGV[10])
+  redis.call('LTRIM', ARGV[9], 0, tonumber(ARGV[11]) - 1)
+  redis.call('INCR', ARGV[9] .. ':n')
+end
+redis.call('HDEL', tkey .. ':leases', labeler)
+redis.call('ZREM', leases, tid .. '|' .. labeler)
+redis.call('SADD', tkey .. ':seen', labeler)
+local done = redis.call('HINCRBY', tkey, 'done', 1)
+if done >= tonumber(redis.call('HGET', tkey, 'needed')) then
+  redis.call('HSET', tkey, 'state', 'done')
+  redis.call('ZREM', queue, tid)
+end
+return {'recorded', event_id, late and '1' or '0'}
+"""
+
 # ARGV: prefix, task id, labeler, now. Returns {task fields, standing, detail}.
 _STATE = """
 local tkey = ARGV[1] .. 'task:' .. ARGV[2]
@@ -305,6 +340,7 @@ class ReviewQueue:
         self._commit = redis.register_script(_COMMIT)
         self._state = redis.register_script(_STATE)
         self._skip = redis.register_script(_SKIP)
+        self._submit = redis.register_script(_SUBMIT)
         self._observations = redis.register_script(_OBSERVATIONS)
 
     def queue_key(self, project: str, kind: str = "review") -> str:
@@ -406,6 +442,24 @@ class ReviewQueue:
                   obs_value, obs_max],
         )
         return _text(got[0]), _text(got[1])
+
+    async def submit(self, project: str, task_id: str, labeler: str, event_id: str,
+                     stream: str, on_time_json: str, late_json: str, kind: str = "review",
+                     observation: tuple[str, str, int] | None = None
+                     ) -> tuple[str, str, bool]:
+        """Decide the labeler's standing and record the submission in one script call.
+
+        Publishes ``on_time_json`` or ``late_json`` as the lease says. Returns (outcome,
+        event id, late): outcome ``recorded``, ``duplicate`` (with the first event id)
+        or ``not_handed``.
+        """
+        obs_key, obs_value, obs_max = observation or ("", "", 0)
+        got = await self._submit(
+            keys=[self.queue_key(project, kind), self.leases_key(project)],
+            args=[self.prefix, task_id, labeler, _now_ms(), event_id, stream, on_time_json,
+                  late_json, obs_key, obs_value, obs_max],
+        )
+        return _text(got[0]), _text(got[1]), _text(got[2]) == "1"
 
     async def skip(self, project: str, task_id: str, labeler: str, kind: str = "review") -> str:
         got = await self._skip(

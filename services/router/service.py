@@ -43,6 +43,8 @@ GOLD_CACHE_SECONDS = 5.0
 DEPTH_REFRESH_SECONDS = 5.0
 RECALIBRATE_SECONDS = 1.0
 MAX_OBSERVATIONS = 50_000
+HANDED_CACHE = 20_000  # fields of the tasks this process handed out most recently
+NOT_HANDED = "this task was not handed to you; take one with tasks/next"
 WRITE_CHUNK = 125  # predictions routed per script call; chunks overlap with routing
 
 
@@ -108,6 +110,7 @@ class RouterService:
         self._tasks: list[asyncio.Task] = []
         self._uncalibrated: set[str] = set()
         self._observations: dict[str, Observations] = {}
+        self._handed: dict[str, dict[str, str]] = {}  # task id -> fields, of tasks handed out
 
     async def start(self) -> None:
         bus = self.runtime.bus
@@ -424,6 +427,7 @@ class RouterService:
             return None
         task_id, expires_ms, task = leased
         self._projects.add(project)
+        self._remember_handed(task_id, task)
         out = {
             "task_id": task_id, "project": project, "item_id": task["item_id"],
             "mode": task["mode"], "payload": json.loads(task["payload"]),
@@ -449,16 +453,30 @@ class RouterService:
                 "confidence": float(task["confidence"]) if task.get("confidence") else None,
                 "model_version": task.get("model_version") or None}
 
-    async def submit(self, task_id: str, task: dict[str, str], standing: str, detail: str | None,
-                     principal: Principal, label: str, duration_ms: int | None,
-                     guideline_version: str | None) -> SubmitResult:
-        """Record a human (or adjudicated) label with provenance; a repeat returns the first."""
+    def handed_task(self, task_id: str) -> dict[str, str] | None:
+        """The fields of a task this process handed out (they never change after creation)."""
+        return self._handed.get(task_id)
+
+    def _remember_handed(self, task_id: str, task: dict[str, str]) -> None:
+        if len(self._handed) >= HANDED_CACHE:
+            for old in list(self._handed)[: HANDED_CACHE // 10]:  # the oldest tenth
+                del self._handed[old]
+        self._handed[task_id] = task
+
+    async def submit(self, task_id: str, task: dict[str, str], standing: str | None,
+                     detail: str | None, principal: Principal, label: str,
+                     duration_ms: int | None, guideline_version: str | None) -> SubmitResult:
+        """Record a human (or adjudicated) label with provenance; a repeat returns the first.
+
+        ``standing`` None: the caller holds the task's fields but not the labeler's
+        standing; one script decides it and records the label (one round trip, not two).
+        """
         project, kind = task["project"], task.get("kind", "review")
         reveal = self.reveal(task) if kind != "adjudication" else {}
         if standing == "duplicate":
             return SubmitResult(detail or "", "duplicate", False, reveal)
         if standing == "not_handed":
-            raise ReviewError(409, "this task was not handed to you; take one with tasks/next")
+            raise ReviewError(409, NOT_HANDED)
         options = json.loads(task["options"])
         if options and label not in options:
             raise ReviewError(422, f"label {label!r} is not one of {options}")
@@ -492,12 +510,23 @@ class RouterService:
                            MAX_OBSERVATIONS)
         # One atomic step: the submission is recorded, the label event published and the
         # calibration observation kept, or (a repeat) none of it.
-        outcome, event_id = await self.queue.commit_submit(
-            project, task_id, principal.user_id, str(event.event_id), streams.LABELS,
-            event.to_json(), kind=kind, observation=observation)
+        if standing is None:
+            late_json = event.model_copy(update={"late_submit": True}).to_json()
+            outcome, event_id, late = await self.queue.submit(
+                project, task_id, principal.user_id, str(event.event_id), streams.LABELS,
+                event.to_json(), late_json, kind=kind, observation=observation)
+            if outcome == "not_handed":
+                raise ReviewError(409, NOT_HANDED)
+            if outcome == "duplicate":
+                return SubmitResult(event_id, "duplicate", False, reveal)
+        else:
+            outcome, event_id = await self.queue.commit_submit(
+                project, task_id, principal.user_id, str(event.event_id), streams.LABELS,
+                event.to_json(), kind=kind, observation=observation)
+            late = standing == "late"
         if outcome == "recorded" and observation:
             self._uncalibrated.add(project)
-        return SubmitResult(event_id, outcome, standing == "late", reveal)
+        return SubmitResult(event_id, outcome, late, reveal)
 
     async def revise(self, task_id: str, task: dict[str, str], principal: Principal,
                      label: str) -> dict[str, Any]:

@@ -141,3 +141,28 @@ async def test_a_paused_labeler_gets_no_task(queue, redis, project):
     with pytest.raises(Paused):
         await queue.next(project, "mallory", 60, paused_key=paused)
     assert await queue.next(project, "alice", 60, paused_key=paused) is not None
+
+
+async def test_one_step_submit_decides_standing_and_records_once(queue, redis, project):
+    """The path of a process that handed the task out: standing and record in one script."""
+    t = _task(project, 0.5, needed=2)
+    await queue.enqueue_many([t])
+    stream = f"{queue.prefix}labels"
+
+    async def submit(who: str, event_id: str):
+        return await queue.submit(project, t.task_id, who, event_id, stream,
+                                  f'{{"id": "{event_id}", "late": false}}',
+                                  f'{{"id": "{event_id}", "late": true}}')
+
+    assert await submit("mallory", "m1") == ("not_handed", "", False)
+    await queue.next(project, "alice", 1)
+    await queue.next(project, "bob", 60)
+    await asyncio.sleep(1.1)  # alice's lease runs out; bob's does not
+    assert (await queue.next(project, "carol", 60))[0] == t.task_id  # alice's slot reopened
+    assert await submit("bob", "b1") == ("recorded", "b1", False)
+    assert await submit("alice", "a1") == ("recorded", "a1", True)  # late, accepted once
+    assert await submit("alice", "a2") == ("duplicate", "a1", False)
+    assert [e[1][b"data"] for e in await redis.xrange(stream)] == [
+        b'{"id": "b1", "late": false}', b'{"id": "a1", "late": true}']
+    assert (await queue.task(t.task_id))["state"] == "done"
+    assert (await queue.task_with_state(t.task_id, "carol"))[1] == "on_time"

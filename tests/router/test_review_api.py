@@ -258,3 +258,26 @@ async def test_tasks_of_a_sensitive_project_go_to_its_members_only(services, eng
     async with client(services, "router", member) as http:
         r = await http.get(f"/v1/projects/{project}/tasks/next")
         assert r.status_code == 200 and r.json()["payload"] == {"image": IMAGE}
+
+
+async def test_a_repeated_submit_is_harmless_and_only_the_holder_may_submit(services, engine,
+                                                                           redis, project):
+    await _admin(engine, services, project, gold_rate=0.0)
+    await _predict(redis, project, 1)
+    alice = await token(engine, "alice", "labeler", project)
+    bob = await token(engine, "bob", "labeler", project)
+    outsider = await token(engine, "eve", "labeler", f"other-{project}")
+    async with client(services, "router", alice) as http:
+        task = (await http.get(f"/v1/projects/{project}/tasks/next")).json()
+        path = f"/v1/tasks/{task['task_id']}/submit"
+        async with client(services, "router", bob) as other:
+            r = await other.post(path, json={"label": "3"})
+            assert r.status_code == 409 and "not handed to you" in r.json()["detail"]
+        async with client(services, "router", outsider) as other:
+            assert (await other.post(path, json={"label": "3"})).status_code == 403
+        first = (await http.post(path, json={"label": "8"})).json()
+        again = (await http.post(path, json={"label": "8"})).json()
+    assert first["status"] == "recorded" and first["late"] is False
+    assert again["status"] == "duplicate" and again["event_id"] == first["event_id"]
+    rows = await _rows(engine, redis, project, source="human")
+    assert [(r.labeler_id, r.label, r.late_submit) for r in rows] == [("alice", "8", False)]
