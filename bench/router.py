@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -69,6 +70,18 @@ def cpu_seconds(pid: int) -> float | None:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU time of a process and its children (the service and its stream workers)."""
+    own = cpu_seconds(pid)
+    if own is None:
+        return None
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        kids = []
+    return own + sum(cpu_seconds(int(k)) or 0.0 for k in kids)
 
 
 def loadavg() -> str:
@@ -170,7 +183,7 @@ class GroupWatch:
 
     def _cpu(self) -> float | None:
         pid = self.pid() if self.pid else None
-        return cpu_seconds(pid) if pid else None
+        return tree_cpu_seconds(pid) if pid else None
 
     def run(self) -> None:
         client = redis.Redis.from_url(self.redis_url)
@@ -192,6 +205,15 @@ class GroupWatch:
                 time.sleep(0.02)
         finally:
             client.close()
+
+
+def reset_router_state(client: redis.Redis) -> None:
+    """Forget a routing run: the router's keys, the labels it wrote, its consumer group."""
+    for key in client.scan_iter("loopwise:router:*", count=5000):
+        client.unlink(key)
+    client.delete(streams.LABELS)
+    client.xgroup_destroy(streams.PREDICTIONS, streams.GROUP_ROUTER)
+    client.xgroup_create(streams.PREDICTIONS, streams.GROUP_ROUTER, id="0")
 
 
 def expected_queued(client: redis.Redis, projects: list[str]) -> int:
@@ -390,14 +412,14 @@ def _ratio_line(ok: bool) -> str:
 
 
 def render(
-    cfg: dict[str, Any], routing: dict[str, Any], router_load: LoadResult, bare_load: LoadResult
+    cfg: dict[str, Any], routing: dict[str, Any], loads: list[tuple[LoadResult, LoadResult]]
 ) -> str:
     raw_rate = routing["raw_n"] / routing["raw_s"]
-    router_rate = routing["n"] / routing["router_s"]
-    steady_rate = routing["n"] / routing["router_steady_s"]
-    ratio = router_rate / raw_rate
-    rps_ratio = router_load.rps / bare_load.rps
-    p99_ratio = router_load.pct(99) / bare_load.pct(99)
+    runs = routing["runs"]
+    head = runs[0]  # the most stream workers: how the router is meant to be run here
+    ratio = routing["n"] / head["router_s"] / raw_rate
+    rps_ratio = statistics.median(r.rps / b.rps for r, b in loads)
+    p99_ratio = statistics.median(r.pct(99) / b.pct(99) for r, b in loads)
     lines = [
         SECTION,
         "",
@@ -416,46 +438,61 @@ def render(
         f" labels, {routing['expected']['review']:,} → review tasks. Both consumers read the same"
         " entries, each in its own consumer group.",
         "",
-        "| consumer | entries | seconds | entries/s |",
-        "|---|---:|---:|---:|",
-        f"| raw redis-py loop (XREADGROUP 500 + json.loads + XACK) | {routing['raw_n']:,} | "
-        f"{routing['raw_s']:.2f} | {raw_rate:,.0f} |",
-        f"| router process, from process start to lag 0 + pending 0 | {routing['n']:,} | "
-        f"{routing['router_s']:.2f} | {router_rate:,.0f} |",
-        f"| router, from its first read (start-up of {routing['startup_s']:.1f}s excluded) | "
-        f"{routing['n']:,} | {routing['router_steady_s']:.2f} | {steady_rate:,.0f} |",
+        "| consumer | seconds | entries/s | / raw loop | from first read: s (start-up) | "
+        "entries/s | / raw loop | CPU while routing |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+        f"| raw redis-py loop (XREADGROUP 500 + json.loads + XACK), one process | "
+        f"{routing['raw_s']:.2f} | {raw_rate:,.0f} | 100% | | | | |",
+    ]
+    for run in runs:
+        rate, steady = routing["n"] / run["router_s"], routing["n"] / run["router_steady_s"]
+        lines.append(
+            f"| router (`loopwise serve router`, LOOPWISE_STREAM_WORKERS={run['workers']}) | "
+            f"{run['router_s']:.2f} | {rate:,.0f} | {rate / raw_rate:.0%} | "
+            f"{run['router_steady_s']:.2f} ({run['startup_s']:.1f}) | {steady:,.0f} | "
+            f"{steady / raw_rate:.0%} | {run['router_cpu_share']} |"
+        )
+    lines += [
         "",
-        f"Router / raw loop: **{ratio:.0%}** (from process start; {steady_rate / raw_rate:.0%} "
-        f"from the first read). Goal ≥ {ROUTING_GOAL:.0%}: {_ratio_line(ratio >= ROUTING_GOAL)}. "
-        f"Router CPU while routing: {routing['router_cpu_share']}. Checked: "
-        f"{routing['auto_labels']:,} auto label events on `loopwise:labels`, "
-        f"{routing['queued']:,} review tasks queued "
-        f"({'as expected' if routing['correct'] else 'NOT as expected'}).",
+        f"Router / raw loop, from process start, with {head['workers']} stream worker(s) "
+        f"(one a core): **{ratio:.0%}**. Goal ≥ {ROUTING_GOAL:.0%}: "
+        f"{_ratio_line(ratio >= ROUTING_GOAL)}. "
+        f"With one process: {routing['n'] / runs[-1]['router_s'] / raw_rate:.0%}. "
+        "Router times run from starting the process (imports included) until its consumer "
+        "group has lag 0 and nothing pending; the router's state is reset between runs. "
+        "Checked in each run: "
+        + "; ".join(f"{r['auto_labels']:,} auto label events and {r['queued']:,} review tasks "
+                    f"({'as expected' if r['correct'] else 'NOT as expected'})" for r in runs)
+        + ".",
         "",
         f"### Reviewer API: {cfg['clients']} concurrent clients, next task + submit, "
-        f"{cfg['seconds']:.0f} s",
+        f"{len(loads)} rounds of {cfg['seconds']:.0f} s a server",
         "",
         "Each client is its own labeler with its own token, on one keep-alive connection over "
         "loopback; one asyncio load generator (minimal HTTP/1.1 client) for both servers, "
         f"{cfg['warmup']:.0f} s warm-up not counted. The bare endpoint is `bench/bare_app.py` "
         "(the same two routes returning/accepting small JSON, no auth, no Redis) under the same "
-        "uvicorn.",
+        "uvicorn. Rounds alternate the two servers; the router serves with one process "
+        "(its stream drained).",
         "",
-        "| server | requests/s | p50 ms | p99 ms | next p50/p99 ms | submit p50/p99 ms | "
+        "| round | server | requests/s | p50 ms | p99 ms | next p50/p99 ms | submit p50/p99 ms | "
         "submits | errors | server CPU | generator CPU |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in (router_load, bare_load):
+    for i, r in ((i, r) for i, pair in enumerate(loads, 1) for r in pair):
         cpu = f"{r.server_cpu:.0%}" if r.server_cpu is not None else "n/a"
         lines.append(
-            f"| {r.name} | {r.rps:,.0f} | {r.pct(50):.1f} | {r.pct(99):.1f} | "
+            f"| {i} | {r.name} | {r.rps:,.0f} | {r.pct(50):.1f} | {r.pct(99):.1f} | "
             f"{r.pct(50, 'next'):.1f} / {r.pct(99, 'next'):.1f} | "
             f"{r.pct(50, 'submit'):.1f} / {r.pct(99, 'submit'):.1f} | {r.submitted:,} | "
             f"{r.errors + r.empty} | {cpu} | {r.generator_cpu:.0%} |"
         )
     lines += [
         "",
-        f"Router / bare: requests/s **{rps_ratio:.0%}** (goal ≥ {API_RPS_GOAL:.0%}: "
+        "Router / bare, per round: requests/s "
+        + ", ".join(f"{r.rps / b.rps:.0%}" for r, b in loads) + "; p99 "
+        + ", ".join(f"{r.pct(99) / b.pct(99):.2f}×" for r, b in loads) + ". Medians: "
+        f"requests/s **{rps_ratio:.0%}** (goal ≥ {API_RPS_GOAL:.0%}: "
         f"{_ratio_line(rps_ratio >= API_RPS_GOAL)}), p99 **{p99_ratio:.2f}×** (goal ≤ "
         f"{API_P99_GOAL:.0f}×: {_ratio_line(p99_ratio <= API_P99_GOAL)}).",
         "",
@@ -484,11 +521,13 @@ def main(
     projects: int = 5,
     auto_share: float = 0.4,
     clients: int = 64,
-    seconds: float = 30.0,
+    seconds: float = 20.0,
     warmup: float = 3.0,
     router_port: int = 29002,
     bare_port: int = 29010,
     seed: int = 7,
+    workers: int = 2,
+    rounds: int = 3,
     command: str = "loopwise bench router",
 ) -> str:
     """Run both benchmarks and return the markdown report (progress goes to stderr)."""
@@ -529,101 +568,97 @@ def main(
         "LOOPWISE_HOST": HOST,
         "LOOPWISE_LOG_LEVEL": "WARNING",
     }
-    group = ServiceGroup(settings, services=("router",), env=env, log_dir=tmp)
-    watch = GroupWatch(redis_url, streams.GROUP_ROUTER, predictions)
-    watch.pid = lambda: group.procs["router"].pid if "router" in group.procs else None
-    thread = threading.Thread(target=watch.run, daemon=True)
+    runs: list[dict[str, Any]] = []
+    group = None
+    watch = None
     try:
-        say("(a) starting the router process")
-        watch.started = time.perf_counter()
-        thread.start()
-        group.start(timeout=120)
-        pid = group.procs["router"].pid
-        thread.join(timeout=1800)
-        if watch.drained is None:
-            raise TimeoutError("the router did not drain the stream within 30 minutes")
-        router_s = watch.drained - watch.started
-        first = watch.first_read or watch.started
-        share = "n/a"
-        if watch.cpu_first is not None and watch.cpu_drained is not None:
-            used = watch.cpu_drained - watch.cpu_first
-            share = (
-                f"{used / (watch.drained - first):.0%} of a core from the first read, "
-                f"{used / predictions * 1e6:.0f} µs CPU per entry"
+        # The most workers first (the headline); the last run, one process, then serves (b).
+        for n_workers in sorted({1, workers}, reverse=True):
+            if runs:
+                group.stop()
+                reset_router_state(sync)
+            group = ServiceGroup(settings, services=("router",),
+                                 env={**env, "LOOPWISE_STREAM_WORKERS": str(n_workers)},
+                                 log_dir=tmp)
+            watch = GroupWatch(redis_url, streams.GROUP_ROUTER, predictions)
+            watch.pid = lambda g=group: g.procs["router"].pid if "router" in g.procs else None
+            thread = threading.Thread(target=watch.run, daemon=True)
+            say(f"(a) starting the router process, {n_workers} stream worker(s)")
+            watch.started = time.perf_counter()
+            thread.start()
+            group.start(timeout=120)
+            thread.join(timeout=1800)
+            watch.stop.set()
+            if watch.drained is None:
+                raise TimeoutError("the router did not drain the stream within 30 minutes")
+            router_s = watch.drained - watch.started
+            first = watch.first_read or watch.started
+            share = "n/a"
+            if watch.cpu_first is not None and watch.cpu_drained is not None:
+                used = watch.cpu_drained - watch.cpu_first
+                share = (f"{used / (watch.drained - first):.0%} of a core, "
+                         f"{used / predictions * 1e6:.0f} µs per entry")
+            auto_labels = int(sync.xlen(streams.LABELS))
+            queued = expected_queued(sync, names)
+            runs.append({
+                "workers": n_workers,
+                "router_s": router_s,
+                "router_steady_s": watch.drained - first,
+                "startup_s": first - watch.started,
+                "auto_labels": auto_labels,
+                "queued": queued,
+                "correct": auto_labels == expected["auto"] and queued == expected["review"],
+                "router_cpu_share": share,
+            })
+            say(
+                f"router, {n_workers} worker(s): {predictions:,} in {router_s:.2f}s = "
+                f"{predictions / router_s:,.0f}/s (start-up {first - watch.started:.1f}s); "
+                f"auto labels {auto_labels:,}, queued {queued:,}"
             )
-        auto_labels = int(sync.xlen(streams.LABELS))
-        queued = expected_queued(sync, names)
+        pid = group.procs["router"].pid
         routing = {
             "n": predictions,
             "raw_n": raw_n,
             "raw_s": raw_s,
-            "router_s": router_s,
-            "router_steady_s": watch.drained - first,
-            "startup_s": first - watch.started,
             "expected": expected,
-            "auto_labels": auto_labels,
-            "queued": queued,
-            "correct": auto_labels == expected["auto"] and queued == expected["review"],
-            "router_cpu_share": share,
+            "runs": runs,
             "redis_version": sync.info("server")["redis_version"],
         }
-        say(
-            f"router: {predictions:,} in {router_s:.2f}s = {predictions / router_s:,.0f}/s "
-            f"(start-up {first - watch.started:.1f}s); auto labels {auto_labels:,}, "
-            f"queued {queued:,}"
-        )
 
-        say("(b) reviewer API load against the router")
-        router_load = asyncio.run(
-            run_load("router (loopwise serve router)", router_port, tokens, seconds, warmup, pid)
+        say("(b) starting the bare endpoint")
+        bare = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", HOST,
+             "--port", str(bare_port), "--log-level", "warning", "--no-access-log"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=(tmp / "bare.log").open("ab"),
         )
-    finally:
-        watch.stop.set()
-        group.stop()
-
-    say("(b) the same load against the bare endpoint")
-    bare = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bench.bare_app:app",
-            "--host",
-            HOST,
-            "--port",
-            str(bare_port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp / "bare.log").open("ab"),
-    )
-    try:
-        wait_http(bare_port, bare)
-        bare_load = asyncio.run(
-            run_load(
-                "bare FastAPI endpoint (bench/bare_app.py)",
-                bare_port,
-                [(p, None) for p, _ in tokens],
-                seconds,
-                warmup,
-                bare.pid,
-            )
-        )
-    finally:
-        bare.terminate()
         try:
-            bare.wait(10)
-        except subprocess.TimeoutExpired:
-            bare.kill()
-            bare.wait()
-    for r in (router_load, bare_load):
-        say(
-            f"{r.name}: {r.rps:,.0f} req/s, p50 {r.pct(50):.1f} ms, p99 {r.pct(99):.1f} ms, "
-            f"statuses {dict(r.statuses)}"
-        )
+            wait_http(bare_port, bare)
+            # Rounds alternate router and bare, so that a slow spell of this shared
+            # machine falls on both sides rather than on one.
+            loads: list[tuple[LoadResult, LoadResult]] = []
+            for i in range(rounds):
+                say(f"(b) round {i + 1}/{rounds}: router, then bare endpoint")
+                router_load = asyncio.run(run_load(
+                    "router (loopwise serve router)", router_port, tokens, seconds, warmup, pid))
+                bare_load = asyncio.run(run_load(
+                    "bare FastAPI endpoint (bench/bare_app.py)", bare_port,
+                    [(p, None) for p, _ in tokens], seconds, warmup, bare.pid))
+                loads.append((router_load, bare_load))
+                for r in (router_load, bare_load):
+                    say(f"{r.name}: {r.rps:,.0f} req/s, p50 {r.pct(50):.1f} ms, "
+                        f"p99 {r.pct(99):.1f} ms, statuses {dict(r.statuses)}")
+        finally:
+            bare.terminate()
+            try:
+                bare.wait(10)
+            except subprocess.TimeoutExpired:
+                bare.kill()
+                bare.wait()
+    finally:
+        if watch is not None:
+            watch.stop.set()
+        if group is not None:
+            group.stop()
     sync.close()
     cfg = {
         "load_start": load_start,
@@ -635,8 +670,9 @@ def main(
         "clients": clients,
         "seconds": seconds,
         "warmup": warmup,
+        "workers": workers,
     }
-    return render(cfg, routing, router_load, bare_load)
+    return render(cfg, routing, loads)
 
 
 if __name__ == "__main__":

@@ -454,9 +454,13 @@ def bench_router(
         help="database for the router's auth (default: SQLite in a temp dir)")] = None,
     predictions: Annotated[int, typer.Option(min=1000, help="entries put on the stream")] = 200_000,
     clients: Annotated[int, typer.Option(min=1, help="concurrent reviewer clients")] = 64,
-    seconds: Annotated[float, typer.Option(min=1, help="measured load per server")] = 30.0,
+    seconds: Annotated[float, typer.Option(
+        min=1, max=30, help="measured load per server and round")] = 20.0,
+    rounds: Annotated[int, typer.Option(min=1, help="alternating router/bare load rounds")] = 3,
     router_port: Annotated[int, typer.Option()] = 29002,
     bare_port: Annotated[int, typer.Option()] = 29010,
+    workers: Annotated[int, typer.Option(
+        min=1, help="stream workers of the second routing run (the first runs one)")] = 2,
     write: Annotated[bool, typer.Option(help="record the results in BENCHMARKS.md")] = True,
 ) -> None:
     """Routing rate vs a raw XREADGROUP loop; reviewer API vs a bare endpoint.
@@ -469,7 +473,8 @@ def bench_router(
 
     report = main(redis_url=redis_url, database_url=database_url, predictions=predictions,
                   clients=clients, seconds=seconds, router_port=router_port,
-                  bare_port=bare_port, command=" ".join(["loopwise", *sys.argv[1:]]))
+                  bare_port=bare_port, workers=workers, rounds=rounds,
+                  command=" ".join(["loopwise", *sys.argv[1:]]))
     if write:
         write_section(report)
     typer.echo(report)
