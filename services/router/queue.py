@@ -308,16 +308,22 @@ async def run_script(client: aioredis.Redis, script: AsyncScript, keys: list[str
     """EVALSHA with the command packed by hiredis (C) instead of redis-py's Python packer,
     which costs several µs an argument; loads the script once if Redis lost it."""
     packed = hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
+    pool = client.connection_pool
     for attempt in (1, 2):
-        conn = await client.connection_pool.get_connection()
+        conn = await pool.get_connection()
         try:
             await conn.send_packed_command(packed)
             return await conn.read_response()
-        except NoScriptError:
+        except NoScriptError:  # a whole reply was read: the connection is clean
             if attempt == 2:
                 raise
+        except BaseException:
+            # Cancelled or failed half-way: a reply may still be on its way, so this
+            # connection must not serve anyone else (as redis-py's own commands do).
+            await conn.disconnect(nowait=True)
+            raise
         finally:
-            await client.connection_pool.release(conn)
+            await pool.release(conn)
         await client.script_load(script.script)
     raise AssertionError("unreachable")
 
@@ -401,11 +407,10 @@ class ReviewQueue:
         ``Paused``. Returns (task id, lease expiry ms, task).
         """
         extra = [direct.task_id, *(remember or ("", "")), *direct.flat()] if direct else []
-        got = await self._next(
-            keys=[self.queue_key(project, kind), self.leases_key(project)],
-            args=[labeler, _now_ms(), lease_seconds * 1000, self.scan_limit, self.prefix,
-                  paused_key, *extra],
-        )
+        got = await run_script(
+            self.redis, self._next, [self.queue_key(project, kind), self.leases_key(project)],
+            [labeler, _now_ms(), lease_seconds * 1000, self.scan_limit, self.prefix,
+             paused_key, *extra])
         if not got:
             return None
         if len(got) == 1:
@@ -454,11 +459,10 @@ class ReviewQueue:
         or ``not_handed``.
         """
         obs_key, obs_value, obs_max = observation or ("", "", 0)
-        got = await self._submit(
-            keys=[self.queue_key(project, kind), self.leases_key(project)],
-            args=[self.prefix, task_id, labeler, _now_ms(), event_id, stream, on_time_json,
-                  late_json, obs_key, obs_value, obs_max],
-        )
+        got = await run_script(
+            self.redis, self._submit, [self.queue_key(project, kind), self.leases_key(project)],
+            [self.prefix, task_id, labeler, _now_ms(), event_id, stream, on_time_json,
+             late_json, obs_key, obs_value, obs_max])
         return _text(got[0]), _text(got[1]), _text(got[2]) == "1"
 
     async def skip(self, project: str, task_id: str, labeler: str, kind: str = "review") -> str:

@@ -43,6 +43,7 @@ GOLD_CACHE_SECONDS = 5.0
 DEPTH_REFRESH_SECONDS = 5.0
 RECALIBRATE_SECONDS = 1.0
 MAX_OBSERVATIONS = 50_000
+OPTIONS_CACHE_SECONDS = 2.0
 HANDED_CACHE = 20_000  # fields of the tasks this process handed out most recently
 NOT_HANDED = "this task was not handed to you; take one with tasks/next"
 WRITE_CHUNK = 125  # predictions routed per script call; chunks overlap with routing
@@ -111,6 +112,9 @@ class RouterService:
         self._uncalibrated: set[str] = set()
         self._observations: dict[str, Observations] = {}
         self._handed: dict[str, dict[str, str]] = {}  # task id -> fields, of tasks handed out
+        # project -> (read at, label set, ordered labels, their JSON); model version written
+        self._options: dict[str, tuple[float, set[str], list[str], str]] = {}
+        self._model_written: dict[str, str] = {}
 
     async def start(self) -> None:
         bus = self.runtime.bus
@@ -225,27 +229,42 @@ class RouterService:
         for d in batch:
             seen.setdefault(d.event.project, set()).update(d.event.probs)
             versions[d.event.project] = d.event.model_version
+        # Options and the serving model are written when they change, and options re-read
+        # every few seconds (another worker may have added one): no round trip otherwise.
+        stale = time.monotonic() - OPTIONS_CACHE_SECONDS
         pipe = self.redis.pipeline(transaction=False)
+        asked: list[str] = []
         for project, labels in seen.items():
-            if labels:
-                pipe.sadd(self._key("options", project), *labels)
-            pipe.set(self._key("model", project), versions[project])
-            pipe.smembers(self._key("options", project))
-        replies = iter(await pipe.execute())
+            known = self._options.get(project)
+            fresh_labels = labels - known[1] if known else labels
+            refresh = bool(fresh_labels) or known is None or known[0] < stale
+            if fresh_labels:
+                pipe.sadd(self._key("options", project), *fresh_labels)
+            if refresh or self._model_written.get(project) != versions[project]:
+                pipe.set(self._key("model", project), versions[project])
+                self._model_written[project] = versions[project]
+            if refresh:
+                pipe.smembers(self._key("options", project))
+                asked.append(project)
+        if pipe.command_stack:
+            replies = await pipe.execute()
+            for project, members in zip(asked, replies[-len(asked):] if asked else [],
+                                        strict=True):
+                names = {x.decode() for x in members}
+                ordered = sorted(names, key=label_order)
+                self._options[project] = (time.monotonic(), names, ordered,
+                                          json.dumps(ordered))
         now = datetime.now(UTC)
         out: dict[str, _ProjectBatch] = {}
-        for project, labels in seen.items():
-            if labels:
-                next(replies)
-            next(replies)
-            options = sorted((x.decode() for x in next(replies)), key=label_order)
+        for project in seen:
+            _, _, options, options_json = self._options[project]
             policy = await self.policy(project)
             threshold = await self.threshold(project, policy)
             audit_rate = policy.audit_rate if policy.kind == "target_precision" else 0.0
             out[project] = _ProjectBatch(
                 policy=policy, threshold=threshold,
                 audit_rate=audit_rate, audit_rate_text=repr(audit_rate),
-                options=options, options_json=json.dumps(options), now=now,
+                options=options, options_json=options_json, now=now,
                 created_at=now.isoformat())
         return out
 

@@ -166,3 +166,20 @@ async def test_one_step_submit_decides_standing_and_records_once(queue, redis, p
         b'{"id": "b1", "late": false}', b'{"id": "a1", "late": true}']
     assert (await queue.task(t.task_id))["state"] == "done"
     assert (await queue.task_with_state(t.task_id, "carol"))[1] == "on_time"
+
+
+async def test_a_cancelled_script_call_leaves_no_reply_behind_for_the_next_caller(redis):
+    from services.router.queue import run_script
+
+    slow = redis.register_script(
+        "local t = redis.call('TIME') local s = t[1] * 1e6 + t[2] "
+        "repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - s > 150000 return 'slow'")
+    echo = redis.register_script("return ARGV[1]")
+    await redis.script_load(slow.script)
+    call = asyncio.ensure_future(run_script(redis, slow, [], []))
+    await asyncio.sleep(0.05)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    for i in range(3):  # every pooled connection answers its own command
+        assert await run_script(redis, echo, [], [f"mine-{i}"]) == f"mine-{i}".encode()
