@@ -233,7 +233,7 @@ class RouterService:
         # every few seconds (another worker may have added one): no round trip otherwise.
         stale = time.monotonic() - OPTIONS_CACHE_SECONDS
         pipe = self.redis.pipeline(transaction=False)
-        asked: list[str] = []
+        asked: list[tuple[str, int]] = []
         for project, labels in seen.items():
             known = self._options.get(project)
             fresh_labels = labels - known[1] if known else labels
@@ -244,12 +244,12 @@ class RouterService:
                 pipe.set(self._key("model", project), versions[project])
                 self._model_written[project] = versions[project]
             if refresh:
+                asked.append((project, len(pipe.command_stack)))  # where its reply will be
                 pipe.smembers(self._key("options", project))
-                asked.append(project)
         if pipe.command_stack:
             replies = await pipe.execute()
-            for project, members in zip(asked, replies[-len(asked):] if asked else [],
-                                        strict=True):
+            for project, at in asked:
+                members = replies[at]
                 names = {x.decode() for x in members}
                 ordered = sorted(names, key=label_order)
                 self._options[project] = (time.monotonic(), names, ordered,

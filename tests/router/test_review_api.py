@@ -281,3 +281,4 @@ async def test_a_repeated_submit_is_harmless_and_only_the_holder_may_submit(serv
     assert again["status"] == "duplicate" and again["event_id"] == first["event_id"]
     rows = await _rows(engine, redis, project, source="human")
     assert [(r.labeler_id, r.label, r.late_submit) for r in rows] == [("alice", "8", False)]
+
