@@ -460,7 +460,7 @@ def bench_router(
     router_port: Annotated[int, typer.Option()] = 29002,
     bare_port: Annotated[int, typer.Option()] = 29010,
     workers: Annotated[int, typer.Option(
-        min=1, help="stream workers of the second routing run (the first runs one)")] = 2,
+        min=1, help="stream workers of the headline routing run (another run uses one)")] = 3,
     write: Annotated[bool, typer.Option(help="record the results in BENCHMARKS.md")] = True,
 ) -> None:
     """Routing rate vs a raw XREADGROUP loop; reviewer API vs a bare endpoint.
