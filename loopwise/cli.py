@@ -48,27 +48,28 @@ def serve(
 ) -> None:
     """Run one service in this process (HTTP and stream consumers).
 
-    With LOOPWISE_STREAM_WORKERS=N > 1 it also starts N-1 ``loopwise consume``
-    processes: more consumers in the same groups, one a core, no HTTP.
+    With LOOPWISE_STREAM_WORKERS=N > 1 it also forks N-1 consumer-only workers (more
+    consumers in the same groups, no HTTP), as ``loopwise consume`` would run them.
     """
     import uvicorn
 
-    from loopwise.processes import start_stream_workers, stop_processes
+    from loopwise.processes import fork_stream_workers, stop_forked
 
     _check_service(service)
     settings = get_settings()
-    workers = start_stream_workers(service, settings.stream_workers - 1)
+    app_ = _app_factory(service)(settings)
     _tune_gc()
+    workers = fork_stream_workers(app_, settings, settings.stream_workers - 1)
     try:
         uvicorn.run(
-            _app_factory(service)(settings),
+            app_,
             host=settings.host,
             port=settings.port_of(service),
             log_level=settings.log_level.lower(),
             access_log=False,
         )
     finally:
-        stop_processes(workers)
+        stop_forked(workers)
 
 
 @app.command()
@@ -76,20 +77,13 @@ def consume(
     service: Annotated[str, typer.Argument(help="scorer | router | labels | quality")],
 ) -> None:
     """Run one service's stream consumers only (no HTTP), until SIGTERM or Ctrl-C."""
+    from loopwise.processes import consume_until_stopped
+
     _check_service(service)
     settings = get_settings()
     app_ = _app_factory(service)(settings)
     _tune_gc()
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        async with app_.router.lifespan_context(app_):
-            await stop.wait()
-
-    asyncio.run(run())
+    asyncio.run(consume_until_stopped(app_))
 
 
 @app.command()

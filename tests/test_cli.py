@@ -81,8 +81,8 @@ def test_token_create_prints_a_token_that_authenticates(services, project):
 
 
 def test_serve_starts_stream_workers_that_join_the_group_and_die_with_it(settings):
-    """LOOPWISE_STREAM_WORKERS=3: two `loopwise consume` children, each a consumer in the
-    router's groups; they stop with the service, and die with it if it is killed."""
+    """LOOPWISE_STREAM_WORKERS=3: two forked consumer-only workers, each its own consumer in
+    the router's groups; they stop with the service, and die with it if it is killed."""
     import redis
 
     from shared import streams
@@ -107,9 +107,6 @@ def test_serve_starts_stream_workers_that_join_the_group_and_die_with_it(setting
             children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
                                       text=True).stdout.split()
             assert len(children) == 2
-            for pid in children:
-                with open(f"/proc/{pid}/cmdline") as cmd:
-                    assert cmd.read().split("\0")[-3:-1] == ["consume", "router"]
             expected = {f"-{pid}" for pid in [*children, str(proc.pid)]}
             for _ in range(200):
                 client.xadd(streams.PREDICTIONS, {"data": "{}"})  # dead letters, that's fine
@@ -131,3 +128,42 @@ def test_serve_starts_stream_workers_that_join_the_group_and_die_with_it(setting
             if proc.poll() is None:
                 proc.kill()
     client.close()
+
+
+def test_consume_runs_a_consumer_without_http_until_sigterm(settings):
+    import redis
+
+    from shared import streams
+
+    client = redis.Redis.from_url(settings.redis_url)
+    db = (int(client.connection_pool.connection_kwargs.get("db", 0)) + 8) % 16
+    client.close()
+    url = settings.redis_url.rsplit("/", 1)[0] + f"/{db}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    env = {**_env(settings, 30), "LOOPWISE_REDIS_URL": url}
+    proc = subprocess.Popen([sys.executable, "-m", "loopwise", "consume", "router"], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(c["name"].decode().endswith(f"-{proc.pid}") for c in _consumers(client)):
+            assert proc.poll() is None and time.monotonic() < deadline
+            client.xadd(streams.PREDICTIONS, {"data": "{}"})
+            time.sleep(0.1)
+        assert not _healthy(PORT_BASE + 32)  # no HTTP
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        client.close()
+
+
+def _consumers(client) -> list[dict]:
+    from redis.exceptions import ResponseError
+
+    from shared import streams
+
+    try:
+        return client.xinfo_consumers(streams.PREDICTIONS, streams.GROUP_ROUTER)
+    except ResponseError:  # the group does not exist yet
+        return []
