@@ -451,6 +451,8 @@ def bench_router(
     seconds: Annotated[float, typer.Option(
         min=1, max=30, help="measured load per server and round")] = 20.0,
     rounds: Annotated[int, typer.Option(min=1, help="alternating router/bare load rounds")] = 3,
+    routing_rounds: Annotated[int, typer.Option(
+        min=1, help="paired raw-loop/router routing rounds")] = 3,
     router_port: Annotated[int, typer.Option()] = 29002,
     bare_port: Annotated[int, typer.Option()] = 29010,
     workers: Annotated[int, typer.Option(
@@ -468,6 +470,7 @@ def bench_router(
     report = main(redis_url=redis_url, database_url=database_url, predictions=predictions,
                   clients=clients, seconds=seconds, router_port=router_port,
                   bare_port=bare_port, workers=workers, rounds=rounds,
+                  routing_rounds=routing_rounds,
                   command=" ".join(["loopwise", *sys.argv[1:]]))
     if write:
         write_section(report)
