@@ -486,8 +486,8 @@ def render(
         "loopback; one asyncio load generator (minimal HTTP/1.1 client) for both servers, "
         f"{cfg['warmup']:.0f} s warm-up not counted. The bare endpoint is `bench/bare_app.py` "
         "(the same two routes returning/accepting small JSON, no auth, no Redis) under the same "
-        "uvicorn. Rounds alternate the two servers; the router serves with one process "
-        "(its stream drained).",
+        f"uvicorn ({_server_stack()}). Rounds alternate the two servers; the router "
+        "serves with one process (its stream drained).",
         "",
         "| round | server | requests/s | p50 ms | p99 ms | next p50/p99 ms | submit p50/p99 ms | "
         "submits | errors | server CPU | generator CPU |",
@@ -519,6 +519,15 @@ def render(
         "throughput, not just a tighter tail.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _server_stack() -> str:
+    """What uvicorn's "auto" picks here, for both servers alike."""
+    from importlib.util import find_spec
+
+    loop = "uvloop" if find_spec("uvloop") else "asyncio"
+    http = "httptools" if find_spec("httptools") else "h11"
+    return f"event loop {loop}, HTTP parser {http}"
 
 
 def write_section(text: str) -> None:

@@ -77,13 +77,13 @@ def consume(
     service: Annotated[str, typer.Argument(help="scorer | router | labels | quality")],
 ) -> None:
     """Run one service's stream consumers only (no HTTP), until SIGTERM or Ctrl-C."""
-    from loopwise.processes import consume_until_stopped
+    from loopwise.processes import consume_until_stopped, run_loop
 
     _check_service(service)
     settings = get_settings()
     app_ = _app_factory(service)(settings)
     _tune_gc()
-    asyncio.run(consume_until_stopped(app_))
+    run_loop(consume_until_stopped(app_))
 
 
 @app.command()

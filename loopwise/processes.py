@@ -107,6 +107,15 @@ async def consume_until_stopped(app: Any) -> None:
         await stop.wait()
 
 
+def run_loop(main: Any) -> Any:
+    """``asyncio.run`` on uvloop where it is installed (as uvicorn does), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
 def fork_stream_workers(app: Any, settings: Settings, count: int) -> list[int]:
     """Fork ``count`` consumer-only copies of this process (no HTTP); returns their pids.
 
@@ -123,7 +132,7 @@ def fork_stream_workers(app: Any, settings: Settings, count: int) -> list[int]:
             try:
                 _die_with_parent()
                 settings.consumer_name = f"{socket.gethostname()}-{os.getpid()}"
-                asyncio.run(consume_until_stopped(app))
+                run_loop(consume_until_stopped(app))
                 code = 0
             except BaseException:  # report anything, then leave
                 traceback.print_exc()
