@@ -303,29 +303,65 @@ def _task(fields: dict[Any, Any]) -> dict[str, str]:
     return task
 
 
+class ScriptRunner:
+    """EVALSHA on connections of its own, the command packed by hiredis (C).
+
+    The review API makes one script call a request and routing one a chunk; redis-py's
+    pool did more per call than the call itself (two lock round trips, a readiness
+    check, usage records) and its asyncio packer is pure Python, µs an argument. A
+    connection goes back to the idle list only after a whole reply was read; one
+    cancelled or failed half-way is closed, so no caller ever reads another's reply.
+    """
+
+    def __init__(self, client: aioredis.Redis, keep: int = 128) -> None:
+        self.client = client
+        self.keep = keep
+        self._idle: list[Any] = []
+
+    def _connection(self) -> Any:
+        pool = self.client.connection_pool
+        return pool.connection_class(**pool.connection_kwargs)
+
+    async def __call__(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        packed = hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
+        for attempt in (1, 2):
+            conn = self._idle.pop() if self._idle else self._connection()
+            try:
+                await conn.send_packed_command(packed, check_health=False)
+                reply = await conn.read_response()
+            except NoScriptError:  # a whole reply was read: the connection is clean
+                await self._put_back(conn)
+                if attempt == 2:
+                    raise
+                await self.client.script_load(script.script)
+                continue
+            except BaseException:
+                await conn.disconnect(nowait=True)
+                raise
+            await self._put_back(conn)
+            return reply
+        raise AssertionError("unreachable")
+
+    async def _put_back(self, conn: Any) -> None:
+        if len(self._idle) < self.keep:
+            self._idle.append(conn)
+        else:
+            await conn.disconnect()
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.disconnect()
+
+
 async def run_script(client: aioredis.Redis, script: AsyncScript, keys: list[str],
                      args: list[Any]) -> Any:
-    """EVALSHA with the command packed by hiredis (C) instead of redis-py's Python packer,
-    which costs several µs an argument; loads the script once if Redis lost it."""
-    packed = hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
-    pool = client.connection_pool
-    for attempt in (1, 2):
-        conn = await pool.get_connection()
-        try:
-            await conn.send_packed_command(packed)
-            return await conn.read_response()
-        except NoScriptError:  # a whole reply was read: the connection is clean
-            if attempt == 2:
-                raise
-        except BaseException:
-            # Cancelled or failed half-way: a reply may still be on its way, so this
-            # connection must not serve anyone else (as redis-py's own commands do).
-            await conn.disconnect(nowait=True)
-            raise
-        finally:
-            await pool.release(conn)
-        await client.script_load(script.script)
-    raise AssertionError("unreachable")
+    """One script call through a throw-away runner (tests, one-off calls)."""
+    runner = ScriptRunner(client)
+    try:
+        return await runner(script, keys, args)
+    finally:
+        await runner.aclose()
 
 
 def _text(value: Any) -> str:
@@ -348,6 +384,10 @@ class ReviewQueue:
         self._skip = redis.register_script(_SKIP)
         self._submit = redis.register_script(_SUBMIT)
         self._observations = redis.register_script(_OBSERVATIONS)
+        self._run = ScriptRunner(redis)
+
+    async def aclose(self) -> None:
+        await self._run.aclose()
 
     def queue_key(self, project: str, kind: str = "review") -> str:
         name = "adjudication" if kind == "adjudication" else "queue"
@@ -393,7 +433,7 @@ class ReviewQueue:
         args.append(len(caps))
         for project, c in caps.items():
             args += (project, c)
-        added, dropped = await run_script(self.redis, self._enqueue, [], args)
+        added, dropped = await self._run(self._enqueue, [], args)
         return int(added), +Counter(json.loads(dropped) or {})
 
     async def next(self, project: str, labeler: str, lease_seconds: int, kind: str = "review",
@@ -407,8 +447,8 @@ class ReviewQueue:
         ``Paused``. Returns (task id, lease expiry ms, task).
         """
         extra = [direct.task_id, *(remember or ("", "")), *direct.flat()] if direct else []
-        got = await run_script(
-            self.redis, self._next, [self.queue_key(project, kind), self.leases_key(project)],
+        got = await self._run(
+            self._next, [self.queue_key(project, kind), self.leases_key(project)],
             [labeler, _now_ms(), lease_seconds * 1000, self.scan_limit, self.prefix,
              paused_key, *extra])
         if not got:
@@ -459,8 +499,8 @@ class ReviewQueue:
         or ``not_handed``.
         """
         obs_key, obs_value, obs_max = observation or ("", "", 0)
-        got = await run_script(
-            self.redis, self._submit, [self.queue_key(project, kind), self.leases_key(project)],
+        got = await self._run(
+            self._submit, [self.queue_key(project, kind), self.leases_key(project)],
             [self.prefix, task_id, labeler, _now_ms(), event_id, stream, on_time_json,
              late_json, obs_key, obs_value, obs_max])
         return _text(got[0]), _text(got[1]), _text(got[2]) == "1"

@@ -127,6 +127,7 @@ class RouterService:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
+        await self.queue.aclose()
 
     async def _refresh_depths(self) -> None:
         """Queue depth gauges, refreshed off the request path."""

@@ -169,17 +169,19 @@ async def test_one_step_submit_decides_standing_and_records_once(queue, redis, p
 
 
 async def test_a_cancelled_script_call_leaves_no_reply_behind_for_the_next_caller(redis):
-    from services.router.queue import run_script
+    from services.router.queue import ScriptRunner
 
     slow = redis.register_script(
         "local t = redis.call('TIME') local s = t[1] * 1e6 + t[2] "
         "repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - s > 150000 return 'slow'")
     echo = redis.register_script("return ARGV[1]")
     await redis.script_load(slow.script)
-    call = asyncio.ensure_future(run_script(redis, slow, [], []))
+    run_script = ScriptRunner(redis)  # one runner: its connections are reused
+    call = asyncio.ensure_future(run_script(slow, [], []))
     await asyncio.sleep(0.05)
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call
     for i in range(3):  # every pooled connection answers its own command
-        assert await run_script(redis, echo, [], [f"mine-{i}"]) == f"mine-{i}".encode()
+        assert await run_script(echo, [], [f"mine-{i}"]) == f"mine-{i}".encode()
+    await run_script.aclose()
