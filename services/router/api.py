@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from shared.auth import CurrentPrincipal, Principal, authorize, project_access
@@ -107,12 +107,14 @@ async def next_task(project: str, request: Request) -> Any:
     principal = await request.app.state.auth(request)
     authorize(principal, project, "labeler")
     try:
-        task = await _svc(request).next_task(project, principal)
+        task = await _svc(request).next_task(project, principal, raw=True)
     except ReviewError as exc:
         raise _raise(exc) from exc
     # Built by the service in TaskOut's shape; returned as is (no second validation pass on
     # the hottest route; tests/router/test_review_api.py checks the shape).
-    return JSONResponse(task) if task else Response(status_code=status.HTTP_204_NO_CONTENT)
+    if not task:
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return Response(orjson.dumps(task), media_type="application/json")
 
 
 @router.get("/projects/{project}/adjudications/next", response_model=AdjudicationTaskOut,
@@ -142,8 +144,10 @@ async def submit(task_id: str, body: SubmitIn, request: Request) -> Any:
                                   body.label, body.duration_ms, body.guideline_version)
     except ReviewError as exc:
         raise _raise(exc) from exc
-    return JSONResponse({"event_id": result.event_id, "status": result.status,
-                         "late": result.late, "reveal": Reveal(**result.reveal).model_dump()})
+    reveal = {"model_label": None, "confidence": None, "model_version": None, **result.reveal}
+    return Response(orjson.dumps({"event_id": result.event_id, "status": result.status,
+                                  "late": result.late, "reveal": reveal}),
+                    media_type="application/json")
 
 
 @router.post("/tasks/{task_id}/revise")

@@ -410,8 +410,8 @@ class RouterService:
                     "planted": "1" if showing.planted else "0"})
 
     # --- review -------------------------------------------------------------------
-    async def next_task(self, project: str, principal: Principal,
-                        kind: str = "review") -> dict[str, Any] | None:
+    async def next_task(self, project: str, principal: Principal, kind: str = "review",
+                        raw: bool = False) -> dict[str, Any] | None:
         """Lease the next task; blind tasks carry no model guess.
 
         A gold task takes the same path as any other: the same look-ups happen
@@ -448,10 +448,13 @@ class RouterService:
         task_id, expires_ms, task = leased
         self._projects.add(project)
         self._remember_handed(task_id, task)
+        # raw: payload and options stay the JSON they are stored as, for orjson to embed
+        # (the hottest route; no decode and re-encode of the example a request).
+        load = orjson.Fragment if raw else json.loads
         out = {
             "task_id": task_id, "project": project, "item_id": task["item_id"],
-            "mode": task["mode"], "payload": json.loads(task["payload"]),
-            "options": json.loads(task["options"]), "prelabel": task["prelabel"] or None,
+            "mode": task["mode"], "payload": load(task["payload"]),
+            "options": load(task["options"]), "prelabel": task["prelabel"] or None,
             "lease_expires_at": datetime.fromtimestamp(expires_ms / 1000, UTC).isoformat(),
         }
         if kind == "adjudication":
