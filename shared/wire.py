@@ -33,14 +33,9 @@ def original_fields(fields: Mapping[Any, Any]) -> dict[str, str]:
 
 def decode_entry(fields: Mapping[Any, Any]) -> dict[str, Any]:
     """Decode one stream entry to its JSON object, or to a malformed marker with a reason."""
-    raw = fields.get(DATA_FIELD.encode(), fields.get(DATA_FIELD))
-    if raw is None:
-        envelope = fields.get(FASTSTREAM_FIELD.encode(), fields.get(FASTSTREAM_FIELD))
-        if envelope is None:
-            return malformed(f"no '{DATA_FIELD}' field", fields)
-        raw, _headers = BinaryMessageFormatV1.parse(
-            envelope if isinstance(envelope, bytes) else envelope.encode()
-        )
+    raw = entry_body(fields)
+    if isinstance(raw, dict):
+        return raw
     try:
         value = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -52,8 +47,7 @@ def decode_entry(fields: Mapping[Any, Any]) -> dict[str, Any]:
     if value.get("event_id") is None:
         # A resend of the same bytes gets the same id. Hashing the bytes as they came is
         # cheaper than the models' own derivation (re-encoding the object with sorted keys).
-        text = raw.decode() if isinstance(raw, bytes) else str(raw)
-        value["event_id"] = str(stable_id("entry", text))
+        value["event_id"] = str(stable_id("entry", raw.decode(errors="replace")))
     return value
 
 

@@ -151,42 +151,14 @@ end
 return false
 """
 
-# KEYS: queue, leases index. ARGV: prefix, task id, labeler, event id, label stream,
-# label event JSON, observation list key ('' for none), observation, observations kept.
-# The list's ``:n`` key counts every observation ever pushed, so a reader can fetch only
-# the ones it has not seen.
-# Records the submission, publishes the label event and the calibration observation in
-# one atomic step: the event is on the stream if and only if the submission is recorded.
-_COMMIT = """
-local queue, leases = KEYS[1], KEYS[2]
-local tkey = ARGV[1] .. 'task:' .. ARGV[2]
-local labeler, event_id = ARGV[3], ARGV[4]
-if redis.call('HSETNX', tkey .. ':submitted', labeler, event_id) == 0 then
-  return {'duplicate', redis.call('HGET', tkey .. ':submitted', labeler), '0'}
-end
-redis.call('XADD', ARGV[5], '*', 'data', ARGV[6])
-if ARGV[7] ~= '' then
-  redis.call('LPUSH', ARGV[7], ARGV[8])
-  redis.call('LTRIM', ARGV[7], 0, tonumber(ARGV[9]) - 1)
-  redis.call('INCR', ARGV[7] .. ':n')
-end
-redis.call('HDEL', tkey .. ':leases', labeler)
-redis.call('ZREM', leases, ARGV[2] .. '|' .. labeler)
-redis.call('SADD', tkey .. ':seen', labeler)
-local done = redis.call('HINCRBY', tkey, 'done', 1)
-if done >= tonumber(redis.call('HGET', tkey, 'needed')) then
-  redis.call('HSET', tkey, 'state', 'done')
-  redis.call('ZREM', queue, ARGV[2])
-end
-return {'recorded', event_id, tostring(done)}
-"""
-
-# A submit in one step when the caller already holds the task's fields (the process that
-# handed it out). KEYS: queue, leases index. ARGV: prefix, task id, labeler, now, event
-# id, label stream, the event's JSON on time, its JSON late, then the observation as in
-# _COMMIT. Decides the standing as _STATE does, then records as _COMMIT does.
-# Returns {'duplicate', first event id, '0'}, {'not_handed', '', '0'} or
-# {'recorded', event id, '1' if late else '0'}.
+# Records a submission. KEYS: queue, leases index. ARGV: prefix, task id, labeler, now,
+# event id, label stream, the event's JSON on time, its JSON late, observation list key
+# ('' for none), observation, observations kept (the list's ``:n`` key counts every
+# observation ever pushed, so a reader can fetch only the ones it has not seen).
+# Decides the standing as _STATE does, then records the submission, publishes the label
+# event and keeps the calibration observation in one atomic step: the event is on the
+# stream if and only if the submission is recorded. Returns {'duplicate', first event
+# id, '0'}, {'not_handed', '', '0'} or {'recorded', event id, '1' if late else '0'}.
 _SUBMIT = """
 local queue, leases = KEYS[1], KEYS[2]
 local tid, labeler, now, event_id = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
@@ -354,16 +326,6 @@ class ScriptRunner:
             await conn.disconnect()
 
 
-async def run_script(client: aioredis.Redis, script: AsyncScript, keys: list[str],
-                     args: list[Any]) -> Any:
-    """One script call through a throw-away runner (tests, one-off calls)."""
-    runner = ScriptRunner(client)
-    try:
-        return await runner(script, keys, args)
-    finally:
-        await runner.aclose()
-
-
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -379,7 +341,6 @@ class ReviewQueue:
         self.scan_limit = scan_limit
         self._enqueue = redis.register_script(_ENQUEUE)
         self._next = redis.register_script(_NEXT)
-        self._commit = redis.register_script(_COMMIT)
         self._state = redis.register_script(_STATE)
         self._skip = redis.register_script(_SKIP)
         self._submit = redis.register_script(_SUBMIT)
@@ -478,15 +439,10 @@ class ReviewQueue:
     async def commit_submit(self, project: str, task_id: str, labeler: str, event_id: str,
                             stream: str, event_json: str, kind: str = "review",
                             observation: tuple[str, str, int] | None = None) -> tuple[str, str]:
-        """Record the submission and publish its label event (and calibration observation,
-        as (list key, value, entries kept)) atomically. A repeat publishes nothing."""
-        obs_key, obs_value, obs_max = observation or ("", "", 0)
-        got = await self._commit(
-            keys=[self.queue_key(project, kind), self.leases_key(project)],
-            args=[self.prefix, task_id, labeler, event_id, stream, event_json, obs_key,
-                  obs_value, obs_max],
-        )
-        return _text(got[0]), _text(got[1])
+        """``submit`` with one event JSON, on time or late alike: (outcome, event id)."""
+        outcome, first, _ = await self.submit(project, task_id, labeler, event_id, stream,
+                                              event_json, event_json, kind, observation)
+        return outcome, first
 
     async def submit(self, project: str, task_id: str, labeler: str, event_id: str,
                      stream: str, on_time_json: str, late_json: str, kind: str = "review",

@@ -491,8 +491,8 @@ class RouterService:
                      duration_ms: int | None, guideline_version: str | None) -> SubmitResult:
         """Record a human (or adjudicated) label with provenance; a repeat returns the first.
 
-        ``standing`` None: the caller holds the task's fields but not the labeler's
-        standing; one script decides it and records the label (one round trip, not two).
+        ``standing`` None: the caller holds the task's fields but not yet the labeler's
+        standing. Either way the recording script decides it again, atomically.
         """
         project, kind = task["project"], task.get("kind", "review")
         reveal = self.reveal(task) if kind != "adjudication" else {}
@@ -521,7 +521,6 @@ class RouterService:
             gold_label=task.get("gold_label") or None,
             planted_prelabel=task.get("planted") == "1",
             audit_sample=task.get("audit") == "1",
-            late_submit=standing == "late",
         )
         observation = None
         if kind == "review" and task.get("model_label"):
@@ -531,22 +530,17 @@ class RouterService:
             observation = (self._key("observations", project),
                            f"{float(task['confidence']):.6f}|{int(correct)}|{weight:.6f}",
                            MAX_OBSERVATIONS)
-        # One atomic step: the submission is recorded, the label event published and the
-        # calibration observation kept, or (a repeat) none of it.
-        if standing is None:
-            late_json = event.model_copy(update={"late_submit": True}).to_json()
-            outcome, event_id, late = await self.queue.submit(
-                project, task_id, principal.user_id, str(event.event_id), streams.LABELS,
-                event.to_json(), late_json, kind=kind, observation=observation)
-            if outcome == "not_handed":
-                raise ReviewError(409, NOT_HANDED)
-            if outcome == "duplicate":
-                return SubmitResult(event_id, "duplicate", False, reveal)
-        else:
-            outcome, event_id = await self.queue.commit_submit(
-                project, task_id, principal.user_id, str(event.event_id), streams.LABELS,
-                event.to_json(), kind=kind, observation=observation)
-            late = standing == "late"
+        # One atomic step decides the standing (on time or late: the script picks which
+        # JSON to publish) and records the submission, the label event and the calibration
+        # observation, or (a repeat) none of it.
+        late_json = event.model_copy(update={"late_submit": True}).to_json()
+        outcome, event_id, late = await self.queue.submit(
+            project, task_id, principal.user_id, str(event.event_id), streams.LABELS,
+            event.to_json(), late_json, kind=kind, observation=observation)
+        if outcome == "not_handed":
+            raise ReviewError(409, NOT_HANDED)
+        if outcome == "duplicate":
+            return SubmitResult(event_id, "duplicate", False, reveal)
         if outcome == "recorded" and observation:
             self._uncalibrated.add(project)
         return SubmitResult(event_id, outcome, late, reveal)
