@@ -47,6 +47,7 @@ class ServiceGroup:
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT if out else None,
+                preexec_fn=_die_with_parent,  # a killed `loopwise up` leaves no orphans
             )
         self.wait_healthy(timeout)
 
