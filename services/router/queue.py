@@ -21,11 +21,12 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-import hiredis
 import orjson
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import ResponseError
+
+from shared.redislink import RedisLink, Unsupported
 
 PREFIX = "loopwise:router:"
 
@@ -276,54 +277,37 @@ def _task(fields: dict[Any, Any]) -> dict[str, str]:
 
 
 class ScriptRunner:
-    """EVALSHA on connections of its own, the command packed by hiredis (C).
+    """EVALSHA over one pipelining connection (:class:`shared.redislink.RedisLink`).
 
-    The review API makes one script call a request and routing one a chunk; redis-py's
-    pool did more per call than the call itself (two lock round trips, a readiness
-    check, usage records) and its asyncio packer is pure Python, µs an argument. A
-    connection goes back to the idle list only after a whole reply was read; one
-    cancelled or failed half-way is closed, so no caller ever reads another's reply.
+    The review API makes one script call a request and routing one a chunk; through
+    redis-py's pool each call took a connection of its own and paid for a write task,
+    a read timeout and a pure-Python packer, as much as the call itself. Calls made in
+    the same event-loop turn now go out in one write. A client that connects in a way
+    the link does not handle (TLS) falls back to redis-py's EVALSHA.
     """
 
-    def __init__(self, client: aioredis.Redis, keep: int = 128) -> None:
+    def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
-        self.keep = keep
-        self._idle: list[Any] = []
-
-    def _connection(self) -> Any:
-        pool = self.client.connection_pool
-        return pool.connection_class(**pool.connection_kwargs)
+        try:
+            self._link: RedisLink | None = RedisLink(client)
+        except Unsupported:
+            self._link = None
 
     async def __call__(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
-        packed = hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
+        if self._link is None:
+            return await script(keys=keys, args=args)
         for attempt in (1, 2):
-            conn = self._idle.pop() if self._idle else self._connection()
-            try:
-                await conn.send_packed_command(packed, check_health=False)
-                reply = await conn.read_response()
-            except NoScriptError:  # a whole reply was read: the connection is clean
-                await self._put_back(conn)
-                if attempt == 2:
-                    raise
-                await self.client.script_load(script.script)
-                continue
-            except BaseException:
-                await conn.disconnect(nowait=True)
-                raise
-            await self._put_back(conn)
-            return reply
+            reply = await self._link.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+            if not isinstance(reply, ResponseError):
+                return reply
+            if attempt == 2 or not str(reply).startswith("NOSCRIPT"):
+                raise reply
+            await self.client.script_load(script.script)  # Redis restarted or was flushed
         raise AssertionError("unreachable")
 
-    async def _put_back(self, conn: Any) -> None:
-        if len(self._idle) < self.keep:
-            self._idle.append(conn)
-        else:
-            await conn.disconnect()
-
     async def aclose(self) -> None:
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            await conn.disconnect()
+        if self._link is not None:
+            await self._link.aclose()
 
 
 def _text(value: Any) -> str:
