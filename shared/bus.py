@@ -3,9 +3,12 @@
 Consumption runs on FastStream's batch stream subscriber (XREADGROUP in
 batches, acknowledged only when the handler returns; a handler error leaves
 the entries pending) plus a second subscriber in the same group that
-reclaims entries a dead consumer left pending (XAUTOCLAIM). Validation
-happens here, per entry, so one bad entry is dead-lettered with its reason
-and never blocks the rest of the batch.
+reclaims entries a dead consumer or a failed handler left pending
+(XAUTOCLAIM). Validation happens here, per entry, so one bad entry is
+dead-lettered with its reason and never blocks the rest of the batch. A
+reclaimed batch that fails again is handled entry by entry, and an entry
+still failing after ``max_deliveries`` is dead-lettered with the error, so a
+poison entry is never retried forever.
 """
 
 from __future__ import annotations
@@ -99,6 +102,10 @@ def body_error(exc: ValidationError) -> tuple[str, str]:
     return validation_reason(exc), "validation"
 
 
+class HandlerFailed(Exception):
+    """Some reclaimed entries still fail: they stay pending and are tried again later."""
+
+
 class Bus:
     """One per process: the FastStream broker for consuming, a redis client for publishing."""
 
@@ -132,17 +139,84 @@ class Bus:
         ids = await pipe.execute()
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
+    def _dead_letter(self, stream: str, group: str, entry_id: str, reason: str,
+                     raw: Any) -> DeadLetterEvent:
+        return DeadLetterEvent(event_id=stable_id("deadletter", stream, group, entry_id),
+                               stream=stream, entry_id=entry_id, group=group, reason=reason,
+                               fields=original_fields(raw))
+
+    async def _publish_dead(self, stream: str, dead: list[DeadLetterEvent]) -> None:
+        await self.publish(streams.DEADLETTER, dead)
+        log.warning("deadlettered", stream=stream, count=len(dead), first=dead[0].reason)
+
+    async def _delivery_counts(self, stream: str, group: str, entry_ids: list[str]
+                               ) -> dict[str, int]:
+        """How often each pending entry was delivered (XPENDING); absent: no longer pending."""
+        if not entry_ids:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for entry_id in entry_ids:
+            pipe.xpending_range(stream, group, entry_id, entry_id, 1)
+        counts: dict[str, int] = {}
+        for entry_id, rows in zip(entry_ids, await pipe.execute(), strict=True):
+            if rows:
+                counts[entry_id] = int(rows[0]["times_delivered"])
+        return counts
+
+    async def _isolate(self, stream: str, group: str, handler: BatchHandler[E],
+                       deliveries: list[Delivery[E]], raws: dict[str, Any],
+                       batch_error: Exception) -> None:
+        """Handle each delivery alone after its batch failed (with ``batch_error``). Those
+        that succeed are acked; those that failed ``max_deliveries`` times are
+        dead-lettered with the error and acked; if any is left, raise, so that it stays
+        pending for another try."""
+        done: list[str] = []
+        failed: list[tuple[Delivery[E], Exception]] = []
+        if len(deliveries) == 1:  # the batch was this delivery alone
+            failed.append((deliveries[0], batch_error))
+        else:
+            for delivery in deliveries:
+                try:
+                    await handler([delivery])
+                    done.append(delivery.entry_id)
+                except Exception as exc:
+                    failed.append((delivery, exc))
+        limit = self.settings.max_deliveries
+        counts = await self._delivery_counts(stream, group, [d.entry_id for d, _ in failed])
+        given_up = [(d, exc) for d, exc in failed if counts.get(d.entry_id, 0) >= limit]
+        if given_up:
+            await self._publish_dead(stream, [
+                self._dead_letter(
+                    stream, group, d.entry_id,
+                    f"the handler failed on all {counts[d.entry_id]} deliveries "
+                    f"(max_deliveries {limit}); last error: {type(exc).__name__}: {exc}",
+                    raws[d.entry_id])
+                for d, exc in given_up])
+            metrics.EVENTS_DEADLETTERED.labels(self.service, stream, "handler").inc(
+                len(given_up))
+        acked = done + [d.entry_id for d, _ in given_up]
+        if acked:
+            await self.redis.xack(stream, group, *acked)
+        retry = [(d, exc) for d, exc in failed if counts.get(d.entry_id, 0) < limit]
+        if retry:
+            delivery, exc = retry[0]
+            raise HandlerFailed(
+                f"{len(retry)} of {len(deliveries)} reclaimed entries of {stream} still fail "
+                f"(first: {delivery.entry_id}, delivered {counts.get(delivery.entry_id, 0)} "
+                f"times); they stay pending") from exc
+
     def consume(self, stream: str, group: str, model: type[E], handler: BatchHandler[E]) -> None:
         """Register ``handler`` for ``stream``: new entries in batches, and reclaimed ones."""
         service = self.service
 
-        async def on_batch(bodies: list[Any], message: RedisBatchStreamMessage) -> None:
-            started = time.perf_counter()
+        def accept(bodies: list[Any], message: RedisBatchStreamMessage
+                   ) -> tuple[list[str], list[Delivery[E]], list[DeadLetterEvent]]:
+            """Validate each entry: the deliveries, and the dead letters of bad entries."""
             entry_ids = [i.decode() for i in message.raw_message["message_ids"]]
-            raw_entries = message.raw_message["data"]
             deliveries: list[Delivery[E]] = []
             dead: list[DeadLetterEvent] = []
-            for entry_id, body, raw in zip(entry_ids, bodies, raw_entries, strict=True):
+            for entry_id, body, raw in zip(entry_ids, bodies, message.raw_message["data"],
+                                           strict=True):
                 if isinstance(body, bytes):
                     try:
                         event = model.model_validate_json(body, context={"raw": body})
@@ -154,22 +228,34 @@ class Bus:
                     reason, kind = body[MALFORMED_KEY], "malformed"
                 else:
                     reason, kind = "entry is not a JSON object", "malformed"
-                dead.append(
-                    DeadLetterEvent(
-                        event_id=stable_id("deadletter", stream, group, entry_id),
-                        stream=stream,
-                        entry_id=entry_id,
-                        group=group,
-                        reason=reason,
-                        fields=original_fields(raw),
-                    )
-                )
+                dead.append(self._dead_letter(stream, group, entry_id, reason, raw))
                 metrics.EVENTS_DEADLETTERED.labels(service, stream, kind).inc()
+            return entry_ids, deliveries, dead
+
+        async def on_batch(bodies: list[Any], message: RedisBatchStreamMessage) -> None:
+            started = time.perf_counter()
+            entry_ids, deliveries, dead = accept(bodies, message)
             if dead:
-                await self.publish(streams.DEADLETTER, dead)
-                log.warning("deadlettered", stream=stream, count=len(dead), first=dead[0].reason)
+                await self._publish_dead(stream, dead)
             if deliveries:
                 await handler(deliveries)
+            metrics.EVENTS_CONSUMED.labels(service, stream).inc(len(entry_ids))
+            metrics.HANDLER_SECONDS.labels(service, stream).observe(time.perf_counter() - started)
+
+        async def on_reclaimed(bodies: list[Any], message: RedisBatchStreamMessage) -> None:
+            """Entries left pending (a dead consumer, or a handler that failed): as a batch,
+            and if that fails, one at a time, so that one bad entry holds no other back.
+            An entry still failing after ``max_deliveries`` is dead-lettered with its error."""
+            started = time.perf_counter()
+            entry_ids, deliveries, dead = accept(bodies, message)
+            if dead:
+                await self._publish_dead(stream, dead)
+            try:
+                if deliveries:
+                    await handler(deliveries)
+            except Exception as exc:
+                raws = dict(zip(entry_ids, message.raw_message["data"], strict=True))
+                await self._isolate(stream, group, handler, deliveries, raws, exc)
             metrics.EVENTS_CONSUMED.labels(service, stream).inc(len(entry_ids))
             metrics.HANDLER_SECONDS.labels(service, stream).observe(time.perf_counter() - started)
 
@@ -197,4 +283,4 @@ class Bus:
             ),
             parser=keep_raw_entries,
             decoder=decode_entries,
-        )(on_batch)
+        )(on_reclaimed)

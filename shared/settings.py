@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     reclaim_idle_ms: int = Field(
         60_000, ge=1, description="pending entries idle this long are reclaimed"
     )
+    max_deliveries: int = Field(
+        5, ge=2, description="a reclaimed entry whose handler still fails after this many "
+        "deliveries is dead-lettered with the error, so that it cannot hold others back",
+    )
     consumer_name: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     stream_workers: int = Field(
         1, ge=1, le=32,
