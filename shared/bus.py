@@ -13,6 +13,7 @@ poison entry is never retried forever.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -27,6 +28,7 @@ from pydantic import ValidationError
 from shared import metrics, streams
 from shared.events import DeadLetterEvent, Event, stable_id
 from shared.logs import get_logger
+from shared.retention import GroupPosition, trim_point
 from shared.settings import Settings
 from shared.wire import (
     MALFORMED_KEY,
@@ -102,6 +104,10 @@ def body_error(exc: ValidationError) -> tuple[str, str]:
     return validation_reason(exc), "validation"
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 class HandlerFailed(Exception):
     """Some reclaimed entries still fail: they stay pending and are tried again later."""
 
@@ -121,21 +127,63 @@ class Bus:
             log_level=logging.DEBUG,
         )
         self.redis: aioredis.Redis = aioredis.from_url(settings.redis_url)
+        self._consumed: set[str] = set()
+        self._trimmer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.broker.start()
+        if self._consumed:
+            self._trimmer = asyncio.create_task(self._trim_loop())
 
     async def close(self) -> None:
+        if self._trimmer is not None:
+            self._trimmer.cancel()
         await self.broker.stop()
         await self.redis.aclose()
+
+    async def trim(self, stream: str, approximate: bool = True) -> int:
+        """Drop the entries every consumer group has acknowledged and the retention
+        no longer keeps (:func:`shared.retention.trim_point`); how many went."""
+        try:
+            groups = await self.redis.xinfo_groups(stream)
+        except aioredis.ResponseError:  # no such stream (yet)
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for g in groups:
+            pipe.xpending(stream, g["name"])
+        positions = [
+            GroupPosition(name=_text(g["name"]), last_delivered=_text(g["last-delivered-id"]),
+                          oldest_pending=_text(p["min"]) if p["pending"] else None)
+            for g, p in zip(groups, await pipe.execute(), strict=True)]
+        point = trim_point(positions, int(time.time() * 1000),
+                           self.settings.stream_retention_seconds * 1000)
+        if point is None:
+            return 0
+        trimmed = int(await self.redis.xtrim(stream, minid=point, approximate=approximate))
+        if trimmed:
+            metrics.STREAM_TRIMMED.labels(stream).inc(trimmed)
+        return trimmed
+
+    async def _trim_loop(self) -> None:
+        """Trim the streams this process consumes, now and then, off the hot path."""
+        while True:
+            await asyncio.sleep(self.settings.trim_interval_seconds)
+            for stream in sorted(self._consumed):
+                try:
+                    await self.trim(stream)
+                except Exception as exc:  # trimming must never stop the service
+                    log.warning("stream trim failed", stream=stream, error=str(exc))
 
     async def publish(self, stream: str, events: Sequence[Event]) -> list[str]:
         """XADD each event as ``data=<json>``; one round trip for the whole batch."""
         if not events:
             return []
+        # Streams nobody consumes (dead letters, model history) are capped instead of
+        # trimmed behind consumer groups; approximate, so the cap costs nothing.
+        cap = streams.CAPPED.get(stream)
         pipe = self.redis.pipeline(transaction=False)
         for event in events:
-            pipe.xadd(stream, encode_event(event.to_json()))
+            pipe.xadd(stream, encode_event(event.to_json()), maxlen=cap, approximate=True)
         ids = await pipe.execute()
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
@@ -208,6 +256,7 @@ class Bus:
     def consume(self, stream: str, group: str, model: type[E], handler: BatchHandler[E]) -> None:
         """Register ``handler`` for ``stream``: new entries in batches, and reclaimed ones."""
         service = self.service
+        self._consumed.add(stream)
 
         def accept(bodies: list[Any], message: RedisBatchStreamMessage
                    ) -> tuple[list[str], list[Delivery[E]], list[DeadLetterEvent]]:

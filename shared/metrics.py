@@ -22,6 +22,11 @@ HANDLER_SECONDS = Histogram(
     ["service", "stream"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+STREAM_TRIMMED = Counter(
+    "loopwise_stream_trimmed",
+    "Stream entries trimmed after every consumer group acknowledged them",
+    ["stream"],
+)
 QUEUE_DEPTH = Gauge("loopwise_queue_depth", "Review tasks waiting", ["project"])
 ROUTED = Counter("loopwise_routed", "Predictions routed", ["project", "decision"])
 LABELS_STORED = Counter("loopwise_labels_stored", "Label events stored", ["project", "source"])

@@ -37,6 +37,11 @@ class Settings(BaseSettings):
         5, ge=2, description="a reclaimed entry whose handler still fails after this many "
         "deliveries is dead-lettered with the error, so that it cannot hold others back",
     )
+    stream_retention_seconds: int = Field(
+        3600, ge=0, description="acknowledged stream entries are kept this long, then "
+        "trimmed; an entry a consumer group still needs is never trimmed",
+    )
+    trim_interval_seconds: float = Field(30.0, gt=0)
     consumer_name: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     stream_workers: int = Field(
         1, ge=1, le=32,

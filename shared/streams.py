@@ -7,6 +7,10 @@ QUALITY = "loopwise:quality"
 MODELS = "loopwise:models"  # model-trained events (an addition to the design contract)
 DEADLETTER = "loopwise:deadletter"
 
+# Streams without consumer groups, capped (approximately) at this many entries when
+# published to; the others are trimmed behind their groups (shared.retention).
+CAPPED = {DEADLETTER: 100_000, MODELS: 10_000}
+
 ALL = (ITEMS, PREDICTIONS, LABELS, QUALITY, MODELS, DEADLETTER)
 
 # One consumer group per (service, stream): every service sees every entry once.
