@@ -223,7 +223,8 @@ class QualityEvent(Event):
 
     project: str = Field(pattern=PROJECT_PATTERN)
     type: Literal[
-        "labeler_flag", "guideline_alert", "adjudication_request", "consensus", "agreement"
+        "labeler_flag", "labeler_flag_cleared", "guideline_alert", "adjudication_request",
+        "consensus", "agreement",
     ]
     labeler_id: str | None = None
     item_id: str | None = None

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from pydantic import BaseModel, Field
 
 from shared.auth import Principal, project_access
 from shared.service import service_of
 
 router = APIRouter(prefix="/v1", tags=["quality"])
+
+
+class ClearFlagIn(BaseModel):
+    note: str | None = Field(None, max_length=2000,
+                             description="what the review found, for the record")
 
 
 @router.get("/projects/{project}/quality")
@@ -20,3 +26,23 @@ async def get_quality(
 ) -> dict[str, Any]:
     """Counts and running pairwise agreement among human labels."""
     return service_of(request).summary(project)
+
+
+@router.post("/projects/{project}/flags/{labeler_id}/clear")
+async def clear_flag(
+    project: str,
+    labeler_id: str,
+    body: ClearFlagIn,
+    request: Request,
+    principal: Annotated[Principal, Depends(project_access("admin"))],
+) -> dict[str, Any]:
+    """Clear a labeler's deference flag after reviewing the evidence (admin).
+
+    The router unpauses the labeler, and the monitor starts collecting evidence afresh:
+    what led to this flag cannot flag them again, new deferring can.
+    """
+    try:
+        return await service_of(request).clear_flag(project, labeler_id, principal.user_id,
+                                                     body.note)
+    except LookupError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc

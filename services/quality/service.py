@@ -91,6 +91,26 @@ class QualityService:
         )
         pending_flags: list[tuple[str, NewFlag]] = []
         async with self.runtime.engine.connect() as conn:
+            # Findings first: the flags cleared by a review are re-cleared at the same
+            # point of the replay below, so that old evidence does not flag anyone again.
+            findings = list((await conn.execute(select(quality_findings))).mappings())
+            for row in sorted(findings, key=lambda r: r["created_at"]):
+                state = self.state(row["project"])
+                if row["kind"] == "adjudication_request":
+                    state.requested.add(row["key"])
+                elif row["kind"] == "labeler_flag" and row["resolved_at"] is None:
+                    state.flags[row["key"]] = dict(row["detail"])
+                elif row["kind"] == "labeler_flag_cleared":
+                    detail = row["detail"]
+                    state.clears_due.setdefault(detail["labeler_id"], []).append(
+                        int(detail["tasks_seen"]))
+                elif row["kind"] == "guideline_alert" and row["resolved_at"] is None:
+                    detail = dict(row["detail"])
+                    key = (detail["class"], detail["guideline_version"])
+                    state.alerts[key] = detail
+                    state.watch.active.add(key)
+            for due in (d for st in self.projects.values() for d in st.clears_due.values()):
+                due.sort()
             for row in (await conn.execute(query)).mappings():
                 row = dict(row)
                 row["created_at"] = _aware(row["created_at"])
@@ -100,19 +120,12 @@ class QualityService:
             for row in (await conn.execute(select(quality_consensus))).mappings():
                 self.state(row["project"]).published[row["item_id"]] = (
                     row["label"], row["revision"])
-            for row in (await conn.execute(select(quality_findings))).mappings():
-                state = self.state(row["project"])
-                if row["kind"] == "adjudication_request":
-                    state.requested.add(row["key"])
-                elif row["kind"] == "labeler_flag":
-                    state.flags[row["key"]] = dict(row["detail"])
-                elif row["kind"] == "guideline_alert" and row["resolved_at"] is None:
-                    detail = dict(row["detail"])
-                    key = (detail["class"], detail["guideline_version"])
-                    state.alerts[key] = detail
-                    state.watch.active.add(key)
+        for state in self.projects.values():
+            state.finish_replay()
         # A flag raised before a crash but never published is published now.
-        missing = [(p, f) for p, f in pending_flags if f.labeler_id not in self.state(p).flags]
+        missing = list({(p, f.labeler_id): (p, f) for p, f in pending_flags
+                        if f.monitor.flagged and f.labeler_id not in self.state(p).flags
+                        }.values())
         if missing:
             await self._publish_flags(missing)
         for project in self.projects:
@@ -202,7 +215,39 @@ class QualityService:
             log.warning("labeler flagged", project=project, labeler=who,
                         tasks=monitor.run_tasks)
         await self.runtime.bus.publish(streams.QUALITY, events)
-        await self._record(records)
+        await self._replace(records)  # a labeler flagged again after a review cleared them
+
+    async def clear_flag(self, project: str, labeler_id: str, by: str,
+                         note: str | None) -> dict[str, Any]:
+        """A reviewer looked at the evidence and cleared the labeler: unpause them and
+        start collecting evidence afresh. Raises LookupError if they are not flagged."""
+        state = self.state(project)
+        flag = state.flags.get(labeler_id)
+        if flag is None:
+            raise LookupError(f"{labeler_id!r} is not flagged in project {project!r}")
+        now = utcnow()
+        tasks_seen = state.clear_flag(labeler_id)
+        detail = {"labeler_id": labeler_id, "cleared_by": by, "note": note,
+                  "cleared_at": now.isoformat(), "pause": False, "tasks_seen": tasks_seen,
+                  "flag": {k: flag.get(k) for k in ("flagged_at", "evidence_since",
+                                                    "statistic", "tasks_in_evidence")}}
+        event_id = stable_id("labeler_flag_cleared", project, labeler_id, now.isoformat())
+        # Said before it is recorded: a crash in between leaves the flag standing (and
+        # the clear to be done again), never a recorded clear the router did not hear.
+        await self.runtime.bus.publish(streams.QUALITY, [QualityEvent(
+            event_id=event_id, project=project, type="labeler_flag_cleared",
+            labeler_id=labeler_id, detail=detail)])
+        async with self.runtime.engine.begin() as conn:
+            await conn.execute(update(quality_findings).where(
+                quality_findings.c.project == project,
+                quality_findings.c.kind == "labeler_flag",
+                quality_findings.c.key == labeler_id).values(resolved_at=now))
+            await insert_ignoring_duplicates(conn, quality_findings, [self._finding(
+                project, "labeler_flag_cleared", f"{labeler_id}\x1f{now.isoformat()}",
+                detail, event_id)])
+        self._export_metrics(project)
+        log.info("labeler flag cleared", project=project, labeler=labeler_id, by=by)
+        return detail
 
     @staticmethod
     def _finding(project: str, kind: str, key: str, detail: dict[str, Any],
@@ -212,6 +257,15 @@ class QualityService:
 
     async def _record(self, records: list[dict[str, Any]]) -> None:
         async with self.runtime.engine.begin() as conn:
+            await insert_ignoring_duplicates(conn, quality_findings, records)
+
+    async def _replace(self, records: list[dict[str, Any]]) -> None:
+        """Record findings that replace an earlier (resolved) row of the same kind and key."""
+        async with self.runtime.engine.begin() as conn:
+            for r in records:
+                await conn.execute(quality_findings.delete().where(
+                    quality_findings.c.project == r["project"],
+                    quality_findings.c.kind == r["kind"], quality_findings.c.key == r["key"]))
             await insert_ignoring_duplicates(conn, quality_findings, records)
 
     async def _resolve(self, project: str, kind: str, key: str) -> None:
@@ -329,14 +383,7 @@ class QualityService:
             records.append(self._finding(project, "guideline_alert", key, detail, event_id))
             state.alerts[(alert.label_class, alert.guideline_version)] = detail
         await self.runtime.bus.publish(streams.QUALITY, events)
-        async with self.runtime.engine.begin() as conn:
-            # A re-raised alert replaces the resolved row of the same (class, version).
-            for r in records:
-                await conn.execute(quality_findings.delete().where(
-                    quality_findings.c.project == project,
-                    quality_findings.c.kind == "guideline_alert",
-                    quality_findings.c.key == r["key"]))
-            await insert_ignoring_duplicates(conn, quality_findings, records)
+        await self._replace(records)  # a re-raised alert replaces the resolved row
 
     # ------------------------------------------------------------------ read side
 

@@ -54,6 +54,8 @@ class ProjectState:
     published: dict[str, tuple[str, int]] = field(default_factory=dict)
     requested: set[str] = field(default_factory=set)
     flags: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Replaying stored votes: per labeler, the task counts at which a review cleared a flag.
+    clears_due: dict[str, list[int]] = field(default_factory=dict)
     alerts: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
     consensus: dict[str, Any] = field(default_factory=dict)
@@ -95,9 +97,30 @@ class ProjectState:
         monitor = self.monitors.get(who)
         if monitor is None:
             monitor = self.monitors[who] = DeferenceMonitor(test=self.test)
-        if monitor.observe(task.planted, task.changed, error_rate, row["created_at"]):
-            return NewFlag(who, monitor)
-        return None
+        flagged = monitor.observe(task.planted, task.changed, error_rate, row["created_at"])
+        due = self.clears_due.get(who)
+        if due and monitor.tasks >= due[0]:  # replay: a review cleared the flag here
+            due.pop(0)
+            monitor.clear()
+            return None
+        return NewFlag(who, monitor) if flagged else None
+
+    def clear_flag(self, labeler_id: str) -> int:
+        """A review cleared the labeler: drop the flag and watch afresh. Returns how many
+        pre-labelled tasks the monitor had seen, which is where a replay clears it again."""
+        self.flags.pop(labeler_id, None)
+        monitor = self.monitors.get(labeler_id)
+        if monitor is None:
+            return 0
+        monitor.clear()
+        return monitor.tasks
+
+    def finish_replay(self) -> None:
+        """Clears recorded after the last stored vote of a labeler apply now."""
+        for who, due in self.clears_due.items():
+            if due and who in self.monitors:
+                self.monitors[who].clear()
+        self.clears_due.clear()
 
     def items_since(self, labeler_id: str, since: datetime | None) -> list[str]:
         """Items the labeler labelled at or after ``since``, for a re-review."""

@@ -325,16 +325,18 @@ class RouterService:
 
     # --- stream: quality findings ----------------------------------------------------
     async def on_quality(self, batch: list[Delivery[QualityEvent]]) -> None:
-        """Adjudication requests become reviewer tasks; a pausing flag stops a labeler's tasks."""
+        """Adjudication requests become reviewer tasks; a pausing flag stops a labeler's tasks
+        until a review clears it."""
         tasks: list[NewTask] = []
         now = datetime.now(UTC).isoformat()
         for d in batch:
             event = d.event
-            if event.type == "labeler_flag" and event.labeler_id:
+            if event.type in ("labeler_flag", "labeler_flag_cleared") and event.labeler_id:
+                # A flag may pause the labeler; a review that clears it always unpauses.
                 key = self._key("paused", event.project)
-                if event.detail.get("pause"):
+                if event.type == "labeler_flag" and event.detail.get("pause"):
                     await self.redis.sadd(key, event.labeler_id)
-                elif event.detail.get("pause") is False:
+                elif event.type == "labeler_flag_cleared" or event.detail.get("pause") is False:
                     await self.redis.srem(key, event.labeler_id)
             elif event.type == "adjudication_request" and event.item_id:
                 confidence = float(event.detail.get("confidence") or 0.0)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import select
 
+from services.quality.service import QualityService
 from shared import streams
 from shared.events import LabelEvent
 from shared.tables import label_events
@@ -43,6 +45,20 @@ def human(project, item, who, label, i=0, **extra) -> LabelEvent:
     return LabelEvent(project=project, item_id=item, labeler_id=who, label=label,
                       source="human", mode=extra.pop("mode", "blind"),
                       created_at=T0 + timedelta(seconds=i), **extra)
+
+
+async def _restarted(engine) -> tuple[QualityService, list]:
+    """A quality service rebuilt from the database as a restart does; what it published."""
+    said: list = []
+
+    async def publish(stream: str, events: list) -> list[str]:
+        said.extend(events)
+        return []
+
+    service = QualityService(SimpleNamespace(engine=engine,  # type: ignore[arg-type]
+                                             bus=SimpleNamespace(publish=publish)))
+    await service._load()
+    return service, said
 
 
 async def summary(settings, engine, project) -> dict:
@@ -158,6 +174,64 @@ async def test_a_rubber_stamper_is_flagged_paused_and_their_labels_sent_for_re_r
         text = (await http.get("/metrics")).text
     assert f'loopwise_flagged_labelers{{project="{project}"}} 1.0' in text
     assert f'loopwise_gold_catch_rate{{labeler="stamper",project="{project}"}} 0.0' in text
+
+    # The router heard the flag and paused the stamper.
+    paused_key = f"loopwise:router:paused:{project}"
+    await groups_idle(redis, (streams.QUALITY, streams.GROUP_ROUTER))
+    assert await redis.sismember(paused_key, "stamper")
+
+    # A reviewer looked at the evidence; only an admin clears the flag.
+    reviewer = await token(engine, "rev-1", "reviewer", project)
+    async with client(settings, "quality", reviewer) as http:
+        r = await http.post(f"/v1/projects/{project}/flags/stamper/clear", json={})
+        assert r.status_code == 403, r.text
+    admin = await token(engine, "boss", "admin", project)
+    async with client(settings, "quality", admin) as http:
+        r = await http.post(f"/v1/projects/{project}/flags/honest/clear", json={})
+        assert r.status_code == 404 and "not flagged" in r.json()["detail"]
+        r = await http.post(f"/v1/projects/{project}/flags/stamper/clear",
+                            json={"note": "retrained on the guideline"})
+        assert r.status_code == 200, r.text
+        cleared = r.json()
+    assert cleared["cleared_by"] == "boss" and cleared["note"] == "retrained on the guideline"
+    assert cleared["flag"]["evidence_since"] == detail["evidence_since"]
+    assert [e["labeler_id"] for e in await quality_events(redis, project,
+                                                          "labeler_flag_cleared")] == ["stamper"]
+    await groups_idle(redis, (streams.QUALITY, streams.GROUP_ROUTER))
+    assert not await redis.sismember(paused_key, "stamper")  # the router unpaused them
+    report = await summary(settings, engine, project)
+    stamper = report["labelers"]["stamper"]
+    assert not stamper["flagged"] and not stamper["paused"]
+    assert stamper["deference_statistic"] == 0.0  # watched afresh
+    assert report["flags"] == []
+    # A restart replays the stored votes and findings: the cleared flag stays cleared.
+    replayed, said = await _restarted(engine)
+    assert "stamper" not in replayed.state(project).flags
+    assert not replayed.state(project).monitors["stamper"].flagged
+    assert [e for e in said if e.project == project] == []
+
+    # Stamping on is new evidence: flagged again, said in a new event.
+    more = []
+    for i in range(300, 600):
+        planted = i % 4 == 0
+        truth = ("a", "b", "c")[i % 3]
+        shown = ("a", "b", "c")[(i + 1) % 3] if planted else truth
+        more.append(human(project, f"s{i}", "stamper", shown, i, mode="prelabel",
+                          shown_prelabel=shown, model_label=truth, planted_prelabel=planted,
+                          gold_label=truth if planted else None))
+    await push(redis, more)
+
+    async def flagged_again() -> bool:
+        return len(await quality_events(redis, project, "labeler_flag")) == 2
+
+    await wait_for(flagged_again, 60, "a second labeler flag")
+    second = (await quality_events(redis, project, "labeler_flag"))[1]["detail"]
+    assert datetime.fromisoformat(second["evidence_since"]) >= T0 + timedelta(seconds=300)
+    assert (await summary(settings, engine, project))["labelers"]["stamper"]["flagged"]
+    replayed, said = await _restarted(engine)
+    assert replayed.state(project).flags["stamper"]["evidence_since"] == second["evidence_since"]
+    assert replayed.state(project).monitors["stamper"].flagged
+    assert [e for e in said if e.project == project] == []  # nothing said twice
 
 
 async def test_a_confused_class_raises_a_guideline_alert(services, engine, redis, project):
