@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -24,6 +25,21 @@ def _env(settings, offset: int) -> dict[str, str]:
     return env
 
 
+def _private_redis(settings) -> str:
+    """A flushed Redis database of the test's own: the session's services consume the same
+    streams and groups, and processes a test starts must neither take their entries nor
+    show up among their consumers."""
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url)
+    db = (int(client.connection_pool.connection_kwargs.get("db", 0)) + 8) % 16
+    client.close()
+    url = settings.redis_url.rsplit("/", 1)[0] + f"/{db}"
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    return url
+
+
 def _healthy(port: int) -> bool:
     try:
         return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
@@ -32,24 +48,31 @@ def _healthy(port: int) -> bool:
 
 
 def test_up_starts_four_processes_and_ctrl_c_stops_them_all(settings):
-    env = _env(settings, 10)
+    env = {**_env(settings, 10), "LOOPWISE_REDIS_URL": _private_redis(settings)}
     ports = [PORT_BASE + 10 + i for i in range(1, 5)]
     proc = subprocess.Popen([sys.executable, "-m", "loopwise", "up"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Read the output as it comes: a full pipe would block the services writing to it.
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
     try:
         deadline = time.monotonic() + 90
         while not all(_healthy(p) for p in ports):
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "services did not become healthy"
+            assert proc.poll() is None, "".join(lines)
+            assert time.monotonic() < deadline, "services did not become healthy:\n" + \
+                "".join(lines)
             time.sleep(0.3)
         children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
                                   text=True).stdout.split()
-        assert len(children) == 4  # one process per service
+        assert len(children) == 4, children  # one process per service
         proc.send_signal(signal.SIGINT)
-        output, _ = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        reader.join(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
+    output = "".join(lines)
     assert proc.returncode == 0, output
     assert "stopped." in output
     assert not any(_healthy(p) for p in ports)
@@ -87,14 +110,9 @@ def test_serve_starts_stream_workers_that_join_the_group_and_die_with_it(setting
 
     from shared import streams
 
-    # A Redis database of its own: the session's services consume the same group names,
-    # and a consumer shows in XINFO CONSUMERS only once it has read an entry.
-    client = redis.Redis.from_url(settings.redis_url)
-    db = (int(client.connection_pool.connection_kwargs.get("db", 0)) + 8) % 16
-    client.close()
-    url = settings.redis_url.rsplit("/", 1)[0] + f"/{db}"
+    # A consumer shows in XINFO CONSUMERS only once it has read an entry.
+    url = _private_redis(settings)
     client = redis.Redis.from_url(url)
-    client.flushdb()
     env = {**_env(settings, 20), "LOOPWISE_STREAM_WORKERS": "3", "LOOPWISE_REDIS_URL": url}
     port = PORT_BASE + 22
     for kill in (signal.SIGTERM, signal.SIGKILL):
@@ -135,12 +153,8 @@ def test_consume_runs_a_consumer_without_http_until_sigterm(settings):
 
     from shared import streams
 
-    client = redis.Redis.from_url(settings.redis_url)
-    db = (int(client.connection_pool.connection_kwargs.get("db", 0)) + 8) % 16
-    client.close()
-    url = settings.redis_url.rsplit("/", 1)[0] + f"/{db}"
+    url = _private_redis(settings)
     client = redis.Redis.from_url(url)
-    client.flushdb()
     env = {**_env(settings, 30), "LOOPWISE_REDIS_URL": url}
     proc = subprocess.Popen([sys.executable, "-m", "loopwise", "consume", "router"], env=env)
     try:
