@@ -95,19 +95,22 @@ def up() -> None:
     settings = get_settings()
     upgrade(settings.database_url)
     group = ServiceGroup(settings)
-    group.start()
-    for name in SERVICES:
-        typer.echo(f"{name:8s} {settings.url_of(name)}  (docs: {settings.url_of(name)}/docs)")
-    typer.echo("Ctrl-C stops all four.")
     stopping = False
 
     def _stop(*_: object) -> None:
         nonlocal stopping
         stopping = True
 
+    # Before the services start: a Ctrl-C while they come up stops them as cleanly as later.
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     try:
+        group.start(should_stop=lambda: stopping)
+        if not stopping:
+            for name in SERVICES:
+                typer.echo(f"{name:8s} {settings.url_of(name)}  "
+                           f"(docs: {settings.url_of(name)}/docs)")
+            typer.echo("Ctrl-C stops all four.")
         while not stopping:
             dead = group.dead()
             if dead:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,9 @@ class ServiceGroup:
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen] = {}
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 60.0,
+              should_stop: Callable[[], bool] | None = None) -> None:
+        """Start every service and wait until all are healthy, or ``should_stop()``."""
         for name in self.services:
             out = None
             if self.log_dir is not None:
@@ -49,13 +51,16 @@ class ServiceGroup:
                 stderr=subprocess.STDOUT if out else None,
                 preexec_fn=_die_with_parent,  # a killed `loopwise up` leaves no orphans
             )
-        self.wait_healthy(timeout)
+        self.wait_healthy(timeout, should_stop)
 
-    def wait_healthy(self, timeout: float) -> None:
+    def wait_healthy(self, timeout: float,
+                     should_stop: Callable[[], bool] | None = None) -> None:
         deadline = time.monotonic() + timeout
         pending = set(self.services)
         with httpx.Client(timeout=2.0) as client:
             while pending:
+                if should_stop is not None and should_stop():
+                    return
                 for name in list(pending):
                     proc = self.procs[name]
                     if proc.poll() is not None:

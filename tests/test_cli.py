@@ -79,6 +79,28 @@ def test_up_starts_four_processes_and_ctrl_c_stops_them_all(settings):
     assert not any(_running(pid) for pid in children)
 
 
+def test_ctrl_c_while_the_services_start_stops_them_cleanly(settings):
+    env = {**_env(settings, 40), "LOOPWISE_REDIS_URL": _private_redis(settings)}
+    proc = subprocess.Popen([sys.executable, "-m", "loopwise", "up"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        children: list[str] = []
+        while not children:  # the first service process exists: they are starting
+            assert proc.poll() is None and time.monotonic() < deadline
+            children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                      text=True).stdout.split()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    assert "stopped." in output and "Ctrl-C stops all four" not in output
+    assert not any(_running(pid) for pid in children)
+
+
 def _running(pid: str) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as stat:
