@@ -143,7 +143,8 @@ class Bus:
 
     async def trim(self, stream: str, approximate: bool = True) -> int:
         """Drop the entries every consumer group has acknowledged and the retention
-        no longer keeps (:func:`shared.retention.trim_point`); how many went."""
+        no longer keeps (:func:`shared.retention.trim_point`); how many went. Exports
+        each group's lag and pending count and the stream's length on the way."""
         try:
             groups = await self.redis.xinfo_groups(stream)
         except aioredis.ResponseError:  # no such stream (yet)
@@ -151,28 +152,34 @@ class Bus:
         pipe = self.redis.pipeline(transaction=False)
         for g in groups:
             pipe.xpending(stream, g["name"])
-        positions = [
-            GroupPosition(name=_text(g["name"]), last_delivered=_text(g["last-delivered-id"]),
-                          oldest_pending=_text(p["min"]) if p["pending"] else None)
-            for g, p in zip(groups, await pipe.execute(), strict=True)]
+        positions = []
+        for g, p in zip(groups, await pipe.execute(), strict=True):
+            name = _text(g["name"])
+            positions.append(GroupPosition(
+                name=name, last_delivered=_text(g["last-delivered-id"]),
+                oldest_pending=_text(p["min"]) if p["pending"] else None))
+            metrics.STREAM_PENDING.labels(stream, name).set(int(p["pending"]))
+            if g.get("lag") is not None:  # Redis cannot always tell (7.0+ only)
+                metrics.STREAM_LAG.labels(stream, name).set(int(g["lag"]))
         point = trim_point(positions, int(time.time() * 1000),
                            self.settings.stream_retention_seconds * 1000)
-        if point is None:
-            return 0
-        trimmed = int(await self.redis.xtrim(stream, minid=point, approximate=approximate))
-        if trimmed:
-            metrics.STREAM_TRIMMED.labels(stream).inc(trimmed)
+        trimmed = 0
+        if point is not None:
+            trimmed = int(await self.redis.xtrim(stream, minid=point, approximate=approximate))
+            if trimmed:
+                metrics.STREAM_TRIMMED.labels(stream).inc(trimmed)
+        metrics.STREAM_LENGTH.labels(stream).set(int(await self.redis.xlen(stream)))
         return trimmed
 
     async def _trim_loop(self) -> None:
         """Trim the streams this process consumes, now and then, off the hot path."""
         while True:
-            await asyncio.sleep(self.settings.trim_interval_seconds)
             for stream in sorted(self._consumed):
                 try:
                     await self.trim(stream)
                 except Exception as exc:  # trimming must never stop the service
                     log.warning("stream trim failed", stream=stream, error=str(exc))
+            await asyncio.sleep(self.settings.trim_interval_seconds)
 
     async def publish(self, stream: str, events: Sequence[Event]) -> list[str]:
         """XADD each event as ``data=<json>``; one round trip for the whole batch."""

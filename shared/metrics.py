@@ -27,6 +27,17 @@ STREAM_TRIMMED = Counter(
     "Stream entries trimmed after every consumer group acknowledged them",
     ["stream"],
 )
+STREAM_LENGTH = Gauge("loopwise_stream_length", "Entries held by a stream", ["stream"])
+STREAM_LAG = Gauge(
+    "loopwise_stream_lag",
+    "Entries of a stream that a consumer group has not read yet",
+    ["stream", "group"],
+)
+STREAM_PENDING = Gauge(
+    "loopwise_stream_pending",
+    "Entries a consumer group has read but not acknowledged",
+    ["stream", "group"],
+)
 QUEUE_DEPTH = Gauge("loopwise_queue_depth", "Review tasks waiting", ["project"])
 ROUTED = Counter("loopwise_routed", "Predictions routed", ["project", "decision"])
 LABELS_STORED = Counter("loopwise_labels_stored", "Label events stored", ["project", "source"])

@@ -52,3 +52,18 @@ def require_tool(name: str, package: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def promtool_test_rules(cases: dict, tmp_path) -> None:
+    """Run ``promtool test rules`` on unit-test cases for the alert rules; fail with its
+    output unless every case passes."""
+    import subprocess
+
+    import yaml
+
+    promtool = require_tool("promtool", "prometheus")
+    path = tmp_path / "rules_test.yml"
+    path.write_text(yaml.safe_dump(cases))
+    done = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from shared.settings import SERVICES, Settings
-from tests.helpers import require_tool
+from tests.helpers import promtool_test_rules, require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,6 +59,9 @@ CONTRACT_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "loopwise_flagged_labelers": ("gauge", frozenset({"project"})),
     "loopwise_auto_accept_precision": ("gauge", frozenset({"project"})),
     "loopwise_auto_accept_threshold": ("gauge", frozenset({"project"})),
+    "loopwise_stream_lag": ("gauge", frozenset({"stream", "group"})),
+    "loopwise_stream_pending": ("gauge", frozenset({"stream", "group"})),
+    "loopwise_stream_length": ("gauge", frozenset({"stream"})),
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
 METRIC_NAME = re.compile(r"\bloopwise_[a-z0-9_]+")
@@ -382,6 +385,7 @@ def test_alert_rules_are_well_formed() -> None:
         "loopwise_agreement",
         "loopwise_flagged_labelers",
         "loopwise_auto_accept_precision",
+        "loopwise_stream_lag",
     ):
         assert metric in exprs, f"no alert over {metric}"
 
@@ -395,6 +399,38 @@ def test_promtool(args: tuple[str, ...]) -> None:
     promtool = require_tool("promtool", "prometheus")
     result = subprocess.run([promtool, *args], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_lag_alert_fires_for_a_group_that_stops_reading(tmp_path) -> None:
+    """A group whose lag keeps growing alerts after 10 minutes; one that keeps up does not."""
+    cases = {
+        "rule_files": [str(ALERTS_FILE)],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                {"series": 'loopwise_stream_lag{stream="loopwise:labels",group="quality",'
+                           'job="quality"}', "values": "0+2000x30"},
+                {"series": 'loopwise_stream_lag{stream="loopwise:labels",group="labels",'
+                           'job="labels"}', "values": "0x30"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "8m", "alertname": "LoopwiseConsumerLagging", "exp_alerts": []},
+                {"eval_time": "20m", "alertname": "LoopwiseConsumerLagging", "exp_alerts": [{
+                    "exp_labels": {"severity": "warning", "stream": "loopwise:labels",
+                                   "group": "quality"},
+                    "exp_annotations": {
+                        "summary": "Consumer group quality is falling behind on loopwise:labels",
+                        "description": (
+                            "40000 entries not yet read for 10 minutes: the consumer is down "
+                            "or too slow (more stream workers: LOOPWISE_STREAM_WORKERS). The "
+                            "stream is never trimmed past what it still needs, so Redis "
+                            "memory grows meanwhile."),
+                    }}]},
+            ],
+        }],
+    }
+    promtool_test_rules(cases, tmp_path)
 
 
 # --------------------------------------------------------------------------- metric names

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
-import yaml
-
-from tests.helpers import require_tool
+from tests.helpers import promtool_test_rules
 
 ALERTS = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
 
@@ -60,9 +57,4 @@ CASES = {
 
 
 def test_quality_alerts_fire_for_the_rubber_stamper_only(tmp_path):
-    promtool = require_tool("promtool", "prometheus")
-    cases = tmp_path / "quality_rules_test.yml"
-    cases.write_text(yaml.safe_dump(CASES))
-    done = subprocess.run([promtool, "test", "rules", str(cases)], capture_output=True,
-                          text=True, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
+    promtool_test_rules(CASES, tmp_path)

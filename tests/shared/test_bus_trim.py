@@ -6,6 +6,7 @@ import time
 import uuid
 
 import pytest
+from prometheus_client import REGISTRY
 
 from shared import streams
 from shared.bus import Bus, Delivery
@@ -37,6 +38,14 @@ async def test_trim_keeps_what_any_group_still_needs(redis, settings):
         await redis.xack(stream, "lagging", *ids[:3])  # ids[3] and ids[4] are pending
         assert await bus.trim(stream, approximate=False) == 3
         assert [i for i, _ in await redis.xrange(stream)] == ids[3:]
+        # On the way it exports where each group stands, for the lag alert.
+        def gauge(name: str, **labels: str) -> float | None:
+            return REGISTRY.get_sample_value(name, {"stream": stream, **labels})
+
+        assert gauge("loopwise_stream_lag", group="lagging") == 5
+        assert gauge("loopwise_stream_lag", group="done") == 0
+        assert gauge("loopwise_stream_pending", group="lagging") == 2
+        assert gauge("loopwise_stream_length") == 7
 
         await redis.xack(stream, "lagging", *ids[3:5])  # now it needs ids[5] on
         assert await bus.trim(stream, approximate=False) == 2
