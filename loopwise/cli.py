@@ -30,13 +30,15 @@ def _build_app(service: str, settings: Settings) -> Any:
     import gc
     from importlib import import_module
 
+    from shared.service import tune_gc
+
     _check_service(service)
     gc.disable()
     try:
         app_ = import_module(f"services.{service}.app").create_app(settings)
     finally:
         gc.enable()
-    _tune_gc()
+    tune_gc()
     return app_
 
 
@@ -45,15 +47,6 @@ def _check_service(service: str) -> None:
         raise typer.BadParameter(
             f"unknown service {service!r}; choose one of {', '.join(SERVICES)}"
         )
-
-
-def _tune_gc() -> None:
-    import gc
-
-    # Long-lived services allocate many short-lived objects per request; the default
-    # thresholds run full collections often enough to show in tail latency.
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
 
 
 @app.command()

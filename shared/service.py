@@ -40,6 +40,20 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
+def tune_gc() -> None:
+    """Garbage-collector settings of a service process, applied once it has started up.
+
+    What exists after start-up (modules, the app) lives as long as the process: frozen,
+    later collections skip it. Requests and batches allocate many short-lived objects;
+    with the default thresholds full collections ran often enough to show in tail latency
+    and cost the label store's ingest about a fifth of its rate.
+    """
+    import gc
+
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+
+
 def runtime_of(request: Request) -> Runtime:
     return request.app.state.runtime
 
