@@ -17,7 +17,10 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks (results go to BENCHMARKS.md).", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(db_app, name="db")
+evaluate_app = typer.Typer(help="Experiments that measure what the loop achieves "
+                            "(results go to EVALUATION.md).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+app.add_typer(evaluate_app, name="evaluate")
 
 
 def _build_app(service: str, settings: Settings) -> Any:
@@ -481,6 +484,31 @@ def bench_router(
     if write:
         write_section(report)
     typer.echo(report)
+
+
+@evaluate_app.command("review")
+def evaluate_review(
+    seeds: Annotated[int, typer.Option(min=1, help="data splits (and random streams)")] = 5,
+    rounds: Annotated[int, typer.Option(min=1, help="predict-route-review-retrain rounds")] = 8,
+    budget: Annotated[int, typer.Option(min=1, help="human labels a round")] = 40,
+    seed_labels: Annotated[int, typer.Option(min=10, help="labels before the first model")] = 30,
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0,
+                                             help="auto-accept confidence")] = 0.9,
+    accuracy: Annotated[float, typer.Option(min=0.0, max=1.0,
+                                            help="reviewers' accuracy when judging")] = 0.92,
+    defer: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="chance a reviewer keeps a shown pre-label unjudged")] = 0.5,
+    write: Annotated[bool, typer.Option(help="record in EVALUATION.md, plot in bench/plots")
+                     ] = True,
+) -> None:
+    """Does human review pay for itself? The loop against random sampling and no review."""
+    import sys
+
+    from loopwise.evaluate import main
+
+    typer.echo(main(" ".join(["loopwise", *sys.argv[1:]]), write=write, seeds=seeds,
+                    rounds=rounds, budget=budget, seed_labels=seed_labels,
+                    threshold=threshold, accuracy=accuracy, defer=defer))
 
 
 if __name__ == "__main__":
