@@ -36,6 +36,7 @@ from shared.wire import (
     encode_event,
     entry_body,
     original_fields,
+    text,
 )
 
 E = TypeVar("E", bound=Event)
@@ -68,7 +69,7 @@ async def group_drained(redis: aioredis.Redis, stream: str, group: str) -> bool:
     except aioredis.ResponseError:
         return False
     for g in groups:
-        name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
+        name = text(g["name"])
         if name == group:
             return int(g.get("pending", 0)) == 0 and int(g.get("lag") or 0) == 0
     return False
@@ -102,10 +103,6 @@ def body_error(exc: ValidationError) -> tuple[str, str]:
         got = type(first.get("input")).__name__
         return f"'data' must be a JSON object, got {got}", "malformed"
     return validation_reason(exc), "validation"
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class HandlerFailed(Exception):
@@ -154,10 +151,10 @@ class Bus:
             pipe.xpending(stream, g["name"])
         positions = []
         for g, p in zip(groups, await pipe.execute(), strict=True):
-            name = _text(g["name"])
+            name = text(g["name"])
             positions.append(GroupPosition(
-                name=name, last_delivered=_text(g["last-delivered-id"]),
-                oldest_pending=_text(p["min"]) if p["pending"] else None))
+                name=name, last_delivered=text(g["last-delivered-id"]),
+                oldest_pending=text(p["min"]) if p["pending"] else None))
             metrics.STREAM_PENDING.labels(stream, name).set(int(p["pending"]))
             if g.get("lag") is not None:  # Redis cannot always tell (7.0+ only)
                 metrics.STREAM_LAG.labels(stream, name).set(int(g["lag"]))
@@ -192,7 +189,7 @@ class Bus:
         for event in events:
             pipe.xadd(stream, encode_event(event.to_json()), maxlen=cap, approximate=True)
         ids = await pipe.execute()
-        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+        return [text(i) for i in ids]
 
     def _dead_letter(self, stream: str, group: str, entry_id: str, reason: str,
                      raw: Any) -> DeadLetterEvent:
@@ -288,20 +285,8 @@ class Bus:
                 metrics.EVENTS_DEADLETTERED.labels(service, stream, kind).inc()
             return entry_ids, deliveries, dead
 
-        async def on_batch(bodies: list[Any], message: RedisBatchStreamMessage) -> None:
-            started = time.perf_counter()
-            entry_ids, deliveries, dead = accept(bodies, message)
-            if dead:
-                await self._publish_dead(stream, dead)
-            if deliveries:
-                await handler(deliveries)
-            metrics.EVENTS_CONSUMED.labels(service, stream).inc(len(entry_ids))
-            metrics.HANDLER_SECONDS.labels(service, stream).observe(time.perf_counter() - started)
-
-        async def on_reclaimed(bodies: list[Any], message: RedisBatchStreamMessage) -> None:
-            """Entries left pending (a dead consumer, or a handler that failed): as a batch,
-            and if that fails, one at a time, so that one bad entry holds no other back.
-            An entry still failing after ``max_deliveries`` is dead-lettered with its error."""
+        async def handle(bodies: list[Any], message: RedisBatchStreamMessage,
+                         reclaimed: bool) -> None:
             started = time.perf_counter()
             entry_ids, deliveries, dead = accept(bodies, message)
             if dead:
@@ -310,10 +295,21 @@ class Bus:
                 if deliveries:
                     await handler(deliveries)
             except Exception as exc:
+                if not reclaimed:
+                    raise  # left pending; the reclaiming subscriber tries again
                 raws = dict(zip(entry_ids, message.raw_message["data"], strict=True))
                 await self._isolate(stream, group, handler, deliveries, raws, exc)
             metrics.EVENTS_CONSUMED.labels(service, stream).inc(len(entry_ids))
             metrics.HANDLER_SECONDS.labels(service, stream).observe(time.perf_counter() - started)
+
+        async def on_batch(bodies: list[Any], message: RedisBatchStreamMessage) -> None:
+            await handle(bodies, message, reclaimed=False)
+
+        async def on_reclaimed(bodies: list[Any], message: RedisBatchStreamMessage) -> None:
+            """Entries left pending (a dead consumer, or a handler that failed): as a batch,
+            and if that fails, one at a time, so that one bad entry holds no other back.
+            An entry still failing after ``max_deliveries`` is dead-lettered with its error."""
+            await handle(bodies, message, reclaimed=True)
 
         consumer = f"{service}-{self.settings.consumer_name}"
         self.broker.subscriber(

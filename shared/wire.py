@@ -22,13 +22,14 @@ FASTSTREAM_FIELD = "__data__"
 MALFORMED_KEY = "__loopwise_malformed__"
 
 
-def _text(value: bytes | str) -> str:
+def text(value: Any) -> str:
+    """A Redis reply value as text (bytes decoded as UTF-8, undecodable bytes replaced)."""
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def original_fields(fields: Mapping[Any, Any]) -> dict[str, str]:
     """The entry's fields as text, for a dead letter that keeps the original."""
-    return {_text(k): _text(v) for k, v in fields.items()}
+    return {text(k): text(v) for k, v in fields.items()}
 
 
 def decode_entry(fields: Mapping[Any, Any]) -> dict[str, Any]:

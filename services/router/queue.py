@@ -27,6 +27,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
 from shared.redislink import RedisLink, Unsupported
+from shared.wire import text as _text
 
 PREFIX = "loopwise:router:"
 
@@ -308,10 +309,6 @@ class ScriptRunner:
     async def aclose(self) -> None:
         if self._link is not None:
             await self._link.aclose()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _now_ms() -> int:
