@@ -6,6 +6,10 @@ project. Instead a batch only marks its project dirty; a project is recomputed
 once it has been quiet for ``quiet_seconds`` (a burst of labels gives one run, not
 many) or, under a steady stream, at the latest ``max_delay_seconds`` after it first
 became dirty, and never twice within ``min_interval_seconds``.
+
+A restart marks every known project dirty to rebuild its reports: that backlog
+(hundreds of projects, minutes of work) goes after projects with new votes, so a
+project being labelled now is never queued behind it.
 """
 
 from __future__ import annotations
@@ -23,14 +27,20 @@ class RecomputeSchedule:
     dirty_since: dict[str, float] = field(default_factory=dict)
     last_change: dict[str, float] = field(default_factory=dict)
     last_run: dict[str, float] = field(default_factory=dict)
+    backlog: set[str] = field(default_factory=set)
 
-    def touch(self, project: str, now: float) -> None:
-        """New votes arrived for ``project``."""
+    def touch(self, project: str, now: float, backlog: bool = False) -> None:
+        """New votes arrived for ``project`` (``backlog``: it only needs catching up)."""
+        if backlog:
+            if project not in self.dirty_since:
+                self.backlog.add(project)
+        else:
+            self.backlog.discard(project)
         self.dirty_since.setdefault(project, now)
         self.last_change[project] = now
 
     def due(self, now: float) -> list[str]:
-        """Projects to recompute now, oldest change first."""
+        """Projects to recompute now: those with new votes first, oldest change first."""
         ready = []
         for project, since in self.dirty_since.items():
             if now - self.last_run.get(project, float("-inf")) < self.min_interval_seconds:
@@ -39,7 +49,7 @@ class RecomputeSchedule:
             overdue = now - since >= self.max_delay_seconds
             if quiet or overdue:
                 ready.append(project)
-        return sorted(ready, key=self.dirty_since.__getitem__)
+        return sorted(ready, key=lambda p: (p in self.backlog, self.dirty_since[p]))
 
     def ran(self, project: str, started: float) -> None:
         """A run that started at ``started`` covered every change up to then."""
@@ -47,5 +57,6 @@ class RecomputeSchedule:
         if self.last_change.get(project, float("-inf")) <= started:
             self.dirty_since.pop(project, None)
             self.last_change.pop(project, None)
+            self.backlog.discard(project)
         else:
             self.dirty_since[project] = started

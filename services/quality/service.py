@@ -129,7 +129,7 @@ class QualityService:
         if missing:
             await self._publish_flags(missing)
         for project in self.projects:
-            self.schedule.touch(project, time.monotonic())
+            self.schedule.touch(project, time.monotonic(), backlog=True)
             self._export_metrics(project)
 
     # ------------------------------------------------------------------ consumer
@@ -281,14 +281,18 @@ class QualityService:
 
     async def _recompute_loop(self) -> None:
         while True:
-            await asyncio.sleep(0.5)
-            for project in self.schedule.due(time.monotonic()):
-                started = time.monotonic()
-                try:
-                    await self.recompute(project)
-                except Exception:  # keep the loop alive; the next change retries
-                    log.exception("recompute failed", project=project)
-                self.schedule.ran(project, started)
+            due = self.schedule.due(time.monotonic())
+            if not due:
+                await asyncio.sleep(0.5)
+                continue
+            # One project at a time, asking again after each: a project that gets new
+            # votes meanwhile goes ahead of what is left of a start-up backlog.
+            project, started = due[0], time.monotonic()
+            try:
+                await self.recompute(project)
+            except Exception:  # keep the loop alive; the next change retries
+                log.exception("recompute failed", project=project)
+            self.schedule.ran(project, started)
 
     async def recompute(self, project: str) -> None:
         """Consensus, adjudication requests, agreement report and guideline alerts."""

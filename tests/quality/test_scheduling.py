@@ -35,3 +35,15 @@ def test_min_interval_holds_back_a_second_run():
     s.touch("p", 1.0)
     assert s.due(2.0) == []
     assert s.due(5.0) == ["p"]
+
+
+def test_projects_with_new_votes_go_ahead_of_a_start_up_backlog():
+    s = RecomputeSchedule(quiet_seconds=2, max_delay_seconds=30)
+    for i, project in enumerate(("old-a", "old-b", "old-c")):  # a restart's catch-up
+        s.touch(project, float(i), backlog=True)
+    s.touch("live", 10.0)  # labels arriving now
+    s.touch("old-b", 11.0)  # a backlog project that gets new votes becomes live
+    s.touch("live", 12.0, backlog=True)  # a catch-up mark never demotes fresh work
+    assert s.due(20.0) == ["old-b", "live", "old-a", "old-c"]  # live, oldest change first
+    s.ran("live", 20.0)
+    assert s.due(21.0) == ["old-b", "old-a", "old-c"]
