@@ -259,12 +259,13 @@ app.add_typer(users_app, name="users")
 ActingAs = Annotated[str | None, typer.Option("--as", help="operator named in the audit log")]
 
 
-def _database_url() -> str:
+def _upgraded() -> Settings:
+    """The settings, with the database migrated to the newest schema."""
     from shared.db import upgrade
 
     settings = get_settings()
     upgrade(settings.database_url)
-    return settings.database_url
+    return settings
 
 
 def _echo_json(value: object) -> None:
@@ -281,8 +282,11 @@ def token_revoke(
     """Revoke a token; services stop accepting it within 2 s."""
     from services.labels.commands import cli_actor, revoke_token
 
-    was_live = asyncio.run(revoke_token(_database_url(), token_id, cli_actor(acting_as)))
-    typer.echo("revoked" if was_live else "no live token with that id (nothing changed)")
+    try:
+        was_live = asyncio.run(revoke_token(_upgraded(), token_id, cli_actor(acting_as)))
+    except LookupError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo("revoked" if was_live else "the token was already revoked or expired")
 
 
 @users_app.command("list")
@@ -290,7 +294,7 @@ def users_list() -> None:
     """List users."""
     from services.labels.commands import cli_actor, user_command
 
-    _echo_json(asyncio.run(user_command(_database_url(), "list", cli_actor(), None)))
+    _echo_json(asyncio.run(user_command(_upgraded(), "list", cli_actor(), None)))
 
 
 @users_app.command("create")
@@ -298,7 +302,7 @@ def users_create(user: Annotated[str, typer.Argument()], acting_as: ActingAs = N
     """Register a user (tokens are made with `loopwise token create`)."""
     from services.labels.commands import cli_actor, user_command
 
-    asyncio.run(user_command(_database_url(), "create", cli_actor(acting_as), user))
+    asyncio.run(user_command(_upgraded(), "create", cli_actor(acting_as), user))
     typer.echo(f"user {user} exists")
 
 
@@ -308,8 +312,8 @@ def users_disable(user: Annotated[str, typer.Argument()], acting_as: ActingAs = 
     from services.labels.commands import cli_actor, user_command
 
     try:
-        asyncio.run(user_command(_database_url(), "disable", cli_actor(acting_as), user))
-    except ValueError as exc:
+        asyncio.run(user_command(_upgraded(), "disable", cli_actor(acting_as), user))
+    except (ValueError, LookupError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     typer.echo(f"user {user} disabled")
 
@@ -337,14 +341,14 @@ def labels_export(
         raise typer.BadParameter(f"format must be one of {', '.join(FORMATS)}")
     ext = {"jsonl": "jsonl", "csv": "csv", "labelstudio": "json"}[format]
     path = Path(out or f"{project}-{version or 'head'}.{ext}")
-    url = _database_url()
+    settings = _upgraded()
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), transient=False) as progress:  # fmt: skip
         task = progress.add_task(f"exporting {project} to {path}", total=None)
         try:
             with path.open("wb") as sink:
                 written = asyncio.run(export_version(
-                    url, project, sink, version=version, fmt=format,
+                    settings, project, sink, version=version, fmt=format,
                     on_start=lambda total: progress.update(task, total=total),
                     on_rows=lambda n: progress.advance(task, n),
                 ))  # fmt: skip
@@ -372,7 +376,7 @@ def labels_import(
     data = Path(file).read_bytes()
     try:
         summary = asyncio.run(import_labelstudio_file(
-            _database_url(), project, data, cli_actor(acting_as), label_key=label_key,
+            _upgraded(), project, data, cli_actor(acting_as), label_key=label_key,
             item_key=item_key, batch_id=batch_id, dry_run=dry_run,
         ))  # fmt: skip
     except ValueError as exc:
@@ -385,7 +389,7 @@ def labels_versions(project: Annotated[str, typer.Option(help="project")]) -> No
     """List a project's label-set versions."""
     from services.labels.commands import list_versions
 
-    for v in asyncio.run(list_versions(_database_url(), project)):
+    for v in asyncio.run(list_versions(_upgraded(), project)):
         typer.echo(f"{v['number']:>4}  {v['kind']:8s} {v['created_at']:%Y-%m-%d %H:%M:%S}  "
                    f"{v['author']}  -{v['excluded']} +{v['included']}  {v['name'] or ''}  "
                    f"{v['message']}")  # fmt: skip
@@ -422,7 +426,7 @@ def labels_revert(
                                       guideline_version=guideline, created_from=since,
                                       created_to=until, event_ids=event)  # fmt: skip
         result = asyncio.run(revert(
-            _database_url(), project, cli_actor(acting_as), selector=selector,
+            _upgraded(), project, cli_actor(acting_as), selector=selector,
             undo_version=undo_version, message=message, dry_run=not apply,
         ))  # fmt: skip
     except (ValidationError, ValueError, LookupError) as exc:

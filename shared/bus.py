@@ -105,6 +105,21 @@ def body_error(exc: ValidationError) -> tuple[str, str]:
     return validation_reason(exc), "validation"
 
 
+async def publish(redis: aioredis.Redis, stream: str, events: Sequence[Event]) -> list[str]:
+    """XADD each event as ``data=<json>``; one round trip for the whole batch. A module
+    function, so that a command without a running service publishes the same way."""
+    if not events:
+        return []
+    # Streams nobody consumes (dead letters, model history) are capped instead of
+    # trimmed behind consumer groups; approximate, so the cap costs nothing.
+    cap = streams.CAPPED.get(stream)
+    pipe = redis.pipeline(transaction=False)
+    for event in events:
+        pipe.xadd(stream, encode_event(event.to_json()), maxlen=cap, approximate=True)
+    ids = await pipe.execute()
+    return [text(i) for i in ids]
+
+
 class HandlerFailed(Exception):
     """Some reclaimed entries still fail: they stay pending and are tried again later."""
 
@@ -125,9 +140,17 @@ class Bus:
         )
         self.redis: aioredis.Redis = aioredis.from_url(settings.redis_url)
         self._consumed: set[str] = set()
+        self._groups: set[tuple[str, str]] = set()
         self._trimmer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        for stream, group in sorted(self._groups):
+            if stream in streams.FROM_START:
+                try:  # before FastStream creates it at the newest entry
+                    await self.redis.xgroup_create(stream, group, id="0", mkstream=True)
+                except aioredis.ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        raise
         await self.broker.start()
         if self._consumed:
             self._trimmer = asyncio.create_task(self._trim_loop())
@@ -180,16 +203,7 @@ class Bus:
 
     async def publish(self, stream: str, events: Sequence[Event]) -> list[str]:
         """XADD each event as ``data=<json>``; one round trip for the whole batch."""
-        if not events:
-            return []
-        # Streams nobody consumes (dead letters, model history) are capped instead of
-        # trimmed behind consumer groups; approximate, so the cap costs nothing.
-        cap = streams.CAPPED.get(stream)
-        pipe = self.redis.pipeline(transaction=False)
-        for event in events:
-            pipe.xadd(stream, encode_event(event.to_json()), maxlen=cap, approximate=True)
-        ids = await pipe.execute()
-        return [text(i) for i in ids]
+        return await publish(self.redis, stream, events)
 
     def _dead_letter(self, stream: str, group: str, entry_id: str, reason: str,
                      raw: Any) -> DeadLetterEvent:
@@ -261,6 +275,7 @@ class Bus:
         """Register ``handler`` for ``stream``: new entries in batches, and reclaimed ones."""
         service = self.service
         self._consumed.add(stream)
+        self._groups.add((stream, group))
 
         def accept(bodies: list[Any], message: RedisBatchStreamMessage
                    ) -> tuple[list[str], list[Delivery[E]], list[DeadLetterEvent]]:

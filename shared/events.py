@@ -131,7 +131,7 @@ class PredictionEvent(Event):
 
     project: str = Field(pattern=PROJECT_PATTERN)
     item_id: str = Field(min_length=1, max_length=256)
-    model_version: str = Field(min_length=1)
+    model_version: str = Field(min_length=1, max_length=64)
     probs: dict[str, float]
     payload: dict[str, Any] | None = None
     review: bool = Field(False, description="selected for human review: never auto-accepted")
@@ -140,11 +140,28 @@ class PredictionEvent(Event):
     )
     created_at: datetime = Field(default_factory=utcnow)
 
+    @field_validator("item_id", "model_version")
+    @classmethod
+    def _storable(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("must not contain a NUL byte")
+        return value
+
+    @field_validator("priority")
+    @classmethod
+    def _finite_priority(cls, priority: float | None) -> float | None:
+        if priority is not None and not math.isfinite(priority):
+            raise ValueError(f"priority must be a finite number, got {priority}")
+        return priority
+
     @field_validator("probs")
     @classmethod
     def _is_distribution(cls, probs: dict[str, float]) -> dict[str, float]:
         if not probs:
             return probs
+        for label in probs:  # every label may become a stored label
+            if not 0 < len(label) <= 256 or "\x00" in label:
+                raise ValueError(f"label {label[:40]!r}: 1-256 characters, no NUL byte")
         values = probs.values()
         if not (min(values) >= 0 and max(values) <= 1):  # builtins first: the common case
             for label, p in probs.items():
@@ -179,7 +196,12 @@ class ReviewMode(StrEnum):
 
 
 class LabelEvent(Event):
-    """One label with the full provenance of the design contract."""
+    """One label with the full provenance of the design contract.
+
+    Its limits are the label store's (column lengths, no NUL byte, which PostgreSQL text
+    cannot hold), so that a label the store would refuse is refused where it is made
+    (a 4xx at submit), never acknowledged and dead-lettered later.
+    """
 
     kind: ClassVar[str] = "label"
 
@@ -189,23 +211,34 @@ class LabelEvent(Event):
     labeler_id: str = Field(min_length=1, max_length=256)
     source: LabelSource
     mode: ReviewMode | None = None
-    shown_prelabel: str | None = None
+    shown_prelabel: str | None = Field(None, max_length=256)
     agreed_with_prelabel: bool | None = None
     revised_after_reveal: bool = False
-    model_version: str | None = None
-    guideline_version: str | None = None
-    task_id: str | None = None
-    batch_id: str | None = None
+    model_version: str | None = Field(None, max_length=64)
+    guideline_version: str | None = Field(None, max_length=64)
+    task_id: str | None = Field(None, max_length=64)
+    batch_id: str | None = Field(None, max_length=64)
     confidence: float | None = Field(None, ge=0.0, le=1.0)
     created_at: datetime = Field(default_factory=utcnow)
-    duration_ms: int | None = Field(None, ge=0)
+    duration_ms: int | None = Field(None, ge=0, le=2**31 - 1)
     # Review bookkeeping for the quality service; never shown to reviewers.
-    model_label: str | None = Field(None, description="the model's top label for the item")
-    gold_label: str | None = Field(None, description="known answer when the task was a gold item")
+    model_label: str | None = Field(None, max_length=256,
+                                    description="the model's top label for the item")
+    gold_label: str | None = Field(None, max_length=256,
+                                   description="known answer when the task was a gold item")
     planted_prelabel: bool = Field(False, description="the shown pre-label was deliberately wrong")
     audit_sample: bool = Field(False, description="would have been auto-accepted; audited blind")
     late_submit: bool = Field(False, description="submitted after the lease had expired")
-    supersedes: str | None = Field(None, description="event id this one revises (after reveal)")
+    supersedes: str | None = Field(None, max_length=36,
+                                   description="event id this one revises (after reveal)")
+
+    @field_validator("item_id", "label", "labeler_id", "shown_prelabel", "model_version",
+                     "guideline_version", "task_id", "batch_id", "model_label", "gold_label")
+    @classmethod
+    def _storable(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain a NUL byte")
+        return value
 
     @model_validator(mode="after")
     def _attribution_is_consistent(self) -> LabelEvent:

@@ -4,6 +4,7 @@ ITEMS = "loopwise:items"
 PREDICTIONS = "loopwise:predictions"
 LABELS = "loopwise:labels"
 QUALITY = "loopwise:quality"
+PROJECTS = "loopwise:projects"  # project settings changes (an addition to the design contract)
 MODELS = "loopwise:models"  # model-trained events (an addition to the design contract)
 DEADLETTER = "loopwise:deadletter"
 
@@ -11,7 +12,10 @@ DEADLETTER = "loopwise:deadletter"
 # published to; the others are trimmed behind their groups (shared.retention).
 CAPPED = {DEADLETTER: 100_000, MODELS: 10_000}
 
-ALL = (ITEMS, PREDICTIONS, LABELS, QUALITY, MODELS, DEADLETTER)
+ALL = (ITEMS, PREDICTIONS, LABELS, QUALITY, PROJECTS, MODELS, DEADLETTER)
+# Streams whose new consumer groups start at the first entry, not the newest: a service
+# that starts after a project was configured must still learn its settings.
+FROM_START = frozenset({PROJECTS})
 
 # One consumer group per (service, stream): every service sees every entry once.
 GROUP_SCORER = "scorer"

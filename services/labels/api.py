@@ -8,40 +8,33 @@ writes its audit entry in the same transaction as the change itself.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field, ValidationError, field_validator
-from sqlalchemy import select, update
+from pydantic import BaseModel, Field
+from sqlalchemy import select
 
 from shared.auth import (
     ROLES,
     CurrentPrincipal,
     Principal,
-    add_member,
     authorize,
     authorize_global,
-    ensure_user,
     is_sensitive,
     issue_token,
     project_access,
-    revoke_token,
 )
-from shared.bus import validation_reason
-from shared.db import insert_ignoring_duplicates
-from shared.events import PROJECT_PATTERN, LabelEvent
+from shared.events import PROJECT_PATTERN
 from shared.service import runtime_of
 from shared.tables import api_tokens
 
-from . import audit, export, store
+from . import actions, audit, export, store
 from .audit import Actor
-from .labelstudio import LabelStudioFormatError, parse_export
+from .labelstudio import LabelStudioFormatError
 from .revert import RevertSelector
-from .tables import import_refs, project_members, users
-from .versions import unknown_labels
+from .tables import project_members
 
 router = APIRouter(prefix="/v1", tags=["labels"])
 
@@ -55,14 +48,32 @@ def _engine(request: Request):
     return runtime_of(request).engine
 
 
+def _ctx(request: Request) -> actions.Context:
+    """The use cases' view of this process: its engine, its bus, its caches."""
+    runtime = runtime_of(request)
+    service = getattr(request.app.state, "service", None)
+    return actions.Context(
+        engine=runtime.engine, publish=runtime.bus.publish, forget_auth=runtime.auth.forget,
+        forget_schema=service.forget_schema if service is not None else lambda p: None)
+
+
 def _fail(exc: Exception) -> HTTPException:
-    """Store errors become 4xx with the store's message."""
+    """Use-case errors become 4xx (or a 503 when only publishing failed) with the message."""
     if isinstance(exc, store.NotFound):
         return HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc))
     if isinstance(exc, store.Conflict):
         return HTTPException(status.HTTP_409_CONFLICT, detail=str(exc))
+    if isinstance(exc, actions.Forbidden):
+        return HTTPException(status.HTTP_403_FORBIDDEN, detail=str(exc))
+    if isinstance(exc, actions.NotPublished):
+        return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc))
+    if isinstance(exc, ValueError) and exc.args and isinstance(exc.args[0], list):
+        return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=exc.args[0])
     return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc))
 
+
+USE_CASE_ERRORS = (store.NotFound, store.Conflict, actions.Forbidden, actions.NotPublished,
+                   ValueError)
 
 async def _view(conn, project: str, version: str | None, as_of: datetime | None) -> store.View:
     try:
@@ -110,98 +121,54 @@ class LabelsIn(BaseModel):
 async def submit_labels(
     project: str, body: LabelsIn, request: Request, principal: Reviewer
 ) -> dict[str, Any]:
-    """Store labels given directly (corrections, adjudications); all or nothing."""
-    events: list[LabelEvent] = []
-    problems: list[str] = []
-    for index, raw in enumerate(body.labels):
-        raw = {"labeler_id": principal.user_id, **raw, "project": project}
-        if raw["labeler_id"] != principal.user_id and principal.role != "service":
-            problems.append(f"labels[{index}]: only a service may label as another user")
-            continue
-        try:
-            events.append(LabelEvent.model_validate(raw))
-        except ValidationError as exc:
-            problems.append(f"labels[{index}]: {validation_reason(exc)}")
-    async with _engine(request).begin() as conn:
-        if not problems:
-            problems = await _label_problems(conn, project, events)
-        if problems:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=problems)
-        inserted = await store.append_events(conn, events)
-        await audit.record(
-            conn, Actor.of(principal, request), "labels.submit", project=project,
-            detail={"events": [str(e.event_id) for e in events], "inserted": inserted},
-        )  # fmt: skip
-    return {"inserted": inserted, "event_ids": [str(e.event_id) for e in events]}
-
-
-async def _label_problems(conn, project: str, events: list[LabelEvent]) -> list[str]:
-    options = (await store.label_options_of(conn, [project]))[project]
-    problems = [
-        f"label {label!r} is not in project {project!r}'s labels {options}"
-        for label in unknown_labels(options, (e.label for e in events))
-    ]
-    for item in sorted({e.item_id for e in events}):
-        if not await store.item_known(conn, project, item):
-            problems.append(f"unknown item {item!r} in project {project!r}")
-    return problems
+    """Store labels given directly (corrections, adjudications); all or nothing. They are
+    published on ``loopwise:labels`` like every other label, so every consumer sees them."""
+    try:
+        return await actions.submit_labels(_ctx(request), Actor.of(principal, request),
+                                           principal, project, body.labels)
+    except USE_CASE_ERRORS as exc:
+        raise _fail(exc) from exc
 
 
 # --- projects and members --------------------------------------------------------------------
 
 
-class ProjectSettings(BaseModel):
-    label_options: list[str] | None = Field(
-        None, description="allowed labels; null accepts any label"
-    )
-    sensitive: bool = False
-    settings: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("label_options")
-    @classmethod
-    def _distinct(cls, options: list[str] | None) -> list[str] | None:
-        if options is not None:
-            if not options or any(not o or len(o) > 256 for o in options):
-                raise ValueError("label options must be 1-256 characters, at least one")
-            if len(set(options)) != len(options):
-                raise ValueError("label options must be distinct")
-        return options
-
-
 @router.get("/projects/{project}")
 async def get_project(project: str, request: Request, principal: Labeler) -> dict[str, Any]:
-    async with _engine(request).connect() as conn:
-        row = await store.get_project(conn, project)
-    if row is None:
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND, detail=f"project {project!r} has no settings yet"
-        )
-    return row
+    """The project's settings: label schema, sensitivity, routing, selection, quality."""
+    try:
+        return await actions.project_settings(_ctx(request), project)
+    except store.NotFound as exc:
+        raise _fail(exc) from exc
 
 
 @router.put("/projects/{project}")
 async def put_project(
-    project: str, body: ProjectSettings, request: Request, principal: Admin
+    project: str, body: dict[str, Any], request: Request, principal: Admin
 ) -> dict[str, Any]:
-    """Create or change a project's label schema, sensitivity and settings."""
+    """Create a project or change its settings: the fields given are replaced, the sections
+    (``routing``, ``selection``, ``quality``) updated field by field, the rest kept. The
+    router, scorer and quality service learn the change from ``loopwise:projects``."""
+    return await _change_project(project, body, request, principal)
+
+
+@router.patch("/projects/{project}")
+async def patch_project(
+    project: str, body: dict[str, Any], request: Request, principal: Admin
+) -> dict[str, Any]:
+    """The same as PUT: a partial change of the settings document."""
+    return await _change_project(project, body, request, principal)
+
+
+async def _change_project(project: str, body: dict[str, Any], request: Request,
+                          principal: Principal) -> dict[str, Any]:
     if not re.fullmatch(PROJECT_PATTERN, project):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="invalid project name")
-    async with _engine(request).begin() as conn:
-        new, old = await store.put_project(conn, project, **body.model_dump())
-        await audit.record(
-            conn, Actor.of(principal, request), "project.settings", project=project,
-            detail={"before": _jsonable(old), "after": body.model_dump()},
-        )  # fmt: skip
-    service = getattr(request.app.state, "service", None)
-    if service is not None:
-        service.forget_schema(project)
-    return new
-
-
-def _jsonable(row: dict[str, Any] | None) -> dict[str, Any] | None:
-    if row is None:
-        return None
-    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+    try:
+        return await actions.change_project(_ctx(request), Actor.of(principal, request),
+                                            project, body)
+    except USE_CASE_ERRORS as exc:
+        raise _fail(exc) from exc
 
 
 @router.get("/projects/{project}/members")
@@ -221,20 +188,8 @@ class MemberIn(BaseModel):
 async def put_member(
     project: str, user_id: str, body: MemberIn, request: Request, principal: Admin
 ) -> dict[str, Any]:
-    async with _engine(request).begin() as conn:
-        added = await add_member(conn, project, user_id, body.role)
-        if not added:
-            await conn.execute(
-                update(project_members)
-                .where(project_members.c.project == project, project_members.c.user_id == user_id)
-                .values(role=body.role)
-            )
-        await audit.record(
-            conn, Actor.of(principal, request), "member.put", project=project, target=user_id,
-            detail={"role": body.role, "added": added},
-        )  # fmt: skip
-    runtime_of(request).auth.forget()
-    return {"project": project, "user_id": user_id, "role": body.role}
+    return await actions.put_member(_ctx(request), Actor.of(principal, request), project,
+                                    user_id, body.role)
 
 
 @router.delete("/projects/{project}/members/{user_id}")
@@ -242,35 +197,11 @@ async def delete_member(
     project: str, user_id: str, request: Request, principal: Admin
 ) -> dict[str, Any]:
     """Remove a member; their tokens for this project are revoked with it."""
-    async with _engine(request).begin() as conn:
-        removed = await conn.execute(
-            project_members.delete().where(
-                project_members.c.project == project, project_members.c.user_id == user_id
-            )
-        )
-        if not removed.rowcount:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"{user_id!r} is not a member")
-        tokens = (
-            (
-                await conn.execute(
-                    select(api_tokens.c.id).where(
-                        api_tokens.c.user_id == user_id,
-                        api_tokens.c.project == project,
-                        api_tokens.c.revoked_at.is_(None),
-                    )
-                )
-            )
-            .scalars()
-            .all()
-        )
-        for token_id in tokens:
-            await revoke_token(conn, token_id)
-        await audit.record(
-            conn, Actor.of(principal, request), "member.remove", project=project,
-            target=user_id, detail={"revoked_tokens": list(tokens)},
-        )  # fmt: skip
-    runtime_of(request).auth.forget()
-    return {"project": project, "user_id": user_id, "removed": True, "revoked_tokens": tokens}
+    try:
+        return await actions.remove_member(_ctx(request), Actor.of(principal, request),
+                                           project, user_id)
+    except USE_CASE_ERRORS as exc:
+        raise _fail(exc) from exc
 
 
 # --- versions, diff, revert, trace -----------------------------------------------------------
@@ -292,18 +223,11 @@ async def create_version(
     project: str, body: VersionIn, request: Request, principal: Reviewer
 ) -> dict[str, Any]:
     """Freeze which label events count now as a named, immutable version."""
-    async with _engine(request).begin() as conn:
-        try:
-            row = await store.create_snapshot(
-                conn, project, author=principal.user_id, message=body.message, name=body.name
-            )
-        except store.Conflict as exc:
-            raise _fail(exc) from exc
-        await audit.record(
-            conn, Actor.of(principal, request), "version.create", project=project,
-            target=str(row["number"]), detail={"name": body.name, "message": body.message},
-        )  # fmt: skip
-    return row
+    try:
+        return await actions.create_version(_ctx(request), Actor.of(principal, request),
+                                            project, message=body.message, name=body.name)
+    except USE_CASE_ERRORS as exc:
+        raise _fail(exc) from exc
 
 
 @router.get("/projects/{project}/versions/{version}")
@@ -352,22 +276,12 @@ async def revert_labels(
     project: str, body: RevertIn, request: Request, principal: Admin
 ) -> dict[str, Any]:
     """Revert by batch, labeler, guideline, time window or event ids; dry_run previews."""
-    async with _engine(request).begin() as conn:
-        try:
-            result = await store.revert(
-                conn, project, _selector_of(body), author=principal.user_id,
-                message=body.message, name=body.name, dry_run=body.dry_run,
-            )  # fmt: skip
-        except (store.Conflict, ValueError) as exc:
-            raise _fail(exc) from exc
-        if not body.dry_run:
-            await audit.record(
-                conn, Actor.of(principal, request), "version.revert", project=project,
-                target=str(result["version"]["number"]),
-                detail={"selector": result["version"]["selector"], "events": result["events"],
-                        "items": result["items"], "message": body.message},
-            )  # fmt: skip
-    return result
+    try:
+        return await actions.revert(
+            _ctx(request), Actor.of(principal, request), project, _selector_of(body),
+            message=body.message, name=body.name, dry_run=body.dry_run)
+    except USE_CASE_ERRORS as exc:
+        raise _fail(exc) from exc
 
 
 class UnrevertIn(BaseModel):
@@ -381,21 +295,12 @@ async def revert_version(
     project: str, version: str, body: UnrevertIn, request: Request, principal: Admin
 ) -> dict[str, Any]:
     """Undo what a revert (or unrevert) version changed, as a new version."""
-    async with _engine(request).begin() as conn:
-        try:
-            result = await store.unrevert(
-                conn, project, version, author=principal.user_id, message=body.message,
-                name=body.name, dry_run=body.dry_run,
-            )  # fmt: skip
-        except (store.NotFound, store.Conflict, ValueError) as exc:
-            raise _fail(exc) from exc
-        if not body.dry_run:
-            await audit.record(
-                conn, Actor.of(principal, request), "version.unrevert", project=project,
-                target=str(result["version"]["number"]),
-                detail={"reverts": result["version"]["reverts"], "events": result["events"]},
-            )  # fmt: skip
-    return result
+    try:
+        return await actions.unrevert(
+            _ctx(request), Actor.of(principal, request), project, version,
+            message=body.message, name=body.name, dry_run=body.dry_run)
+    except USE_CASE_ERRORS as exc:
+        raise _fail(exc) from exc
 
 
 @router.get("/projects/{project}/items/{item_id}/trace")
@@ -436,88 +341,16 @@ async def export_labels(
         view = await _view(conn, project, version, as_of)
         payloads_visible = principal.sees_payloads(project, await is_sensitive(conn, project))
 
-    async def body() -> AsyncIterator[bytes]:
-        async with engine.connect() as conn:
-            if format == "labelstudio":
-                side = await engine.connect()
-                try:
-                    chunks = export.labelstudio(
-                        store.stream_counting_events(conn, project, view),
-                        lambda ids: _payloads(side, project, ids, payloads_visible),
-                        lambda ids: store.import_refs_of(side, ids),
-                        from_name=from_name,
-                        to_name=to_name,
-                    )
-                    async for chunk in chunks:
-                        yield chunk
-                finally:
-                    await side.close()
-                return
-            writer = export.jsonl if format == "jsonl" else export.csv_rows
-            async for chunk in writer(store.stream_current(conn, project, view)):
-                yield chunk
-
+    body = actions.export_chunks(engine, project, view, format,
+                                 payloads_visible=payloads_visible, from_name=from_name,
+                                 to_name=to_name)
     suffix = {"jsonl": "jsonl", "csv": "csv", "labelstudio": "json"}[format]
     name = f"{project}-{'v' + str(view.version) if version else 'head'}.{suffix}"
     return StreamingResponse(
-        body(),
+        body,
         media_type=export.MEDIA_TYPES[format],
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
-
-
-async def _payloads(conn, project: str, ids: list[str], visible: bool) -> dict[str, Any]:
-    if not visible:
-        return {}
-    return await store.payloads_of(conn, project, ids)
-
-
-async def import_labelstudio_export(
-    conn,
-    project: str,
-    data: bytes,
-    actor: Actor,
-    *,
-    label_key: str | None = None,
-    item_key: str | None = None,
-    batch_id: str | None = None,
-    dry_run: bool = False,
-) -> dict[str, Any]:
-    """Parse, check against the project's schema, then store all of it or nothing.
-
-    Shared by the HTTP route and the CLI. Raises ValueError (incl.
-    LabelStudioFormatError) with every problem before anything is written.
-    """
-    result = parse_export(
-        data, project=project, label_key=label_key, item_key=item_key, batch_id=batch_id
-    )
-    options = (await store.label_options_of(conn, [project]))[project]
-    unknown = unknown_labels(options, (e.label for e in result.events))
-    if unknown:
-        raise ValueError(f"labels not in project {project!r}'s labels {options}: {unknown}")
-    summary = {
-        "batch_id": result.batch_id,
-        "tasks": len(result.items),
-        "annotations": len(result.events),
-        "skipped": [s.__dict__ for s in result.skipped],
-        "ignored": len(result.ignored),
-        "dry_run": dry_run,
-    }
-    if dry_run:
-        return {**summary, "inserted": 0}
-    inserted = await store.append_events(conn, result.events)
-    await store.store_item_payloads(conn, project, result.items)
-    await insert_ignoring_duplicates(
-        conn,
-        import_refs,
-        [{"event_id": str(e), "ref": ref.__dict__} for e, ref in result.refs.items()],
-    )
-    await audit.record(
-        conn, actor, "labels.import", project=project, target=result.batch_id,
-        detail={"format": "labelstudio", "inserted": inserted, "annotations": len(result.events),
-                "skipped": len(result.skipped)},
-    )  # fmt: skip
-    return {**summary, "inserted": inserted}
 
 
 @router.post("/projects/{project}/imports/labelstudio")
@@ -527,26 +360,25 @@ async def import_labelstudio(
     principal: Reviewer,
     label_key: str | None = None,
     item_key: str | None = None,
-    batch_id: str | None = None,
+    batch_id: Annotated[str | None, Query(max_length=64)] = None,
     dry_run: bool = False,
 ) -> dict[str, Any]:
     """Import a Label Studio JSON export (the request body); all annotations or none."""
     data = await request.body()
     if len(data) > MAX_IMPORT_BYTES:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail="import file too large")
-    async with _engine(request).begin() as conn:
-        try:
-            return await import_labelstudio_export(
-                conn, project, data, Actor.of(principal, request), label_key=label_key,
-                item_key=item_key, batch_id=batch_id, dry_run=dry_run,
-            )  # fmt: skip
-        except LabelStudioFormatError as exc:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                detail={"message": "not a Label Studio JSON export", "problems": exc.problems},
-            ) from exc
-        except ValueError as exc:
-            raise _fail(exc) from exc
+    try:
+        return await actions.import_labelstudio(
+            _ctx(request), Actor.of(principal, request), project, data, label_key=label_key,
+            item_key=item_key, batch_id=batch_id, dry_run=dry_run,
+        )  # fmt: skip
+    except LabelStudioFormatError as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail={"message": "not a Label Studio JSON export", "problems": exc.problems},
+        ) from exc
+    except USE_CASE_ERRORS as exc:
+        raise _fail(exc) from exc
 
 
 # --- users, tokens, audit --------------------------------------------------------------------
@@ -559,43 +391,29 @@ class UserIn(BaseModel):
 
 @router.post("/users", status_code=status.HTTP_201_CREATED)
 async def create_user(body: UserIn, request: Request, principal: CurrentPrincipal) -> dict:
-    authorize_global(principal)
-    async with _engine(request).begin() as conn:
-        await ensure_user(conn, body.user_id)
-        if body.display_name is not None:
-            await conn.execute(
-                update(users).where(users.c.user_id == body.user_id)
-                .values(display_name=body.display_name)
-            )  # fmt: skip
-        await audit.record(
-            conn, Actor.of(principal, request), "user.create", target=body.user_id,
-            detail=body.model_dump(),
-        )  # fmt: skip
-    return body.model_dump()
+    try:
+        return await actions.create_user(_ctx(request), Actor.of(principal, request),
+                                         principal, body.user_id, body.display_name)
+    except USE_CASE_ERRORS as exc:
+        raise _fail(exc) from exc
 
 
 @router.get("/users")
 async def list_users(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
-    authorize_global(principal)
-    async with _engine(request).connect() as conn:
-        rows = await conn.execute(select(users).order_by(users.c.user_id).limit(10_000))
-        return {"users": [dict(r._mapping) for r in rows.all()]}
+    try:
+        return {"users": await actions.list_users(_ctx(request), principal)}
+    except USE_CASE_ERRORS as exc:
+        raise _fail(exc) from exc
 
 
 @router.post("/users/{user_id}/disable")
 async def disable_user(user_id: str, request: Request, principal: CurrentPrincipal) -> dict:
     """A disabled user's tokens stop working (within the 2 s auth cache)."""
-    authorize_global(principal)
-    async with _engine(request).begin() as conn:
-        result = await conn.execute(
-            update(users).where(users.c.user_id == user_id, users.c.disabled_at.is_(None))
-            .values(disabled_at=datetime.now().astimezone())
-        )  # fmt: skip
-        if not result.rowcount:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no active user {user_id!r}")
-        await audit.record(conn, Actor.of(principal, request), "user.disable", target=user_id)
-    runtime_of(request).auth.forget()
-    return {"user_id": user_id, "disabled": True}
+    try:
+        return await actions.disable_user(_ctx(request), Actor.of(principal, request),
+                                          principal, user_id)
+    except USE_CASE_ERRORS as exc:
+        raise _fail(exc) from exc
 
 
 class TokenIn(BaseModel):
@@ -646,24 +464,11 @@ async def revoke_api_token(
     token_id: int, request: Request, principal: CurrentPrincipal
 ) -> dict[str, Any]:
     """Revoke a token: its owner, a global admin, or an admin of the token's project."""
-    async with _engine(request).begin() as conn:
-        row = (await conn.execute(select(api_tokens).where(api_tokens.c.id == token_id))).first()
-        allowed = row is not None and (
-            principal.is_global
-            or row.user_id == principal.user_id
-            or (row.project != "*" and principal.covers(row.project) and principal.may("admin"))
-        )
-        if not allowed:
-            # The same answer for a token that does not exist and one that is not yours.
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no token {token_id} of yours")
-        revoked = await revoke_token(conn, token_id)
-        await audit.record(
-            conn, Actor.of(principal, request), "token.revoke",
-            project=_project_or_none(row.project), target=str(token_id),
-            detail={"user_id": row.user_id, "was_live": revoked},
-        )  # fmt: skip
-    runtime_of(request).auth.forget()
-    return {"id": token_id, "revoked": True, "was_live": revoked}
+    try:
+        return await actions.revoke_token(_ctx(request), Actor.of(principal, request),
+                                          principal, token_id)
+    except USE_CASE_ERRORS as exc:
+        raise _fail(exc) from exc
 
 
 @router.get("/audit")
@@ -689,4 +494,4 @@ async def read_audit(
     return {"entries": rows, "next_after_id": rows[-1]["id"] if rows else after_id}
 
 
-__all__ = ["ROLES", "import_labelstudio_export", "router"]
+__all__ = ["ROLES", "router"]

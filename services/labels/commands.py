@@ -1,44 +1,64 @@
-"""What the ``loopwise labels|users|token revoke`` commands do, against the database.
+"""What the ``loopwise labels|users|token revoke`` commands do: the labels service's use
+cases (``actions.py``), run from the operator's shell.
 
-The CLI is an operator's tool like ``loopwise token create``: it talks to the
-database directly (no running service needed), acts as the named operator
-with admin rights, and writes the same audit entries as the HTTP routes,
-with the client recorded as ``cli@<host>``.
+The CLI is an operator's tool like ``loopwise token create``: it needs the database and
+Redis (to publish what it stores), not a running service; it acts as the named operator
+with global admin rights and records the same audit entries as the HTTP routes, with the
+client ``cli@<host>``.
 """
 
 from __future__ import annotations
 
 import getpass
 import socket
-from collections.abc import AsyncIterator, Callable
-from typing import IO, Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import IO, Any, TypeVar
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+import redis.asyncio as aioredis
 
 from shared import auth
+from shared.bus import publish
 from shared.db import make_engine
+from shared.settings import Settings
 
-from . import audit, export, store
-from .api import import_labelstudio_export
+from . import actions, audit, store
 from .revert import RevertSelector
-from .tables import users
+
+T = TypeVar("T")
 
 
 def cli_actor(user: str | None = None) -> audit.Actor:
     return audit.Actor(user or getpass.getuser(), "admin", f"cli@{socket.gethostname()}")
 
 
-async def _with_engine(url: str, work: Callable[[AsyncEngine], Any]) -> Any:
-    engine = make_engine(url)
+def operator(actor: audit.Actor) -> auth.Principal:
+    """The operator at the shell holds the database: a global admin."""
+    return auth.Principal(actor.user_id, "admin", auth.ALL_PROJECTS)
+
+
+@asynccontextmanager
+async def _context(settings: Settings) -> AsyncIterator[actions.Context]:
+    engine = make_engine(settings.database_url)
+    redis = aioredis.from_url(settings.redis_url)
+
+    async def publish_events(stream: str, events: Any) -> list[str]:
+        return await publish(redis, stream, events)
+
     try:
-        return await work(engine)
+        yield actions.Context(engine=engine, publish=publish_events)
     finally:
+        await redis.aclose()
         await engine.dispose()
 
 
+async def run(settings: Settings, work: Callable[[actions.Context], Awaitable[T]]) -> T:
+    async with _context(settings) as ctx:
+        return await work(ctx)
+
+
 async def export_version(
-    url: str,
+    settings: Settings,
     project: str,
     out: IO[bytes],
     *,
@@ -49,8 +69,8 @@ async def export_version(
 ) -> int:
     """Stream a version's labels to ``out``; report the total, then rows as they go."""
 
-    async def work(engine: AsyncEngine) -> int:
-        async with engine.connect() as conn:
+    async def work(ctx: actions.Context) -> int:
+        async with ctx.engine.connect() as conn:
             view = await store.resolve_view(conn, project, version)
             total = await store.count_current(conn, project, view)
         on_start(total)
@@ -64,44 +84,31 @@ async def export_version(
                     on_rows(1000)
                 yield row
 
-        async with engine.connect() as conn, engine.connect() as side:
-            if fmt == "labelstudio":
-                chunks = export.labelstudio(
-                    counted(store.stream_counting_events(conn, project, view)),
-                    lambda ids: store.payloads_of(side, project, ids),
-                    lambda ids: store.import_refs_of(side, ids),
-                )
-            else:
-                writer = export.jsonl if fmt == "jsonl" else export.csv_rows
-                chunks = writer(counted(store.stream_current(conn, project, view)))
-            async for chunk in chunks:
-                out.write(chunk)
+        async for chunk in actions.export_chunks(ctx.engine, project, view, fmt, rows=counted):
+            out.write(chunk)
         on_rows(written % 1000)
         return written
 
-    return await _with_engine(url, work)
+    return await run(settings, work)
 
 
 async def import_labelstudio_file(
-    url: str, project: str, data: bytes, actor: audit.Actor, **options: Any
+    settings: Settings, project: str, data: bytes, actor: audit.Actor, **options: Any
 ) -> dict[str, Any]:
-    async def work(engine: AsyncEngine) -> dict[str, Any]:
-        async with engine.begin() as conn:
-            return await import_labelstudio_export(conn, project, data, actor, **options)
-
-    return await _with_engine(url, work)
+    return await run(settings, lambda ctx: actions.import_labelstudio(
+        ctx, actor, project, data, **options))
 
 
-async def list_versions(url: str, project: str) -> list[dict[str, Any]]:
-    async def work(engine: AsyncEngine) -> list[dict[str, Any]]:
-        async with engine.connect() as conn:
+async def list_versions(settings: Settings, project: str) -> list[dict[str, Any]]:
+    async def work(ctx: actions.Context) -> list[dict[str, Any]]:
+        async with ctx.engine.connect() as conn:
             return await store.list_versions(conn, project)
 
-    return await _with_engine(url, work)
+    return await run(settings, work)
 
 
 async def revert(
-    url: str,
+    settings: Settings,
     project: str,
     actor: audit.Actor,
     *,
@@ -112,66 +119,31 @@ async def revert(
     dry_run: bool = True,
 ) -> dict[str, Any]:
     """A revert by selector, or (``undo_version``) the revert of a revert."""
-
-    async def work(engine: AsyncEngine) -> dict[str, Any]:
-        async with engine.begin() as conn:
-            if undo_version is not None:
-                result = await store.unrevert(
-                    conn, project, undo_version, author=actor.user_id, message=message,
-                    name=name, dry_run=dry_run,
-                )  # fmt: skip
-                action = "version.unrevert"
-            else:
-                assert selector is not None
-                result = await store.revert(
-                    conn, project, selector, author=actor.user_id, message=message, name=name,
-                    dry_run=dry_run,
-                )  # fmt: skip
-                action = "version.revert"
-            if not dry_run:
-                await audit.record(
-                    conn, actor, action, project=project,
-                    target=str(result["version"]["number"]),
-                    detail={"selector": result["version"]["selector"], "events": result["events"],
-                            "message": message},
-                )  # fmt: skip
-            return result
-
-    return await _with_engine(url, work)
+    if undo_version is not None:
+        return await run(settings, lambda ctx: actions.unrevert(
+            ctx, actor, project, undo_version, message=message, name=name, dry_run=dry_run))
+    if selector is None:
+        raise ValueError("say what to revert, or which revert to undo")
+    return await run(settings, lambda ctx: actions.revert(
+        ctx, actor, project, selector, message=message, name=name, dry_run=dry_run))
 
 
-async def revoke_token(url: str, token_id: int, actor: audit.Actor) -> bool:
-    async def work(engine: AsyncEngine) -> bool:
-        async with engine.begin() as conn:
-            was_live = await auth.revoke_token(conn, token_id)
-            await audit.record(
-                conn, actor, "token.revoke", target=str(token_id), detail={"was_live": was_live}
-            )
-            return was_live
-
-    return await _with_engine(url, work)
+async def revoke_token(settings: Settings, token_id: int, actor: audit.Actor) -> bool:
+    result = await run(settings, lambda ctx: actions.revoke_token(
+        ctx, actor, operator(actor), token_id))
+    return bool(result["was_live"])
 
 
-async def user_command(url: str, action: str, actor: audit.Actor, user_id: str | None) -> Any:
+async def user_command(settings: Settings, action: str, actor: audit.Actor,
+                       user_id: str | None) -> Any:
     """``list``, ``create`` or ``disable`` users."""
-
-    async def work(engine: AsyncEngine) -> Any:
-        async with engine.begin() as conn:
-            if action == "list":
-                rows = await conn.execute(select(users).order_by(users.c.user_id))
-                return [dict(r._mapping) for r in rows.all()]
-            assert user_id
-            if action == "create":
-                await auth.ensure_user(conn, user_id)
-            else:
-                result = await conn.execute(
-                    update(users)
-                    .where(users.c.user_id == user_id, users.c.disabled_at.is_(None))
-                    .values(disabled_at=auth.datetime.now(auth.UTC))
-                )
-                if not result.rowcount:
-                    raise ValueError(f"no active user {user_id!r}")
-            await audit.record(conn, actor, f"user.{action}", target=user_id)
-            return user_id
-
-    return await _with_engine(url, work)
+    who = operator(actor)
+    if action == "list":
+        return await run(settings, lambda ctx: actions.list_users(ctx, who))
+    if not user_id:
+        raise ValueError(f"'{action}' needs a user id")
+    if action == "create":
+        await run(settings, lambda ctx: actions.create_user(ctx, actor, who, user_id))
+    else:
+        await run(settings, lambda ctx: actions.disable_user(ctx, actor, who, user_id))
+    return user_id

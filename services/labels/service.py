@@ -15,11 +15,11 @@ from shared import metrics, streams
 from shared.bus import Delivery
 from shared.events import DeadLetterEvent, LabelEvent, stable_id
 from shared.logs import get_logger
+from shared.projects import unknown_labels
 from shared.service import Runtime
 
 from . import audit
 from .store import append_events, label_options_of
-from .versions import unknown_labels
 
 log = get_logger(__name__)
 STREAM_ACTOR = audit.Actor("service:labels", "service", f"stream:{streams.LABELS}")

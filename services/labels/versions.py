@@ -124,11 +124,3 @@ def diff_labels(before: Mapping[str, Row], after: Mapping[str, Row]) -> LabelDif
         elif b["label"] != a["label"]:
             result.changed.append(change)
     return result
-
-
-def unknown_labels(label_options: list[str] | None, labels: Iterable[str]) -> list[str]:
-    """Labels outside the project's schema; a project without a schema accepts any label."""
-    if label_options is None:
-        return []
-    allowed = set(label_options)
-    return sorted({label for label in labels if label not in allowed})

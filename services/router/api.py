@@ -11,10 +11,10 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from shared.auth import CurrentPrincipal, Principal, authorize, project_access
+from shared.projects import RoutingPolicy
 from shared.service import service_of
 
 from .gold import GoldItem
-from .policy import RoutingPolicy
 from .service import ReviewError, RouterService
 
 router = APIRouter(prefix="/v1", tags=["review"])

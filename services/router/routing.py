@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared.events import NONE_OF_THESE, PredictionEvent, stable_id
-
-from .policy import RoutingPolicy
+from shared.projects import RoutingPolicy
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs µs per prediction

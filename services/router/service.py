@@ -29,10 +29,10 @@ from shared.events import (
     stable_key,
 )
 from shared.logs import get_logger
+from shared.projects import RoutingPolicy
 from shared.service import Runtime
 
 from .gold import GoldItem, gold_prelabel, should_salt
-from .policy import RoutingPolicy
 from .queue import PREFIX, NewTask, Paused, QueuedTask, ReviewQueue
 from .routing import label_order, present, route
 from .thresholds import Observations, ThresholdEstimate, estimate_threshold

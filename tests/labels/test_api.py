@@ -352,7 +352,7 @@ async def test_bad_input_is_refused_with_clear_errors_and_nothing_written(app, w
         tasks[0]["id"] = 8000
         tasks[0]["annotations"][0]["result"][0]["value"]["choices"] = ["Neutral"]
         r = await client.post(f"{p}/imports/labelstudio", content=json.dumps(tasks))
-        assert r.status_code == 422 and "['Neutral']" in r.json()["detail"]
+        assert r.status_code == 422 and "'Neutral' is not in project" in r.json()["detail"]
         r = await client.get(f"{p}/labels?version=42")
         assert r.status_code == 404 and "no label-set version '42'" in r.json()["detail"]
         r = await client.get(f"{p}/items/ghost/trace")

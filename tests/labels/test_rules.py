@@ -9,12 +9,8 @@ from pydantic import ValidationError
 
 from services.labels.revert import RevertSelector, effect_of, revert_changes, unrevert_changes
 from services.labels.trace import trace_item
-from services.labels.versions import (
-    current_by_item,
-    diff_labels,
-    excluded_ids,
-    unknown_labels,
-)
+from services.labels.versions import current_by_item, diff_labels, excluded_ids
+from shared.projects import unknown_labels
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -1,7 +1,7 @@
 from services.router.gold import GoldItem, gold_prelabel
-from services.router.policy import RoutingPolicy
 from services.router.routing import margin, present, route, uncertainty
 from shared.events import NONE_OF_THESE, PredictionEvent
+from shared.projects import RoutingPolicy
 
 
 def _pred(probs, priority=None, item="1"):
