@@ -140,6 +140,15 @@ async def _wait(predicate, timeout: float, what: str) -> None:
         await asyncio.sleep(0.25)
 
 
+async def _settings_applied(redis: aioredis.Redis, project: str) -> None:
+    """Until every service that keeps a copy of the project's settings has taken them."""
+    async def applied() -> bool:
+        return all([await group_drained(redis, streams.PROJECTS, group) for group in (
+            streams.GROUP_ROUTER, streams.GROUP_SCORER, streams.GROUP_QUALITY)])
+
+    await _wait(applied, 30, f"the services to apply the settings of {project}")
+
+
 async def _accuracy(api: Api, project: str, x: np.ndarray, y: np.ndarray) -> tuple[float, str]:
     result = (await api.call("POST", "scorer", f"/v1/projects/{project}/predict",
                              json={"features": x.tolist()})).json()
@@ -178,8 +187,9 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
     admin = Api(settings, admin_token)
     redis = aioredis.from_url(settings.redis_url)
     try:
-        await admin.call("PUT", "router", f"/v1/projects/{project}/policy",
-                         json={"auto_accept_threshold": threshold, "overlap": overlap})
+        await admin.call("PATCH", "labels", f"/v1/projects/{project}", json={
+            "routing": {"auto_accept_threshold": threshold, "overlap": overlap}})
+        await _settings_applied(redis, project)
         _say(f"[1/6] seed: registering {len(seed_idx)} labeled items and training model v1")
         await admin.call("POST", "scorer", f"/v1/projects/{project}/items", json={"items": [
             {"item_id": item_id[int(i)], "features": x[i].tolist(), "payload": payload(int(i))}

@@ -215,6 +215,19 @@ class Bus:
         await self.publish(streams.DEADLETTER, dead)
         log.warning("deadlettered", stream=stream, count=len(dead), first=dead[0].reason)
 
+    async def refuse(self, stream: str, group: str,
+                     refused: Sequence[tuple[Delivery[Any], str]], kind: str = "schema") -> None:
+        """Dead-letter valid events a handler will not take (a label outside its project's
+        schema), with the reason and the event as it was read; the caller acks them."""
+        if not refused:
+            return
+        await self._publish_dead(stream, [
+            DeadLetterEvent(event_id=stable_id("deadletter", stream, group, d.entry_id),
+                            stream=stream, entry_id=d.entry_id, group=group, reason=reason,
+                            fields={"data": d.event.to_json()})
+            for d, reason in refused])
+        metrics.EVENTS_DEADLETTERED.labels(self.service, stream, kind).inc(len(refused))
+
     async def _delivery_counts(self, stream: str, group: str, entry_ids: list[str]
                                ) -> dict[str, int]:
         """How often each pending entry was delivered (XPENDING); absent: no longer pending."""

@@ -34,6 +34,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def session_batch_id(door: str, user_id: str, at: datetime | None = None) -> str:
+    """The batch of the labels one person gives through one door in one UTC day
+    (``review:alice:2026-12-02``): what "revert a bad batch" selects for human labels."""
+    day = (at or utcnow()).astimezone(UTC).strftime("%Y-%m-%d")
+    return f"{door}:{user_id[:64 - len(door) - 12]}:{day}"
+
+
 _NAMESPACE_BYTES = EVENT_NAMESPACE.bytes
 _VERSION5 = (0xF000 << 64) | (0xC000 << 48)  # the bits uuid5 overwrites
 _VERSION5_SET = (5 << 76) | (0x8000 << 48)

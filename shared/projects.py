@@ -15,7 +15,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.events import PROJECT_PATTERN, Event, utcnow
+from shared.events import NONE_OF_THESE, PROJECT_PATTERN, Event, utcnow
+from shared.settings import get_settings
 
 # The scorer's query strategies by name (services/scorer/strategies.py registers the
 # functions; a test keeps the two lists equal). Settings name them, so they are checked
@@ -24,6 +25,16 @@ STRATEGY_NAMES = ("random", "least_confidence", "margin", "entropy", "vote_entro
                   "consensus_kl")
 SECTIONS = ("routing", "selection", "quality")
 
+# A Redis script for the services that keep a copy of a project's settings (each in a
+# hash of its own): store ARGV[2] only if its revision ARGV[1] is newer than the kept one,
+# so that a change delivered late or twice never undoes a newer one.
+KEEP_NEWEST = """
+local kept = redis.call('HGET', KEYS[1], 'revision')
+if kept and tonumber(kept) >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'revision', ARGV[1], 'settings', ARGV[2])
+return 1
+"""
+
 
 class RoutingPolicy(BaseModel):
     """How confident is auto, how tasks are shown, how gold is salted (the router applies it)."""
@@ -31,14 +42,17 @@ class RoutingPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["fixed", "target_precision"] = "fixed"
-    auto_accept_threshold: float = Field(0.9, ge=0.0, le=1.0, description="used when fixed")
+    auto_accept_threshold: float = Field(
+        default_factory=lambda: get_settings().auto_accept_threshold, ge=0.0, le=1.0,
+        description="used when fixed (default: LOOPWISE_AUTO_ACCEPT_THRESHOLD)")
     target_precision: float | None = Field(None, gt=0.0, lt=1.0)
     audit_rate: float = Field(0.02, ge=0.0, le=1.0,
                               description="share of would-be auto-accepts audited blind")
     default_threshold: float = Field(0.99, ge=0.0, le=1.0,
                                      description="conservative threshold until calibrated")
     min_audits: int = Field(30, ge=1, description="effective observations needed to calibrate")
-    overlap: int = Field(1, ge=1, le=5)
+    overlap: int = Field(default_factory=lambda: get_settings().overlap, ge=1, le=5,
+                         description="labelers per item (default: LOOPWISE_OVERLAP)")
     mode: Literal["blind", "prelabel"] = "blind"
     choice_margin: float | None = Field(
         None, ge=0.0, le=1.0, description="top-2 margin below which a task is shown as a choice"
@@ -146,7 +160,7 @@ def unknown_labels(options: list[str] | None, labels: Iterable[str]) -> list[str
     its HTTP and stream doors, the quality service before it counts a vote."""
     if options is None:
         return []
-    allowed = set(options)
+    allowed = {*options, NONE_OF_THESE}  # a choice task's "none of the offered labels"
     return sorted({label for label in labels if label not in allowed})
 
 

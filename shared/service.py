@@ -21,6 +21,7 @@ from shared.auth import TokenAuth
 from shared.bus import Bus
 from shared.db import make_engine
 from shared.logs import configure_logging, get_logger
+from shared.peers import Peers
 from shared.settings import Settings
 
 
@@ -33,6 +34,7 @@ class Runtime:
     engine: AsyncEngine
     bus: Bus
     auth: TokenAuth
+    peers: Peers  # the other services' APIs, as a service principal
 
 
 class Service(Protocol):
@@ -76,7 +78,8 @@ def create_service_app(
         configure_logging(name, settings.log_level, settings.log_json)
         engine = make_engine(settings.database_url)
         bus = Bus(settings, name)
-        runtime = Runtime(name, settings, engine, bus, TokenAuth(engine))
+        runtime = Runtime(name, settings, engine, bus, TokenAuth(engine),
+                          Peers(settings, engine, name))
         service = make_service(runtime)
         app.state.runtime = runtime
         app.state.auth = runtime.auth
@@ -89,6 +92,7 @@ def create_service_app(
         finally:
             await bus.close()
             await service.stop()
+            await runtime.peers.aclose()
             await engine.dispose()
             log.info("stopped")
 

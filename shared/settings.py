@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     # Model lifecycle.
     retrain_every: int = Field(50, ge=1, description="retrain after this many new non-auto labels")
 
+    # Calls between services (HTTP, with a service token). Unset: a service that calls
+    # another makes itself a short-lived `service` token at start and revokes it at stop.
+    service_token: str | None = Field(None, description="bearer token for service calls")
+    peer_timeout_seconds: float = Field(30.0, gt=0)
+
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
 
+from shared import streams
 from shared.auth import create_token
 from shared.bus import group_drained as group_idle
 from shared.settings import Settings
@@ -67,3 +69,18 @@ def promtool_test_rules(cases: dict, tmp_path) -> None:
     done = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True,
                           text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+async def configure(settings: Settings, bearer: str, project: str, **changes: Any) -> dict:
+    """Change a project's settings at their home (the labels service), then wait until
+    every service that keeps a copy (router, scorer, quality) has taken the change."""
+    async with client(settings, "labels", bearer) as http:
+        r = await http.patch(f"/v1/projects/{project}", json=changes)
+        assert r.status_code == 200, r.text
+    redis = aioredis.from_url(settings.redis_url)
+    try:
+        await groups_idle(redis, *((streams.PROJECTS, group) for group in (
+            streams.GROUP_ROUTER, streams.GROUP_SCORER, streams.GROUP_QUALITY)))
+    finally:
+        await redis.aclose()
+    return r.json()

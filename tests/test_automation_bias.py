@@ -9,7 +9,7 @@ import random
 import pytest
 
 from shared import streams
-from tests.helpers import client, groups_idle, token
+from tests.helpers import client, configure, groups_idle, token
 
 pytestmark = pytest.mark.integration
 
@@ -18,10 +18,9 @@ async def test_a_rubber_stamper_is_flagged_and_paused_while_an_honest_reviewer_g
         services, engine, redis, project):
     settings = services
     admin = await token(engine, "admin", "admin", project)
+    await configure(settings, admin, project, routing={
+        "mode": "prelabel", "gold_rate": 0.25, "gold_planted_share": 1.0})
     async with client(settings, "router", admin) as http:
-        r = await http.put(f"/v1/projects/{project}/policy", json={
-            "mode": "prelabel", "gold_rate": 0.25, "gold_planted_share": 1.0})
-        assert r.status_code == 200
         r = await http.post(f"/v1/projects/{project}/gold", json={"items": [
             {"item_id": f"gold-{i}", "label": "a", "wrong_prelabel": "b",
              "payload": {"text": f"example g{i}"}} for i in range(300)]})

@@ -22,7 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from shared import auth, streams
 from shared.bus import validation_reason
 from shared.db import insert_ignoring_duplicates
-from shared.events import Event, LabelEvent
+from shared.events import Event, LabelEvent, session_batch_id
+from shared.peers import Peers
 from shared.projects import ProjectSettings, ProjectSettingsChanged, label_problems
 from shared.tables import api_tokens
 
@@ -33,6 +34,12 @@ from .revert import RevertSelector
 from .tables import import_refs, project_members, users
 
 Publish = Callable[[str, Sequence[Event]], Awaitable[list[str]]]
+# (project, item ids) -> the scorer's known items among them, with their payloads.
+LookupItems = Callable[[str, list[str]], Awaitable[dict[str, dict[str, Any]]]]
+
+
+async def _no_items(project: str, item_ids: list[str]) -> dict[str, dict[str, Any]]:
+    return {}
 
 
 class Forbidden(Exception):
@@ -51,6 +58,20 @@ class Context:
     publish: Publish
     forget_auth: Callable[[], None] = field(default=lambda: None)
     forget_schema: Callable[[str], None] = field(default=lambda project: None)
+    lookup_items: LookupItems = _no_items
+
+
+def scorer_lookup(peers: Peers) -> LookupItems:
+    """Items are the scorer's: asked of its API, never read from its tables."""
+    async def lookup(project: str, item_ids: list[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(item_ids), 10_000):
+            body = await peers.post("scorer", f"/v1/projects/{project}/items/lookup",
+                                    {"item_ids": item_ids[start:start + 10_000]})
+            found.update(body["items"])
+        return found
+
+    return lookup
 
 
 async def _published(ctx: Context, stream: str, events: Sequence[Event]) -> None:
@@ -67,18 +88,16 @@ async def _published(ctx: Context, stream: str, events: Sequence[Event]) -> None
 # --- labels --------------------------------------------------------------------------------
 
 
-def review_session(user_id: str, at: datetime | None = None) -> str:
-    """The batch of labels a person gives directly in one UTC day: revertible together."""
-    return f"direct:{user_id}:{(at or datetime.now(UTC)).strftime('%Y-%m-%d')}"[:64]
-
-
-async def _label_problems(conn: AsyncConnection, project: str,
-                          events: Sequence[LabelEvent]) -> list[str]:
+async def _label_problems(conn: AsyncConnection, project: str, events: Sequence[LabelEvent],
+                          lookup: LookupItems) -> list[str]:
     options = (await store.label_options_of(conn, [project]))[project]
     problems = label_problems(project, options, (e.label for e in events))
-    for item in sorted({e.item_id for e in events}):
-        if not await store.item_known(conn, project, item):
-            problems.append(f"unknown item {item!r} in project {project!r}")
+    unknown = [item for item in sorted({e.item_id for e in events})
+               if not await store.item_known(conn, project, item)]
+    if unknown:
+        known = await lookup(project, unknown)
+        problems += [f"unknown item {item!r} in project {project!r}"
+                     for item in unknown if item not in known]
     return problems
 
 
@@ -88,7 +107,7 @@ async def submit_labels(ctx: Context, actor: Actor, principal: auth.Principal, p
     stored, audited, then published on ``loopwise:labels`` like every other label."""
     events: list[LabelEvent] = []
     problems: list[str] = []
-    batch = review_session(principal.user_id)
+    batch = session_batch_id("direct", principal.user_id)
     for index, given in enumerate(raw_labels):
         raw = {"labeler_id": principal.user_id, "batch_id": batch, **given, "project": project}
         if raw["labeler_id"] != principal.user_id and principal.role != "service":
@@ -100,7 +119,7 @@ async def submit_labels(ctx: Context, actor: Actor, principal: auth.Principal, p
             problems.append(f"labels[{index}]: {validation_reason(exc)}")
     async with ctx.engine.begin() as conn:
         if not problems:
-            problems = await _label_problems(conn, project, events)
+            problems = await _label_problems(conn, project, events, ctx.lookup_items)
         if problems:
             raise ValueError(problems)
         inserted = await store.append_events(conn, events)
@@ -366,18 +385,22 @@ def _project_or_none(project: str) -> str | None:
 
 
 async def export_chunks(
-    engine: AsyncEngine, project: str, view: store.View, fmt: str, *,
+    ctx: Context, project: str, view: store.View, fmt: str, *,
     payloads_visible: bool = True, from_name: str = "label", to_name: str = "text",
     rows: Callable[[AsyncIterator[dict[str, Any]]], AsyncIterator[dict[str, Any]]] = lambda r: r,
 ) -> AsyncIterator[bytes]:
     """A version's labels as the bytes of an export: current labels as JSONL or CSV, the
     counted events as Label Studio JSON (with payloads only where the reader may see
     them). ``rows`` wraps the row stream (the CLI counts it for its progress bar)."""
-    async with engine.connect() as conn, engine.connect() as side:
+    async with ctx.engine.connect() as conn, ctx.engine.connect() as side:
         if fmt == "labelstudio":
 
             async def payloads(ids: list[str]) -> dict[str, Any]:
-                return await store.payloads_of(side, project, ids) if payloads_visible else {}
+                """The scorer's payload of each item, or the one its import brought."""
+                if not payloads_visible:
+                    return {}
+                return {**await ctx.lookup_items(project, ids),
+                        **await store.payloads_of(side, project, ids)}
 
             chunks = export.labelstudio(
                 rows(store.stream_counting_events(conn, project, view)), payloads,

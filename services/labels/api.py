@@ -27,6 +27,7 @@ from shared.auth import (
     project_access,
 )
 from shared.events import PROJECT_PATTERN
+from shared.peers import PeerError
 from shared.service import runtime_of
 from shared.tables import api_tokens
 
@@ -54,7 +55,8 @@ def _ctx(request: Request) -> actions.Context:
     service = getattr(request.app.state, "service", None)
     return actions.Context(
         engine=runtime.engine, publish=runtime.bus.publish, forget_auth=runtime.auth.forget,
-        forget_schema=service.forget_schema if service is not None else lambda p: None)
+        forget_schema=service.forget_schema if service is not None else lambda p: None,
+        lookup_items=actions.scorer_lookup(runtime.peers))
 
 
 def _fail(exc: Exception) -> HTTPException:
@@ -65,7 +67,7 @@ def _fail(exc: Exception) -> HTTPException:
         return HTTPException(status.HTTP_409_CONFLICT, detail=str(exc))
     if isinstance(exc, actions.Forbidden):
         return HTTPException(status.HTTP_403_FORBIDDEN, detail=str(exc))
-    if isinstance(exc, actions.NotPublished):
+    if isinstance(exc, actions.NotPublished | PeerError):
         return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc))
     if isinstance(exc, ValueError) and exc.args and isinstance(exc.args[0], list):
         return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=exc.args[0])
@@ -73,7 +75,7 @@ def _fail(exc: Exception) -> HTTPException:
 
 
 USE_CASE_ERRORS = (store.NotFound, store.Conflict, actions.Forbidden, actions.NotPublished,
-                   ValueError)
+                   PeerError, ValueError)
 
 async def _view(conn, project: str, version: str | None, as_of: datetime | None) -> store.View:
     try:
@@ -341,7 +343,7 @@ async def export_labels(
         view = await _view(conn, project, version, as_of)
         payloads_visible = principal.sees_payloads(project, await is_sensitive(conn, project))
 
-    body = actions.export_chunks(engine, project, view, format,
+    body = actions.export_chunks(_ctx(request), project, view, format,
                                  payloads_visible=payloads_visible, from_name=from_name,
                                  to_name=to_name)
     suffix = {"jsonl": "jsonl", "csv": "csv", "labelstudio": "json"}[format]

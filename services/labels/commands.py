@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from shared import auth
 from shared.bus import publish
 from shared.db import make_engine
+from shared.peers import Peers
 from shared.settings import Settings
 
 from . import actions, audit, store
@@ -45,9 +46,12 @@ async def _context(settings: Settings) -> AsyncIterator[actions.Context]:
     async def publish_events(stream: str, events: Any) -> list[str]:
         return await publish(redis, stream, events)
 
+    peers = Peers(settings, engine, "cli")
     try:
-        yield actions.Context(engine=engine, publish=publish_events)
+        yield actions.Context(engine=engine, publish=publish_events,
+                              lookup_items=actions.scorer_lookup(peers))
     finally:
+        await peers.aclose()
         await redis.aclose()
         await engine.dispose()
 
@@ -84,7 +88,7 @@ async def export_version(
                     on_rows(1000)
                 yield row
 
-        async for chunk in actions.export_chunks(ctx.engine, project, view, fmt, rows=counted):
+        async for chunk in actions.export_chunks(ctx, project, view, fmt, rows=counted):
             out.write(chunk)
         on_rows(written % 1000)
         return written

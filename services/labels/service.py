@@ -13,9 +13,9 @@ from typing import Any
 
 from shared import metrics, streams
 from shared.bus import Delivery
-from shared.events import DeadLetterEvent, LabelEvent, stable_id
+from shared.events import LabelEvent
 from shared.logs import get_logger
-from shared.projects import unknown_labels
+from shared.projects import label_problems
 from shared.service import Runtime
 
 from . import audit
@@ -54,15 +54,17 @@ class LabelsService:
         return None
 
     async def on_labels(self, batch: list[Delivery[LabelEvent]]) -> None:
-        """Commit the whole batch before returning: the entries are acked only after that."""
+        """Commit the whole batch before returning: the entries are acked only after that.
+        A label outside its project's schema is dead-lettered (the rule every door uses)."""
         accepted: list[LabelEvent] = []
-        dead: list[DeadLetterEvent] = []
+        refused: list[tuple[Delivery[LabelEvent], str]] = []
         async with self.runtime.engine.begin() as conn:
             options = await self._label_options(conn, {d.event.project for d in batch})
             for d in batch:
                 event = d.event
-                if unknown_labels(options[event.project], [event.label]):
-                    dead.append(self._dead_letter(d, options[event.project]))
+                problems = label_problems(event.project, options[event.project], [event.label])
+                if problems:
+                    refused.append((d, problems[0]))
                 else:
                     accepted.append(event)
             inserted = await append_events(conn, accepted)
@@ -74,29 +76,10 @@ class LabelsService:
                     conn, STREAM_ACTOR, "labels.ingest", project=project,
                     detail={"events": len(ids), "first": ids[0], "last": ids[-1]},
                 )  # fmt: skip
-        if dead:
-            # After the commit: a crash in between redelivers, and the stable ids dedupe.
-            await self.runtime.bus.publish(streams.DEADLETTER, dead)
-            for _ in dead:
-                metrics.EVENTS_DEADLETTERED.labels("labels", streams.LABELS, "schema").inc()
-            log.warning("deadlettered", stream=streams.LABELS, count=len(dead),
-                        first=dead[0].reason)  # fmt: skip
+        # After the commit: a crash in between redelivers, and the stable ids dedupe.
+        await self.runtime.bus.refuse(streams.LABELS, streams.GROUP_LABELS, refused)
         if inserted:
             for (project, source), n in Counter(
                 (e.project, e.source.value) for e in accepted
             ).items():
                 metrics.LABELS_STORED.labels(project, source).inc(n)
-
-    @staticmethod
-    def _dead_letter(delivery: Delivery[LabelEvent], options: list[str] | None) -> DeadLetterEvent:
-        event = delivery.event
-        return DeadLetterEvent(
-            event_id=stable_id("deadletter", streams.LABELS, streams.GROUP_LABELS,
-                               delivery.entry_id),
-            stream=streams.LABELS,
-            entry_id=delivery.entry_id,
-            group=streams.GROUP_LABELS,
-            reason=f"label: {event.label!r} is not one of project {event.project!r}'s labels "
-            f"{options}",
-            fields={"data": event.to_json()},
-        )  # fmt: skip

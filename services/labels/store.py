@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db import insert_ignoring_duplicates
 from shared.events import LabelEvent, LabelSource
-from shared.tables import items, label_events
+from shared.tables import label_events
 
 from .labelstudio import AnnotationRef
 from .revert import RevertSelector, effect_of, revert_changes, unrevert_changes
@@ -631,8 +631,9 @@ async def trace(conn: AsyncConnection, project: str, item_id: str, view: View) -
 
 
 async def item_known(conn: AsyncConnection, project: str, item_id: str) -> bool:
-    """An item is known once the scorer stored it, an import brought it, or it has a label."""
-    for table in (items, item_payloads, label_events):
+    """Whether this service knows the item: an import brought it, or it has a label. (The
+    scorer's items are asked of the scorer: see ``actions``.)"""
+    for table in (item_payloads, label_events):
         found = (
             await conn.execute(
                 select(table.c.item_id)
@@ -706,17 +707,10 @@ async def store_item_payloads(
 async def payloads_of(
     conn: AsyncConnection, project: str, item_ids: Sequence[str]
 ) -> dict[str, dict[str, Any]]:
-    """Item payloads for export: an import's payload, else what the scorer stored."""
+    """The payloads imports brought (the scorer's items are asked of the scorer)."""
     found: dict[str, dict[str, Any]] = {}
     for start in range(0, len(item_ids), CHUNK):
         part = list(item_ids[start : start + CHUNK])
-        rows = await conn.execute(
-            select(items.c.item_id, items.c.payload, items.c.text).where(
-                items.c.project == project, items.c.item_id.in_(part)
-            )
-        )
-        for item_id, payload, text_ in rows.all():
-            found[item_id] = dict(payload or {}) or ({"text": text_} if text_ else {})
         rows = await conn.execute(
             select(item_payloads.c.item_id, item_payloads.c.payload).where(
                 item_payloads.c.project == project, item_payloads.c.item_id.in_(part)

@@ -1,27 +1,17 @@
 """Settings of the quality service: ``LOOPWISE_QUALITY_*`` environment variables.
 
-Per-project settings (the label schema's level of measurement and class order, the
-guideline-alert threshold, auto-pause) come from ``LOOPWISE_QUALITY_PROJECTS``, a JSON
-object keyed by project, e.g.
-``{"ratings": {"level": "ordinal", "categories": ["1","2","3","4","5"],
-"guideline_threshold": 0.5}}``; a project not listed gets the defaults.
+These are the service's defaults. A project's own (its level of measurement and class
+order, its guideline-alert threshold, auto-pause) are the ``quality`` section of its
+settings, kept by the labels service (``shared.projects.QualitySettings``).
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import BaseModel, Field
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.quality.detection import threshold_for
-
-
-class ProjectQuality(BaseModel):
-    level: Literal["nominal", "ordinal", "interval"] = "nominal"
-    categories: list[str] | None = None
-    guideline_threshold: float | None = Field(None, ge=-1.0, le=1.0)
-    auto_pause: bool | None = None
+from shared.projects import QualitySettings
 
 
 class QualityConfig(BaseSettings):
@@ -36,15 +26,11 @@ class QualityConfig(BaseSettings):
     n_boot: int = Field(200, ge=10)
     quiet_seconds: float = Field(2.0, ge=0)
     max_delay_seconds: float = Field(30.0, ge=0)
-    projects: dict[str, ProjectQuality] = Field(default_factory=dict)
 
-    def project(self, name: str) -> ProjectQuality:
-        return self.projects.get(name, ProjectQuality())
-
-    def guideline_threshold_of(self, name: str) -> float:
-        chosen = self.project(name).guideline_threshold
+    def guideline_threshold_of(self, project: QualitySettings) -> float:
+        chosen = project.guideline_threshold
         return self.guideline_threshold if chosen is None else chosen
 
-    def auto_pause_of(self, name: str) -> bool:
-        chosen = self.project(name).auto_pause
+    def auto_pause_of(self, project: QualitySettings) -> bool:
+        chosen = project.auto_pause
         return self.auto_pause if chosen is None else chosen

@@ -26,6 +26,12 @@ from shared.bus import Delivery
 from shared.db import insert_ignoring_duplicates
 from shared.events import LabelEvent, LabelSource, QualityEvent, stable_id, utcnow
 from shared.logs import get_logger
+from shared.projects import (
+    KEEP_NEWEST,
+    ProjectSettings,
+    ProjectSettingsChanged,
+    label_problems,
+)
 from shared.service import Runtime
 
 from .alerts import GuidelineWatch
@@ -39,6 +45,7 @@ from .windows import agreement_report, class_agreement
 
 log = get_logger(__name__)
 CONSENSUS_LABELER = "quality:dawid-skene"
+SETTINGS_PREFIX = "loopwise:quality:settings:"  # the projects' settings, as kept here
 VOTE_COLUMNS = [c.name for c in quality_label_votes.columns]
 
 
@@ -56,12 +63,17 @@ class QualityService:
             max_delay_seconds=self.config.max_delay_seconds,
         )
         self._task: asyncio.Task[None] | None = None
+        self.settings: dict[str, ProjectSettingsChanged] = {}  # the newest of each project
+        self._keep_newest = runtime.bus.redis.register_script(KEEP_NEWEST)
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        await self._load_settings()
         await self._load()
         self.runtime.bus.consume(streams.LABELS, streams.GROUP_QUALITY, LabelEvent, self.on_labels)
+        self.runtime.bus.consume(streams.PROJECTS, streams.GROUP_QUALITY, ProjectSettingsChanged,
+                                 self.on_settings)
         self._task = asyncio.create_task(self._recompute_loop())
 
     async def stop(self) -> None:
@@ -72,13 +84,43 @@ class QualityService:
             except asyncio.CancelledError:
                 pass
 
+    # ------------------------------------------------------------------ settings
+
+    def project_settings(self, project: str) -> ProjectSettings:
+        """The project's settings as the labels service last published them."""
+        kept = self.settings.get(project)
+        return kept.settings if kept is not None else ProjectSettings()
+
+    async def _load_settings(self) -> None:
+        redis = self.runtime.bus.redis
+        async for key in redis.scan_iter(match=f"{SETTINGS_PREFIX}*", count=500):
+            raw = await redis.hget(key, "event")
+            if raw:
+                kept = ProjectSettingsChanged.model_validate_json(raw)
+                self.settings[kept.project] = kept
+
+    async def on_settings(self, batch: list[Delivery[ProjectSettingsChanged]]) -> None:
+        """Keep each project's newest settings (here and in this service's own keys, for a
+        restart); a new guideline threshold applies to the project's watch at once."""
+        for d in batch:
+            event = d.event
+            await self._keep_newest(keys=[f"{SETTINGS_PREFIX}{event.project}"],
+                                    args=[event.revision, event.to_json()])
+            kept = self.settings.get(event.project)
+            if kept is None or kept.revision < event.revision:
+                self.settings[event.project] = event
+                if event.project in self.projects:
+                    self.projects[event.project].watch.threshold = (
+                        self.config.guideline_threshold_of(event.settings.quality))
+
     def state(self, project: str) -> ProjectState:
         state = self.projects.get(project)
         if state is None:
             state = self.projects[project] = ProjectState(
                 test=DeferenceTest(threshold=self.config.cusum_threshold),
                 watch=GuidelineWatch(
-                    threshold=self.config.guideline_threshold_of(project),
+                    threshold=self.config.guideline_threshold_of(
+                        self.project_settings(project).quality),
                     min_items=self.config.guideline_min_items,
                 ),
             )
@@ -135,6 +177,16 @@ class QualityService:
     # ------------------------------------------------------------------ consumer
 
     async def on_labels(self, batch: list[Delivery[LabelEvent]]) -> None:
+        """Count each label once as a vote; a label its project's schema refuses (the
+        labels service refuses it too) is dead-lettered, never counted."""
+        refused = [(d, problems[0]) for d in batch if (problems := label_problems(
+            d.event.project, self.project_settings(d.event.project).label_options,
+            [d.event.label]))]
+        if refused:
+            await self.runtime.bus.refuse(streams.LABELS, streams.GROUP_QUALITY, refused)
+            batch = [d for d in batch if all(d is not r for r, _ in refused)]
+            if not batch:
+                return
         rows = [self._row(d.event) for d in batch]
         rows = list({r["event_id"]: r for r in rows}.values())
         async with self.runtime.engine.begin() as conn:
@@ -195,7 +247,7 @@ class QualityService:
             since = monitor.evidence_since
             gold = state.gold[who]
             detail = {
-                "pause": self.config.auto_pause_of(project),
+                "pause": self.config.auto_pause_of(self.project_settings(project).quality),
                 "evidence_since": since.isoformat() if since else None,
                 "flagged_at": monitor.flagged_at.isoformat() if monitor.flagged_at else None,
                 "statistic": round(monitor.statistic, 4),
@@ -301,7 +353,7 @@ class QualityService:
         snapshot = state.snapshot()
         published, requested = dict(state.published), set(state.requested)
         adjudicated = dict(state.adjudicated)
-        schema = self.config.project(project)
+        schema = self.project_settings(project).quality
         config = self.config
 
         def compute() -> tuple[Settlement, dict[str, Any], list[Any]]:
@@ -445,7 +497,8 @@ class QualityService:
             },
             "guideline_alerts": list(state.alerts.values()),
             "thresholds": {
-                "guideline_agreement": self.config.guideline_threshold_of(project),
+                "guideline_agreement": self.config.guideline_threshold_of(
+                    self.project_settings(project).quality),
                 "adjudication_min_confidence": self.config.min_confidence,
                 "cusum": self.config.cusum_threshold,
             },

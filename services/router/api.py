@@ -8,14 +8,14 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, Field
 
 from shared.auth import CurrentPrincipal, Principal, authorize, project_access
-from shared.projects import RoutingPolicy
 from shared.service import service_of
 
 from .gold import GoldItem
 from .service import ReviewError, RouterService
+from .tasks import ReviewTask
 
 router = APIRouter(prefix="/v1", tags=["review"])
 
@@ -45,8 +45,8 @@ class SubmitIn(BaseModel):
     guideline_version: str | None = Field(None, max_length=64)
 
 
-class ReviseIn(BaseModel):
-    label: str = Field(min_length=1, max_length=256)
+class ReviseIn(SubmitIn):
+    """The same fields as a submit: a revision records what the submit records."""
 
 
 class Reveal(BaseModel):
@@ -62,14 +62,6 @@ class SubmitOut(BaseModel):
     reveal: Reveal
 
 
-# Partial update of the routing policy: every field optional, unknown fields refused.
-PolicyIn = create_model(
-    "PolicyIn",
-    __config__=ConfigDict(extra="forbid"),
-    **{name: (field.annotation | None, None) for name, field in RoutingPolicy.model_fields.items()},
-)
-
-
 class GoldIn(BaseModel):
     items: list[GoldItem] = Field(min_length=1, max_length=100_000)
 
@@ -83,18 +75,14 @@ def _raise(exc: ReviewError) -> HTTPException:
 
 
 async def _task_for(request: Request, task_id: str, principal: Principal
-                    ) -> tuple[dict[str, str], str, str | None]:
+                    ) -> tuple[ReviewTask, str, str | None]:
     """The task, checked against the caller's token, and the caller's standing on it."""
     try:
         task, standing, detail = await _svc(request).task_for(task_id, principal.user_id)
     except ReviewError as exc:
         raise _raise(exc) from exc
-    authorize(principal, task["project"], _capability(task))
+    authorize(principal, task.project, task.capability)
     return task, standing, detail
-
-
-def _capability(task: dict[str, str]) -> str:
-    return "reviewer" if task.get("kind") == "adjudication" else "labeler"
 
 
 @router.get("/projects/{project}/tasks/next", response_model=TaskOut,
@@ -137,10 +125,10 @@ async def submit(task_id: str, body: SubmitIn, request: Request) -> Any:
     if task is None:  # handed out by another process (or before a restart): read it
         task, standing, detail = await _task_for(request, task_id, principal)
     else:  # the script that records the label decides the labeler's standing
-        authorize(principal, task["project"], _capability(task))
+        authorize(principal, task.project, task.capability)
         standing, detail = None, None
     try:
-        result = await svc.submit(task_id, task, standing, detail, principal,
+        result = await svc.submit(task, standing, detail, principal,
                                   body.label, body.duration_ms, body.guideline_version)
     except ReviewError as exc:
         raise _raise(exc) from exc
@@ -156,7 +144,8 @@ async def revise(task_id: str, body: ReviseIn, request: Request,
     """Change a label after seeing the reveal: recorded as a separate, marked event."""
     task, _, _ = await _task_for(request, task_id, principal)
     try:
-        return await _svc(request).revise(task_id, task, principal, body.label)
+        return await _svc(request).revise(task, principal, body.label, body.duration_ms,
+                                          body.guideline_version)
     except ReviewError as exc:
         raise _raise(exc) from exc
 
@@ -166,7 +155,7 @@ async def skip(task_id: str, request: Request, principal: CurrentPrincipal) -> d
     """Give the task back; it will not be handed to this labeler again."""
     task, _, _ = await _task_for(request, task_id, principal)
     try:
-        outcome = await _svc(request).skip(task_id, task, principal)
+        outcome = await _svc(request).skip(task, principal)
     except ReviewError as exc:
         raise _raise(exc) from exc
     return {"task_id": task_id, "status": outcome}
@@ -180,16 +169,6 @@ async def get_policy(project: str, request: Request,
     policy = await svc.policy(project)
     return {**policy.model_dump(), "threshold_in_force": await svc.threshold(project, policy),
             "calibration": await svc.calibration(project)}
-
-
-@router.put("/projects/{project}/policy", response_model=RoutingPolicy)
-async def put_policy(project: str, body: PolicyIn, request: Request,  # type: ignore[valid-type]
-                     principal: Annotated[Principal, Depends(project_access("admin"))]) -> Any:
-    """Change the project's routing policy (admin)."""
-    try:
-        return await _svc(request).set_policy(project, body.model_dump(exclude_none=True))
-    except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
 
 
 @router.post("/projects/{project}/policy/recalibrate")

@@ -7,16 +7,18 @@ import asyncio
 import json
 import random
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
 from shared import metrics, streams
-from shared.auth import Principal, is_sensitive
-from shared.bus import Delivery
+from shared.auth import Principal
+from shared.bus import Delivery, validation_reason
 from shared.cache import RefreshingCache
 from shared.events import (
     NONE_OF_THESE,
@@ -25,20 +27,28 @@ from shared.events import (
     PredictionEvent,
     QualityEvent,
     ReviewMode,
+    session_batch_id,
     stable_id,
     stable_key,
 )
 from shared.logs import get_logger
-from shared.projects import RoutingPolicy
+from shared.projects import (
+    KEEP_NEWEST,
+    ProjectSettings,
+    ProjectSettingsChanged,
+    RoutingPolicy,
+    label_problems,
+)
 from shared.service import Runtime
 
 from .gold import GoldItem, gold_prelabel, should_salt
 from .queue import PREFIX, NewTask, Paused, QueuedTask, ReviewQueue
 from .routing import label_order, present, route
+from .tasks import ReviewTask
 from .thresholds import Observations, ThresholdEstimate, estimate_threshold
 
 log = get_logger(__name__)
-POLICY_CACHE_SECONDS = 2.0
+SETTINGS_CACHE_SECONDS = 2.0
 GOLD_CACHE_SECONDS = 5.0
 DEPTH_REFRESH_SECONDS = 5.0
 RECALIBRATE_SECONDS = 1.0
@@ -70,6 +80,7 @@ class _ProjectBatch:
     options_json: str
     now: datetime
     created_at: str
+    batch_id: str
     _templates: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def auto_label(self, pred: PredictionEvent, event_id: str, label: str,
@@ -83,6 +94,7 @@ class _ProjectBatch:
                 project=pred.project, item_id="-", label="-",
                 labeler_id=f"model:{pred.model_version}", source=LabelSource.auto,
                 model_version=pred.model_version, created_at=self.now,
+                batch_id=self.batch_id,
                 guideline_version=self.policy.guideline_version).model_dump(mode="json")
         return orjson.dumps({**template, "event_id": stable_key("auto", event_id),
                              "item_id": pred.item_id, "label": label, "model_label": label,
@@ -104,9 +116,9 @@ class RouterService:
         self.redis = runtime.bus.redis
         self.queue = ReviewQueue(self.redis)
         self.rng = random.Random()
-        self._policies = RefreshingCache(self._load_policy, POLICY_CACHE_SECONDS)
+        self._settings = RefreshingCache(self._load_settings, SETTINGS_CACHE_SECONDS)
         self._gold = RefreshingCache(self._load_gold, GOLD_CACHE_SECONDS)
-        self._sensitivity = RefreshingCache(self._load_sensitive, GOLD_CACHE_SECONDS)
+        self._keep_newest = self.redis.register_script(KEEP_NEWEST)
         self._projects: set[str] = set()
         self._tasks: list[asyncio.Task] = []
         self._uncalibrated: set[str] = set()
@@ -120,6 +132,8 @@ class RouterService:
         bus = self.runtime.bus
         bus.consume(streams.PREDICTIONS, streams.GROUP_ROUTER, PredictionEvent, self.on_predictions)
         bus.consume(streams.QUALITY, streams.GROUP_ROUTER, QualityEvent, self.on_quality)
+        bus.consume(streams.PROJECTS, streams.GROUP_ROUTER, ProjectSettingsChanged,
+                    self.on_settings)
 
         self._tasks = [asyncio.create_task(self._refresh_depths()),
                        asyncio.create_task(self._recalibrate_loop())]
@@ -155,24 +169,30 @@ class RouterService:
     def _key(name: str, project: str) -> str:
         return f"{PREFIX}{name}:{project}"
 
-    # --- policy and calibration ---------------------------------------------------
+    # --- settings (owned by the labels service), policy and calibration -------------
+    async def on_settings(self, batch: list[Delivery[ProjectSettingsChanged]]) -> None:
+        """Keep the newest settings of each project (its revision decides, so an old event
+        delivered late changes nothing); they take effect here at once, elsewhere in 2 s."""
+        for d in batch:
+            event = d.event
+            await self._keep_newest(keys=[self._key("settings", event.project)],
+                                    args=[event.revision, event.settings.model_dump_json()])
+            self._settings.drop(event.project)
+            policy = await self.policy(event.project)
+            metrics.AUTO_ACCEPT_THRESHOLD.labels(event.project).set(
+                await self.threshold(event.project, policy))
+
+    async def project_settings(self, project: str) -> ProjectSettings:
+        """The project's settings as the labels service last published them (defaults, with
+        the environment's threshold and overlap, before it has any)."""
+        return await self._settings.get(project)
+
+    async def _load_settings(self, project: str) -> ProjectSettings:
+        raw = await self.redis.hget(self._key("settings", project), "settings")
+        return ProjectSettings.model_validate_json(raw) if raw else ProjectSettings()
+
     async def policy(self, project: str) -> RoutingPolicy:
-        return await self._policies.get(project)
-
-    async def _load_policy(self, project: str) -> RoutingPolicy:
-        raw = await self.redis.get(self._key("policy", project))
-        if raw:
-            return RoutingPolicy.model_validate_json(raw)
-        return RoutingPolicy(auto_accept_threshold=self.settings.auto_accept_threshold,
-                             overlap=self.settings.overlap)
-
-    async def set_policy(self, project: str, changes: dict[str, Any]) -> RoutingPolicy:
-        current = await self.policy(project)
-        policy = RoutingPolicy.model_validate({**current.model_dump(), **changes})
-        await self.redis.set(self._key("policy", project), policy.model_dump_json())
-        self._policies.put(project, policy)
-        metrics.AUTO_ACCEPT_THRESHOLD.labels(project).set(await self.threshold(project, policy))
-        return policy
+        return (await self._settings.get(project)).routing
 
     async def calibration(self, project: str) -> dict[str, Any]:
         raw = await self.redis.hgetall(self._key("calibration", project))
@@ -256,6 +276,7 @@ class RouterService:
                 self._options[project] = (time.monotonic(), names, ordered,
                                           json.dumps(ordered))
         now = datetime.now(UTC)
+        batch_id = f"route:{batch[0].entry_id}"  # a routed batch: revertible as one
         out: dict[str, _ProjectBatch] = {}
         for project in seen:
             _, _, options, options_json = self._options[project]
@@ -266,7 +287,7 @@ class RouterService:
                 policy=policy, threshold=threshold,
                 audit_rate=audit_rate, audit_rate_text=repr(audit_rate),
                 options=options, options_json=options_json, now=now,
-                created_at=now.isoformat())
+                created_at=now.isoformat(), batch_id=batch_id)
         return out
 
     async def on_predictions(self, batch: list[Delivery[PredictionEvent]]) -> None:
@@ -373,12 +394,8 @@ class RouterService:
         return [GoldItem.model_validate_json(r) for r in raw]
 
     async def _sensitive(self, project: str) -> bool:
-        """Whether the labels service marks the project sensitive (read every few seconds)."""
-        return await self._sensitivity.get(project)
-
-    async def _load_sensitive(self, project: str) -> bool:
-        async with self.runtime.engine.connect() as conn:
-            return await is_sensitive(conn, project)
+        """Whether the project's settings mark it sensitive (only members see payloads)."""
+        return (await self._settings.get(project)).sensitive
 
     async def _gold_cache(self, project: str) -> dict[str, GoldItem]:
         """The project's gold set, read at most every few seconds (it changes rarely)."""
@@ -399,17 +416,16 @@ class RouterService:
         model_label = showing.prelabel or item.label
         confidence = round(self.rng.uniform(0.55, 0.95), 3)
         nonce = f"{time.time_ns()}"
-        return NewTask(
-            task_id=str(stable_id("task", "gold", project, item.item_id, labeler, nonce)),
-            project=project, item_id=item.item_id, priority=0.0, needed=1,
-            fields={"kind": "gold", "payload": json.dumps(item.payload),
-                    "probs": json.dumps({model_label: confidence}), "model_version": model_version,
-                    "model_label": model_label, "confidence": repr(confidence),
-                    "created_at": datetime.now(UTC).isoformat(),
-                    "mode": "prelabel" if showing.prelabel else "blind",
-                    "options": json.dumps(options), "prelabel": showing.prelabel or "",
-                    "audit": "0", "gold_label": item.label,
-                    "planted": "1" if showing.planted else "0"})
+        task_id = str(stable_id("task", "gold", project, item.item_id, labeler, nonce))
+        task = ReviewTask(
+            task_id=task_id, project=project, item_id=item.item_id, kind="gold",
+            mode=ReviewMode.prelabel if showing.prelabel else ReviewMode.blind,
+            options=options, payload_json=json.dumps(item.payload),
+            prelabel=showing.prelabel, model_version=model_version, model_label=model_label,
+            confidence=confidence, gold_label=item.label, planted=showing.planted,
+            created_at=datetime.now(UTC).isoformat())
+        return NewTask(task_id=task_id, project=project, item_id=item.item_id, priority=0.0,
+                       needed=1, fields=task.fields())
 
     # --- review -------------------------------------------------------------------
     async def next_task(self, project: str, principal: Principal, kind: str = "review",
@@ -465,22 +481,18 @@ class RouterService:
             out["reason"] = task.get("reason") or None
         return out
 
-    async def task_for(self, task_id: str, labeler: str) -> tuple[dict[str, str], str, str | None]:
+    async def task_for(self, task_id: str, labeler: str
+                       ) -> tuple[ReviewTask, str, str | None]:
         """The task and the labeler's standing on it (see ReviewQueue.task_with_state)."""
         task, standing, detail = await self.queue.task_with_state(task_id, labeler)
         if task is None:
             raise ReviewError(404, f"no task {task_id}")
-        return task, standing, detail
+        return ReviewTask.from_fields(task), standing, detail
 
-    @staticmethod
-    def reveal(task: dict[str, str]) -> dict[str, Any]:
-        return {"model_label": task.get("model_label") or None,
-                "confidence": float(task["confidence"]) if task.get("confidence") else None,
-                "model_version": task.get("model_version") or None}
-
-    def handed_task(self, task_id: str) -> dict[str, str] | None:
-        """The fields of a task this process handed out (they never change after creation)."""
-        return self._handed.get(task_id)
+    def handed_task(self, task_id: str) -> ReviewTask | None:
+        """A task this process handed out (its fields never change after creation)."""
+        fields = self._handed.get(task_id)
+        return ReviewTask.from_fields(fields) if fields is not None else None
 
     def _remember_handed(self, task_id: str, task: dict[str, str]) -> None:
         if len(self._handed) >= HANDED_CACHE:
@@ -488,49 +500,60 @@ class RouterService:
                 del self._handed[old]
         self._handed[task_id] = task
 
-    async def submit(self, task_id: str, task: dict[str, str], standing: str | None,
-                     detail: str | None, principal: Principal, label: str,
-                     duration_ms: int | None, guideline_version: str | None) -> SubmitResult:
+    async def _label_event(self, task: ReviewTask, principal: Principal, label: str, *,
+                           event_id: uuid.UUID, duration_ms: int | None,
+                           guideline_version: str | None,
+                           supersedes: str | None = None) -> LabelEvent:
+        """The label event of a submit or a revision: the one place that decides what a
+        reviewed label records, and the door's checks: the task's options, the project's
+        label schema, and what the label store can hold (a 422, never a later dead letter)."""
+        if task.options and label not in task.options:
+            raise ReviewError(422, f"label {label!r} is not one of {task.options}")
+        settings = await self.project_settings(task.project)
+        problems = label_problems(task.project, settings.label_options, [label])
+        if problems:
+            raise ReviewError(422, problems[0])
+        door = "adjudication" if task.kind == "adjudication" else "review"
+        try:
+            return LabelEvent(
+                event_id=event_id, project=task.project, item_id=task.item_id, label=label,
+                labeler_id=principal.user_id,
+                source=LabelSource.adjudicated if door == "adjudication" else LabelSource.human,
+                mode=task.mode, shown_prelabel=task.prelabel,
+                agreed_with_prelabel=(label == task.prelabel) if task.prelabel else None,
+                revised_after_reveal=supersedes is not None, supersedes=supersedes,
+                model_version=task.model_version, model_label=task.model_label,
+                guideline_version=guideline_version or settings.routing.guideline_version,
+                task_id=task.task_id, batch_id=session_batch_id(door, principal.user_id),
+                created_at=datetime.now(UTC), duration_ms=duration_ms,
+                gold_label=task.gold_label, planted_prelabel=task.planted,
+                audit_sample=task.audit)
+        except ValidationError as exc:
+            raise ReviewError(422, validation_reason(exc)) from exc
+
+    async def submit(self, task: ReviewTask, standing: str | None, detail: str | None,
+                     principal: Principal, label: str, duration_ms: int | None,
+                     guideline_version: str | None) -> SubmitResult:
         """Record a human (or adjudicated) label with provenance; a repeat returns the first.
 
         ``standing`` None: the caller holds the task's fields but not yet the labeler's
         standing. Either way the recording script decides it again, atomically.
         """
-        project, kind = task["project"], task.get("kind", "review")
-        reveal = self.reveal(task) if kind != "adjudication" else {}
+        project, task_id = task.project, task.task_id
+        reveal = task.reveal()
         if standing == "duplicate":
             return SubmitResult(detail or "", "duplicate", False, reveal)
         if standing == "not_handed":
             raise ReviewError(409, NOT_HANDED)
-        options = json.loads(task["options"])
-        if options and label not in options:
-            raise ReviewError(422, f"label {label!r} is not one of {options}")
-        policy = await self.policy(project)
-        prelabel = task.get("prelabel") or None
-        mode = ReviewMode(task["mode"])
-        event = LabelEvent(
-            event_id=stable_id("submit", task_id, principal.user_id),
-            project=project, item_id=task["item_id"], label=label,
-            labeler_id=principal.user_id,
-            source=LabelSource.adjudicated if kind == "adjudication" else LabelSource.human,
-            mode=mode, shown_prelabel=prelabel,
-            agreed_with_prelabel=(label == prelabel) if prelabel else None,
-            model_version=task.get("model_version") or None,
-            model_label=task.get("model_label") or None,
-            guideline_version=guideline_version or policy.guideline_version,
-            task_id=task_id, batch_id=task.get("batch_id") or None,
-            created_at=datetime.now(UTC), duration_ms=duration_ms,
-            gold_label=task.get("gold_label") or None,
-            planted_prelabel=task.get("planted") == "1",
-            audit_sample=task.get("audit") == "1",
-        )
+        event = await self._label_event(
+            task, principal, label, event_id=stable_id("submit", task_id, principal.user_id),
+            duration_ms=duration_ms, guideline_version=guideline_version)
         observation = None
-        if kind == "review" and task.get("model_label"):
-            audit = task.get("audit") == "1"
-            weight = 1.0 / float(task.get("audit_rate") or 1.0) if audit else 1.0
-            correct = label == task["model_label"] and label != NONE_OF_THESE
+        if task.kind == "review" and task.model_label and task.confidence is not None:
+            weight = 1.0 / task.audit_rate if task.audit else 1.0
+            correct = label == task.model_label and label != NONE_OF_THESE
             observation = (self._key("observations", project),
-                           f"{float(task['confidence']):.6f}|{int(correct)}|{weight:.6f}",
+                           f"{task.confidence:.6f}|{int(correct)}|{weight:.6f}",
                            MAX_OBSERVATIONS)
         # One atomic step decides the standing (on time or late: the script picks which
         # JSON to publish) and records the submission, the label event and the calibration
@@ -538,7 +561,7 @@ class RouterService:
         late_json = event.model_copy(update={"late_submit": True}).to_json()
         outcome, event_id, late = await self.queue.submit(
             project, task_id, principal.user_id, str(event.event_id), streams.LABELS,
-            event.to_json(), late_json, kind=kind, observation=observation)
+            event.to_json(), late_json, kind=task.kind, observation=observation)
         if outcome == "not_handed":
             raise ReviewError(409, NOT_HANDED)
         if outcome == "duplicate":
@@ -547,36 +570,27 @@ class RouterService:
             self._uncalibrated.add(project)
         return SubmitResult(event_id, outcome, late, reveal)
 
-    async def revise(self, task_id: str, task: dict[str, str], principal: Principal,
-                     label: str) -> dict[str, Any]:
-        """A change after the reveal: a separate event, marked, pointing at the first."""
-        submitted = await self.redis.hget(self.queue.task_key(task_id) + ":submitted",
+    async def revise(self, task: ReviewTask, principal: Principal, label: str,
+                     duration_ms: int | None = None,
+                     guideline_version: str | None = None) -> dict[str, Any]:
+        """A change after the reveal: a separate event, marked, pointing at the first, built
+        by the same rules as the submit (guideline version, duration, batch)."""
+        submitted = await self.redis.hget(self.queue.task_key(task.task_id) + ":submitted",
                                           principal.user_id)
         if submitted is None:
             raise ReviewError(409, "submit a label before revising it")
-        options = json.loads(task["options"])
-        if options and label not in options:
-            raise ReviewError(422, f"label {label!r} is not one of {options}")
-        prelabel = task.get("prelabel") or None
-        event = LabelEvent(
-            event_id=stable_id("revise", task_id, principal.user_id, label),
-            project=task["project"], item_id=task["item_id"], label=label,
-            labeler_id=principal.user_id, source=LabelSource.human,
-            mode=ReviewMode(task["mode"]), shown_prelabel=prelabel,
-            agreed_with_prelabel=(label == prelabel) if prelabel else None,
-            revised_after_reveal=True, supersedes=submitted.decode(),
-            model_version=task.get("model_version") or None,
-            model_label=task.get("model_label") or None, task_id=task_id,
-            gold_label=task.get("gold_label") or None,
-            planted_prelabel=task.get("planted") == "1",
-            audit_sample=task.get("audit") == "1", created_at=datetime.now(UTC))
+        event = await self._label_event(
+            task, principal, label,
+            event_id=stable_id("revise", task.task_id, principal.user_id, label),
+            duration_ms=duration_ms, guideline_version=guideline_version,
+            supersedes=submitted.decode())
         await self.runtime.bus.publish(streams.LABELS, [event])
         return {"event_id": str(event.event_id), "status": "revised",
                 "supersedes": submitted.decode()}
 
-    async def skip(self, task_id: str, task: dict[str, str], principal: Principal) -> str:
-        outcome = await self.queue.skip(task["project"], task_id, principal.user_id,
-                                        kind=task.get("kind", "review"))
+    async def skip(self, task: ReviewTask, principal: Principal) -> str:
+        outcome = await self.queue.skip(task.project, task.task_id, principal.user_id,
+                                        kind=task.kind)
         if outcome == "not_leased":
             raise ReviewError(409, "you hold no lease on this task")
         return outcome
@@ -586,4 +600,3 @@ class RouterService:
 
     async def paused(self, project: str) -> list[str]:
         return sorted(x.decode() for x in await self.redis.smembers(self._key("paused", project)))
-

@@ -9,10 +9,10 @@ from pydantic import BaseModel, Field
 
 from shared.auth import Principal, project_access
 from shared.events import ItemEvent
+from shared.projects import SelectionSettings
 from shared.service import runtime_of, service_of
 
 from . import store
-from .config import ScorerConfig
 from .service import ScorerService
 
 router = APIRouter(prefix="/v1", tags=["scorer"])
@@ -106,6 +106,20 @@ async def register_items(
     return {"project": project, "received": len(events), "new": inserted}
 
 
+class LookupIn(BaseModel):
+    item_ids: list[str] = Field(max_length=10_000)
+
+
+@router.post("/projects/{project}/items/lookup")
+async def lookup_items(project: str, body: LookupIn, request: Request,
+                       principal: Annotated[Principal, Depends(project_access("service"))]
+                       ) -> dict[str, Any]:
+    """What reviewers are shown of each known item (other services ask; the scorer owns
+    items): ``{"items": {item_id: payload}}``, unknown ids left out."""
+    async with runtime_of(request).engine.connect() as conn:
+        return {"items": await store.reviewer_payloads(conn, project, body.item_ids)}
+
+
 @router.post("/projects/{project}/select")
 async def select(project: str, body: SelectIn, request: Request,
                  principal: Annotated[Principal, Depends(project_access("admin"))]) -> dict:
@@ -117,17 +131,9 @@ async def select(project: str, body: SelectIn, request: Request,
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
 
 
-@router.get("/projects/{project}/config", response_model=ScorerConfig)
+@router.get("/projects/{project}/config", response_model=SelectionSettings)
 async def get_config(project: str, request: Request,
                      principal: Annotated[Principal, Depends(project_access("labeler"))]) -> Any:
+    """The project's selection settings in force here (changed at the labels service:
+    ``PATCH :8003/v1/projects/{project}`` with a ``selection`` section)."""
     return await _svc(request).config(project)
-
-
-@router.put("/projects/{project}/config", response_model=ScorerConfig)
-async def put_config(project: str, body: dict[str, Any], request: Request,
-                     principal: Annotated[Principal, Depends(project_access("admin"))]) -> Any:
-    """Choose the project's query strategy, diversity method and training labels (admin)."""
-    try:
-        return await _svc(request).set_config(project, body)
-    except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc

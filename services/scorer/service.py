@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter, defaultdict
 from typing import Any, Literal
 
@@ -23,30 +22,23 @@ from shared.events import (
     stable_id,
 )
 from shared.logs import get_logger
+from shared.projects import KEEP_NEWEST, ProjectSettingsChanged, SelectionSettings
 from shared.service import Runtime
 from shared.tables import items
 from shared.wire import encode_event
 
 from . import store
-from .config import ScorerConfig
 from .model import TrainedModel, build_pipeline, fit
 from .pool import choose
+from .store import reviewer_payload
 from .strategies import COMMITTEE_STRATEGIES, get_strategy
 
 log = get_logger(__name__)
 NO_MODEL = "none"
-CONFIG_PREFIX = "loopwise:scorer:config:"
+CONFIG_PREFIX = "loopwise:scorer:settings:"  # the selection settings kept here
 SELECTED_PREFIX = "loopwise:scorer:selected:"
-GOLD_PREFIX = "loopwise:router:gold:"  # the router keeps the project's gold set
-ROUTER_QUEUE_PREFIX = "loopwise:router:queue:"  # and its review queue
+LABELS_PAGE = 100_000  # current labels read from the labels service per call
 SCHEDULE_TICK_SECONDS = 5.0
-
-
-def reviewer_payload(item: ItemEvent) -> dict[str, Any]:
-    """What a reviewer is shown: the producer's payload, else the raw example."""
-    if item.payload is not None:
-        return item.payload
-    return {"text": item.text} if item.text is not None else {"features": item.features}
 
 
 def holdout_accuracy(inputs: list, labels: list[str], kind: str) -> float | None:
@@ -67,16 +59,35 @@ class ScorerService:
         self.new_labels: Counter[str] = Counter()
         self.locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.background: set[asyncio.Task] = set()
+        self._keep_newest = runtime.bus.redis.register_script(KEEP_NEWEST)
+        # Labels (labels service), gold and queue depth (router): through their APIs.
+        self.peers = runtime.peers
 
     async def start(self) -> None:
         bus = self.runtime.bus
         bus.consume(streams.ITEMS, streams.GROUP_SCORER, ItemEvent, self.on_items)
         bus.consume(streams.LABELS, streams.GROUP_SCORER, LabelEvent, self.on_labels)
+        bus.consume(streams.PROJECTS, streams.GROUP_SCORER, ProjectSettingsChanged,
+                    self.on_settings)
         self._spawn(self._scheduled_selection())
 
     async def stop(self) -> None:
         for task in list(self.background):
             task.cancel()
+
+    async def current_labels(self, project: str, include_auto: bool
+                             ) -> tuple[list[dict[str, Any]], int | None]:
+        """The project's current labels and label-set version, from the labels service."""
+        rows: list[dict[str, Any]] = []
+        version = None
+        while True:
+            body = await self.peers.get(
+                "labels", f"/v1/projects/{project}/labels",
+                include_auto=str(include_auto).lower(), limit=LABELS_PAGE, offset=len(rows))
+            rows.extend(body["labels"])
+            version = body["version"]
+            if len(body["labels"]) < LABELS_PAGE:
+                return rows, version
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)
@@ -98,7 +109,8 @@ class ScorerService:
                     if every is None or now - last_run.get(project, -every) < every:
                         continue
                     last_run[project] = now
-                    waiting = await redis.zcard(f"{ROUTER_QUEUE_PREFIX}{project}")
+                    queue = await self.peers.get("router", f"/v1/projects/{project}/queue")
+                    waiting = int(queue["depth"])
                     if waiting < config.select_budget:  # reviewers are not behind
                         await self.select(project, config.select_budget)
             except Exception as exc:  # the schedule must outlive one failure
@@ -204,24 +216,27 @@ class ScorerService:
     def _config_key(self, project: str) -> str:
         return f"{CONFIG_PREFIX}{project}"
 
-    async def config(self, project: str) -> ScorerConfig:
-        raw = await self.runtime.bus.redis.get(self._config_key(project))
-        return ScorerConfig.model_validate_json(raw) if raw else ScorerConfig()
+    async def config(self, project: str) -> SelectionSettings:
+        """The project's selection settings as the labels service last published them."""
+        raw = await self.runtime.bus.redis.hget(self._config_key(project), "settings")
+        return SelectionSettings.model_validate_json(raw) if raw else SelectionSettings()
 
-    async def set_config(self, project: str, changes: dict[str, Any]) -> ScorerConfig:
-        config = ScorerConfig.model_validate({**(await self.config(project)).model_dump(),
-                                              **changes})
-        await self.runtime.bus.redis.set(self._config_key(project), config.model_dump_json())
-        return config
+    async def on_settings(self, batch: list[Delivery[ProjectSettingsChanged]]) -> None:
+        """Keep each project's newest selection settings (its revision decides)."""
+        for d in batch:
+            await self._keep_newest(keys=[self._config_key(d.event.project)],
+                                    args=[d.event.revision,
+                                          d.event.settings.selection.model_dump_json()])
 
     # --- model lifecycle ----------------------------------------------------------
     async def train(self, project: str) -> dict[str, Any]:
         """Train on the project's current labels and make the result the serving model."""
         async with self.locks[project]:
             config = await self.config(project)
+            current, version = await self.current_labels(project, config.include_auto)
             async with self.runtime.engine.connect() as conn:
                 inputs, labels, kind, label_set = await store.training_set(
-                    conn, project, include_auto=config.include_auto)
+                    conn, project, current, version, include_auto=config.include_auto)
             if len(set(labels)) < 2:
                 raise ValueError(
                     f"project {project!r} has {len(labels)} usable labels in "
@@ -249,8 +264,8 @@ class ScorerService:
 
     async def _gold_accuracy(self, project: str, model: TrainedModel) -> dict[str, Any] | None:
         """Accuracy on the project's gold items (known answers kept by the router)."""
-        raw = await self.runtime.bus.redis.hvals(f"{GOLD_PREFIX}{project}")
-        gold = {g["item_id"]: g["label"] for g in (json.loads(r) for r in raw)}
+        listed = await self.peers.get("router", f"/v1/projects/{project}/gold")
+        gold = {g["item_id"]: g["label"] for g in listed["items"]}
         if not gold or model.kind != "features":
             return None
         async with self.runtime.engine.connect() as conn:
@@ -274,11 +289,14 @@ class ScorerService:
         diversity = config.diversity if diversity == "default" else diversity
         selected_key = f"{SELECTED_PREFIX}{project}"
         already = {x.decode() for x in await self.runtime.bus.redis.smembers(selected_key)}
+        current, version = await self.current_labels(project, include_auto=False)
+        labeled = {r["item_id"] for r in current}
         async with self.runtime.engine.connect() as conn:
-            ids, features = await store.unlabeled_pool(conn, project, already)
+            ids, features = await store.unlabeled_pool(conn, project, already | labeled)
             train = None
             if strategy in COMMITTEE_STRATEGIES:
-                inputs, labels, kind, _ = await store.training_set(conn, project)
+                inputs, labels, kind, _ = await store.training_set(conn, project, current,
+                                                                   version)
                 if kind == "features" and len(set(labels)) >= 2:
                     train = (np.asarray(inputs, dtype=np.float64), np.asarray(labels, dtype=object))
         model = await self.model_for(project)

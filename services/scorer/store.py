@@ -9,12 +9,18 @@ from typing import Any
 from sqlalchemy import desc, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.labels.store import current_labels, head_version
 from shared.db import insert_ignoring_duplicates
 from shared.events import NONE_OF_THESE, ItemEvent
 from shared.tables import items, models
 
 from .model import TrainedModel, dumps, loads
+
+
+def reviewer_payload(item: ItemEvent) -> dict[str, Any]:
+    """What a reviewer is shown: the producer's payload, else the raw example."""
+    if item.payload is not None:
+        return item.payload
+    return {"text": item.text} if item.text is not None else {"features": item.features}
 
 
 async def save_items(conn: AsyncConnection, events: Sequence[ItemEvent]) -> int:
@@ -79,30 +85,31 @@ async def list_models(conn: AsyncConnection, project: str) -> list[dict[str, Any
 
 
 async def training_set(
-    conn: AsyncConnection, project: str, include_auto: bool = False
+    conn: AsyncConnection, project: str, current: list[dict[str, Any]],
+    label_set_version: int | None, include_auto: bool = False,
 ) -> tuple[list, list[str], str, dict[str, Any]]:
-    """Inputs and labels from the project's current labels of items we have seen.
+    """Inputs and labels: the project's current labels (as the labels service gives them)
+    joined with the items this service has seen; also says which labels were used.
 
-    Auto labels are left out unless the project opts in: training on the model's
-    own guesses would only confirm them. Also returns which labels were used.
+    Auto labels are left out unless the project opts in: training on the model's own
+    guesses would only confirm them.
     """
     current = [
-        r for r in await current_labels(conn, project, include_auto=include_auto)
+        r for r in current
         if r["label"] != NONE_OF_THESE  # "not one of the offered labels" is not a class
+        and (include_auto or r["source"] != "auto")
     ]
     labels = {r["item_id"]: r["label"] for r in current}
     by_source: dict[str, int] = {}
     for r in current:
         by_source[r["source"]] = by_source.get(r["source"], 0) + 1
     label_set = {
-        "version": await head_version(conn, project),  # the labels service's label-set version
+        "version": label_set_version,  # the labels service's label-set version
         "labels": len(current),
         "by_source": by_source,
         "include_auto": include_auto,
-        "latest_stored_at": max((r["stored_at"] for r in current), default=None),
+        "latest_stored_at": max((str(r["stored_at"]) for r in current), default=None),
     }
-    if label_set["latest_stored_at"] is not None:
-        label_set["latest_stored_at"] = label_set["latest_stored_at"].isoformat()
     if not labels:
         return [], [], "features", label_set
     rows = (
@@ -121,8 +128,7 @@ async def training_set(
 async def unlabeled_pool(
     conn: AsyncConnection, project: str, exclude: set[str]
 ) -> tuple[list[str], list[list[float]]]:
-    """Items with features that have no human, adjudicated, consensus or imported label yet."""
-    labeled = {r["item_id"] for r in await current_labels(conn, project, include_auto=False)}
+    """Items with features not in ``exclude`` (those with a human label, or selected)."""
     rows = await conn.execute(
         select(items.c.item_id, items.c.features)
         .where(items.c.project == project, items.c.features.is_not(None))
@@ -130,10 +136,25 @@ async def unlabeled_pool(
     )
     ids, features = [], []
     for item_id, vector in rows.all():
-        if item_id not in labeled and item_id not in exclude and vector is not None:
+        if item_id not in exclude and vector is not None:
             ids.append(item_id)
             features.append(vector)
     return ids, features
+
+
+async def reviewer_payloads(conn: AsyncConnection, project: str,
+                            item_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Each known item's payload as reviewers see it (its text when it has no payload)."""
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(item_ids), 1000):
+        rows = await conn.execute(
+            select(items.c.item_id, items.c.payload, items.c.text, items.c.features).where(
+                items.c.project == project, items.c.item_id.in_(item_ids[start:start + 1000])))
+        for r in rows.all():
+            found[r.item_id] = reviewer_payload(ItemEvent(
+                project=project, item_id=r.item_id, features=r.features, text=r.text,
+                payload=r.payload))
+    return found
 
 
 async def features_of(conn: AsyncConnection, project: str, item_ids: list[str]) -> dict[str, list]:

@@ -32,8 +32,10 @@ OPTIONS = ["cat", "dog", "Positive", "Negative"]
 
 
 @pytest.fixture
-async def app(settings) -> AsyncIterator[Any]:
-    application = create_app(settings)
+async def app(services) -> AsyncIterator[Any]:
+    """The labels app in-process, beside the running services (it asks the scorer
+    whether an item exists and for payloads to export)."""
+    application = create_app(services)
     async with application.router.lifespan_context(application):
         yield application
 
@@ -387,7 +389,7 @@ async def test_stream_labels_outside_the_schema_are_deadlettered(app, world, red
     await wait_for(lettered, 10, "the dead letter")
     letters = [json.loads(f[b"data"]) for _, f in await redis.xrange(streams.DEADLETTER)]
     ours = [x for x in letters if plain in x["reason"]]
-    assert len(ours) == 1 and "'zebra' is not one of project" in ours[0]["reason"]
+    assert len(ours) == 1 and "'zebra' is not in project" in ours[0]["reason"]
     assert json.loads(ours[0]["fields"]["data"])["item_id"] == "s2"
     async with http(app, world["root"]) as root:
         labels = (await root.get(f"/v1/projects/{plain}/labels")).json()["labels"]

@@ -13,7 +13,7 @@ from shared import streams
 from shared.events import NONE_OF_THESE, QualityEvent
 from shared.tables import label_events
 from shared.wire import encode_event
-from tests.helpers import client, groups_idle, token
+from tests.helpers import client, configure, groups_idle, token
 
 pytestmark = pytest.mark.integration
 IMAGE = [[0, 3, 9, 12, 9, 2, 0, 0]] * 8
@@ -40,9 +40,7 @@ async def _rows(engine, redis, project, **where):
 
 async def _admin(engine, settings, project, **policy):
     admin = await token(engine, "admin", "admin", project)
-    async with client(settings, "router", admin) as http:
-        r = await http.put(f"/v1/projects/{project}/policy", json=policy)
-        assert r.status_code == 200, r.text
+    await configure(settings, admin, project, routing=policy)
     return admin
 
 
@@ -229,27 +227,31 @@ async def test_a_pausing_flag_stops_the_labeler_until_an_admin_lifts_it(services
         assert (await http.get(f"/v1/projects/{project}/tasks/next")).status_code == 200
 
 
-async def test_policy_changes_are_for_admins_and_validated(services, engine, project):
+async def test_policy_changes_are_for_admins_validated_and_made_at_the_settings_home(
+        services, engine, project):
     labeler = await token(engine, "jo", "labeler", project)
     admin = await token(engine, "root", "admin", project)
-    async with client(services, "router", labeler) as http:
-        assert (await http.put(f"/v1/projects/{project}/policy",
-                               json={"overlap": 2})).status_code == 403
-    async with client(services, "router", admin) as http:
-        r = await http.put(f"/v1/projects/{project}/policy", json={"kind": "target_precision"})
+    async with client(services, "labels", labeler) as http:
+        assert (await http.patch(f"/v1/projects/{project}",
+                                 json={"routing": {"overlap": 2}})).status_code == 403
+    async with client(services, "labels", admin) as http:
+        r = await http.patch(f"/v1/projects/{project}",
+                             json={"routing": {"kind": "target_precision"}})
         assert r.status_code == 422 and "target_precision" in r.text
-        r = await http.put(f"/v1/projects/{project}/policy", json={"no_such_knob": 1})
+        r = await http.patch(f"/v1/projects/{project}", json={"routing": {"no_such_knob": 1}})
         assert r.status_code == 422
-        r = await http.put(f"/v1/projects/{project}/policy", json={"overlap": 3})
-        assert r.status_code == 200 and r.json()["overlap"] == 3
+    await configure(services, admin, project, routing={"overlap": 3})
+    async with client(services, "router", admin) as http:
+        assert (await http.get(f"/v1/projects/{project}/policy")).json()["overlap"] == 3
+        # The router has no second door for settings.
+        r = await http.put(f"/v1/projects/{project}/policy", json={"overlap": 2})
+        assert r.status_code == 405
 
 
 async def test_tasks_of_a_sensitive_project_go_to_its_members_only(services, engine, redis,
                                                                    project):
     root = await token(engine, f"root-{project}", "admin", "*")  # every project, no membership
-    async with client(services, "labels", root) as http:
-        r = await http.put(f"/v1/projects/{project}", json={"sensitive": True})
-        assert r.status_code == 200, r.text
+    await configure(services, root, project, sensitive=True)
     await _predict(redis, project, 1)
     member = await token(engine, "nina", "labeler", project)
     async with client(services, "router", root) as http:

@@ -21,7 +21,7 @@ from shared import streams
 from shared.events import NONE_OF_THESE
 from shared.tables import label_events
 from tests.conftest import ROOT
-from tests.helpers import client, groups_idle, token
+from tests.helpers import configure, groups_idle, token
 
 pytestmark = pytest.mark.integration
 
@@ -303,10 +303,7 @@ async def test_prelabel_hint_is_never_preselected_and_choice_offers_none_of_thes
     chromium = _chromium()
     settings = services
     admin = await token(engine, "ada", "admin", project)
-    async with client(settings, "router", admin) as http:
-        r = await http.put(f"/v1/projects/{project}/policy",
-                           json={"mode": "prelabel", "choice_margin": 0.1})
-        assert r.status_code == 200, r.text
+    await configure(settings, admin, project, routing={"mode": "prelabel", "choice_margin": 0.1})
     digits = load_digits()
     clear = {"project": project, "item_id": "clear", "model_version": MODEL,
              "probs": _distribution("7", 0.8), "payload": {"text": "a clear seven"}}

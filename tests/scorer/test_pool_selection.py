@@ -10,7 +10,7 @@ from sklearn.datasets import load_digits
 from shared import streams
 from shared.events import LabelEvent
 from shared.wire import encode_event
-from tests.helpers import client, groups_idle, token, wait_for
+from tests.helpers import client, configure, groups_idle, token, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -91,10 +91,11 @@ async def test_a_scheduled_project_gets_batches_without_asking(services, engine,
     async with client(services, "scorer", admin) as http:
         await http.post(f"/v1/projects/{project}/items", json={"items": [
             {"item_id": f"d{i}", "features": x[i].tolist()} for i in range(100)]})
-        r = await http.put(f"/v1/projects/{project}/config",
-                           json={"select_every_seconds": 10, "select_budget": 7})
-        assert r.status_code == 200 and r.json()["select_every_seconds"] == 10
-        bad = await http.put(f"/v1/projects/{project}/config", json={"select_every_seconds": 1})
+    await configure(services, admin, project,
+                    selection={"select_every_seconds": 10, "select_budget": 7})
+    async with client(services, "labels", admin) as http:
+        bad = await http.patch(f"/v1/projects/{project}",
+                               json={"selection": {"select_every_seconds": 1}})
         assert bad.status_code == 422
 
     async def queued() -> bool:
