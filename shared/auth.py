@@ -32,11 +32,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
-from sqlalchemy import column, insert, select, table, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db import insert_ignoring_duplicates
 from shared.tables import api_tokens
+from shared.tables import project_members as members_t
+from shared.tables import users as users_t
 
 ROLES = ("labeler", "reviewer", "admin", "service")
 # What each role may do: a reviewer (adjudicator) may also label; admin and service may do both.
@@ -52,14 +54,6 @@ CACHE_SECONDS = 2.0
 STALE_SECONDS = 60.0
 NOT_YOUR_PROJECT = "token is not valid for this project"
 
-# The users, memberships and projects tables are defined (and migrated) by the labels
-# service (services/labels/tables.py); auth reads them through light table clauses so
-# that shared/ does not import a service.
-users_t = table("users", column("user_id"), column("created_at"), column("disabled_at"))
-members_t = table(
-    "project_members", column("project"), column("user_id"), column("role"), column("added_at")
-)
-projects_t = table("projects", column("name"), column("sensitive"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,13 +296,6 @@ def authorize_global(principal: Principal, capability: str = "admin") -> None:
             status.HTTP_403_FORBIDDEN,
             detail=f"this needs a '{capability}' token for every project ('*')",
         )
-
-
-async def is_sensitive(conn: AsyncConnection, project: str) -> bool:
-    row = (
-        await conn.execute(select(projects_t.c.sensitive).where(projects_t.c.name == project))
-    ).first()
-    return bool(row and row.sensitive)
 
 
 async def principal_dependency(request: Request) -> Principal:

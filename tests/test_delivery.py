@@ -7,9 +7,9 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
+from services.labels.tables import label_events
 from shared import streams
 from shared.events import LabelEvent
-from shared.tables import label_events
 from shared.wire import encode_event
 from tests.helpers import groups_idle, wait_for
 

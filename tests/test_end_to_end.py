@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
+from services.labels.tables import label_events
 from shared import streams
-from shared.tables import label_events
 from tests.helpers import client, groups_idle, token
 
 pytestmark = pytest.mark.integration

@@ -25,13 +25,13 @@ from shared.db import insert_ignoring_duplicates
 from shared.events import Event, LabelEvent, session_batch_id
 from shared.peers import Peers
 from shared.projects import ProjectSettings, ProjectSettingsChanged, label_problems
-from shared.tables import api_tokens
+from shared.tables import api_tokens, project_members, users
 
 from . import audit, export, store
 from .audit import Actor
 from .labelstudio import parse_export
 from .revert import RevertSelector
-from .tables import import_refs, project_members, users
+from .tables import import_refs
 
 Publish = Callable[[str, Sequence[Event]], Awaitable[list[str]]]
 # (project, item ids) -> the scorer's known items among them, with their payloads.

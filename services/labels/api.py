@@ -22,20 +22,18 @@ from shared.auth import (
     Principal,
     authorize,
     authorize_global,
-    is_sensitive,
     issue_token,
     project_access,
 )
 from shared.events import PROJECT_PATTERN
 from shared.peers import PeerError
 from shared.service import runtime_of
-from shared.tables import api_tokens
+from shared.tables import api_tokens, project_members
 
 from . import actions, audit, export, store
 from .audit import Actor
 from .labelstudio import LabelStudioFormatError
 from .revert import RevertSelector
-from .tables import project_members
 
 router = APIRouter(prefix="/v1", tags=["labels"])
 
@@ -341,7 +339,7 @@ async def export_labels(
     engine = _engine(request)
     async with engine.connect() as conn:
         view = await _view(conn, project, version, as_of)
-        payloads_visible = principal.sees_payloads(project, await is_sensitive(conn, project))
+        payloads_visible = principal.sees_payloads(project, await store.is_sensitive(conn, project))
 
     body = actions.export_chunks(_ctx(request), project, view, format,
                                  payloads_visible=payloads_visible, from_name=from_name,

@@ -35,11 +35,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db import insert_ignoring_duplicates
 from shared.events import LabelEvent, LabelSource
-from shared.tables import label_events
 
 from .labelstudio import AnnotationRef
 from .revert import RevertSelector, effect_of, revert_changes, unrevert_changes
-from .tables import import_refs, item_payloads, label_version_changes, label_versions, projects
+from .tables import (
+    import_refs,
+    item_payloads,
+    label_events,
+    label_version_changes,
+    label_versions,
+    projects,
+)
 from .trace import trace_item
 from .versions import (
     EXCLUDE,
@@ -676,6 +682,13 @@ async def put_project(
     else:
         await conn.execute(update(projects).where(projects.c.name == name).values(**values))
     return (await get_project(conn, name)) or {}, old
+
+
+async def is_sensitive(conn: AsyncConnection, project: str) -> bool:
+    """Whether only the project's members may see its payloads."""
+    row = (await conn.execute(select(projects.c.sensitive).where(projects.c.name == project))
+           ).first()
+    return bool(row and row.sensitive)
 
 
 async def label_options_of(

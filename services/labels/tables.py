@@ -1,4 +1,4 @@
-"""Tables of the labels service beyond ``label_events``: projects, users, versions, audit.
+"""The labels service's tables: label events, projects, versions, import refs, audit.
 
 Declared on the shared metadata so that one Alembic history owns the schema;
 migration ``0003_labels`` creates them. Label versions, version changes and the
@@ -12,6 +12,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     PrimaryKeyConstraint,
@@ -21,6 +22,37 @@ from sqlalchemy import (
 )
 
 from shared.tables import metadata
+
+label_events = Table(
+    "label_events",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("project", String(64), nullable=False),
+    Column("item_id", String(256), nullable=False),
+    Column("label", String(256), nullable=False),
+    Column("labeler_id", String(256), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("mode", String(16), nullable=True),
+    Column("shown_prelabel", String(256), nullable=True),
+    Column("agreed_with_prelabel", Boolean, nullable=True),
+    Column("revised_after_reveal", Boolean, nullable=False, default=False),
+    Column("model_version", String(64), nullable=True),
+    Column("guideline_version", String(64), nullable=True),
+    Column("task_id", String(64), nullable=True),
+    Column("batch_id", String(64), nullable=True),
+    Column("confidence", Float, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("duration_ms", Integer, nullable=True),
+    Column("model_label", String(256), nullable=True),
+    Column("gold_label", String(256), nullable=True),
+    Column("planted_prelabel", Boolean, nullable=False, default=False),
+    Column("audit_sample", Boolean, nullable=False, default=False),
+    Column("late_submit", Boolean, nullable=False, default=False),
+    Column("supersedes", String(36), nullable=True),
+    Column("stored_at", DateTime(timezone=True), nullable=False),
+    Index("ix_label_events_project_item", "project", "item_id"),
+    Index("ix_label_events_project_created", "project", "created_at"),
+)
 
 projects = Table(
     "projects",
@@ -32,26 +64,6 @@ projects = Table(
     Column("settings", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
-)
-
-users = Table(
-    "users",
-    metadata,
-    Column("user_id", String(256), primary_key=True),
-    Column("display_name", String(256), nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("disabled_at", DateTime(timezone=True), nullable=True),
-)
-
-project_members = Table(
-    "project_members",
-    metadata,
-    Column("project", String(64), nullable=False),
-    Column("user_id", String(256), nullable=False),
-    Column("role", String(32), nullable=False),
-    Column("added_at", DateTime(timezone=True), nullable=False),
-    PrimaryKeyConstraint("project", "user_id"),
-    Index("ix_project_members_user", "user_id"),
 )
 
 label_versions = Table(

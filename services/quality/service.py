@@ -64,7 +64,6 @@ class QualityService:
         )
         self._task: asyncio.Task[None] | None = None
         self.settings: dict[str, ProjectSettingsChanged] = {}  # the newest of each project
-        self._keep_newest = runtime.bus.redis.register_script(KEEP_NEWEST)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -104,8 +103,8 @@ class QualityService:
         restart); a new guideline threshold applies to the project's watch at once."""
         for d in batch:
             event = d.event
-            await self._keep_newest(keys=[f"{SETTINGS_PREFIX}{event.project}"],
-                                    args=[event.revision, event.to_json()])
+            await self.runtime.bus.redis.eval(KEEP_NEWEST, 1, f"{SETTINGS_PREFIX}{event.project}",
+                                              event.revision, event.to_json())
             kept = self.settings.get(event.project)
             if kept is None or kept.revision < event.revision:
                 self.settings[event.project] = event
@@ -496,6 +495,7 @@ class QualityService:
                 "labels": dict(state.adjudicated),
             },
             "guideline_alerts": list(state.alerts.values()),
+            "settings": self.project_settings(project).quality.model_dump(),
             "thresholds": {
                 "guideline_agreement": self.config.guideline_threshold_of(
                     self.project_settings(project).quality),

@@ -24,7 +24,6 @@ from shared.events import (
 from shared.logs import get_logger
 from shared.projects import KEEP_NEWEST, ProjectSettingsChanged, SelectionSettings
 from shared.service import Runtime
-from shared.tables import items
 from shared.wire import encode_event
 
 from . import store
@@ -32,6 +31,7 @@ from .model import TrainedModel, build_pipeline, fit
 from .pool import choose
 from .store import reviewer_payload
 from .strategies import COMMITTEE_STRATEGIES, get_strategy
+from .tables import items
 
 log = get_logger(__name__)
 NO_MODEL = "none"

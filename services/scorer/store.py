@@ -11,9 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db import insert_ignoring_duplicates
 from shared.events import NONE_OF_THESE, ItemEvent
-from shared.tables import items, models
 
 from .model import TrainedModel, dumps, loads
+from .tables import items, models
 
 
 def reviewer_payload(item: ItemEvent) -> dict[str, Any]:

@@ -14,10 +14,10 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import select
 
+from services.labels.tables import label_events
 from services.quality.service import QualityService
 from shared import streams
 from shared.events import LabelEvent
-from shared.tables import label_events
 from shared.wire import encode_event
 from tests.helpers import client, groups_idle, token, wait_for
 

@@ -9,9 +9,9 @@ import uuid
 import pytest
 from sqlalchemy import select
 
+from services.labels.tables import label_events
 from shared import streams
 from shared.events import NONE_OF_THESE, QualityEvent
-from shared.tables import label_events
 from shared.wire import encode_event
 from tests.helpers import client, configure, groups_idle, token
 

@@ -17,9 +17,9 @@ import pytest
 from sklearn.datasets import load_digits
 from sqlalchemy import select
 
+from services.labels.tables import label_events
 from shared import streams
 from shared.events import NONE_OF_THESE
-from shared.tables import label_events
 from tests.conftest import ROOT
 from tests.helpers import configure, groups_idle, token
 

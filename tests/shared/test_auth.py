@@ -51,7 +51,7 @@ def test_unknown_role_is_refused() -> None:
 async def test_expired_revoked_and_disabled_tokens_are_refused(engine, project, monkeypatch):
     from sqlalchemy import update
 
-    from services.labels.tables import users
+    from shared.tables import users
 
     monkeypatch.setattr(auth, "CACHE_SECONDS", 0.0)  # read the database on every request
     monkeypatch.setattr(auth, "STALE_SECONDS", 0.0)  # and never answer from a stale entry

@@ -1,0 +1,30 @@
+"""The scorer's tables: the items it has seen (to train on, to show reviewers) and its
+model versions. Only the scorer reads them; others ask its API."""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Column, DateTime, Integer, LargeBinary, String, Table, Text
+
+from shared.tables import metadata
+
+items = Table(
+    "items",
+    metadata,
+    Column("project", String(64), primary_key=True),
+    Column("item_id", String(256), primary_key=True),
+    Column("features", JSON, nullable=True),
+    Column("text", Text, nullable=True),
+    Column("payload", JSON, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+models = Table(
+    "models",
+    metadata,
+    Column("version", String(64), primary_key=True),
+    Column("project", String(64), nullable=False, index=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("label_count", Integer, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("blob", LargeBinary, nullable=False),
+)
