@@ -32,7 +32,6 @@ from shared.retention import GroupPosition, trim_point
 from shared.settings import Settings
 from shared.wire import (
     MALFORMED_KEY,
-    LoopwiseMessageFormat,
     encode_event,
     entry_body,
     original_fields,
@@ -119,7 +118,6 @@ class Bus:
         broker_log.setLevel(logging.WARNING)  # per-batch and shutdown chatter is not news
         self.broker = RedisBroker(
             settings.redis_url,
-            message_format=LoopwiseMessageFormat,
             logger=broker_log,
             log_level=logging.DEBUG,
         )

@@ -39,7 +39,6 @@ from .windows import agreement_report, class_agreement
 
 log = get_logger(__name__)
 CONSENSUS_LABELER = "quality:dawid-skene"
-VOTE_COLUMNS = [c.name for c in quality_label_votes.columns]
 
 
 def _aware(at: datetime) -> datetime:
