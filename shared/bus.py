@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 import redis.asyncio as aioredis
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.annotations import RedisBatchStreamMessage
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from shared import metrics, streams
 from shared.events import DeadLetterEvent, Event, stable_id
@@ -32,14 +32,14 @@ from shared.retention import GroupPosition, trim_point
 from shared.settings import Settings
 from shared.wire import (
     MALFORMED_KEY,
-    LoopwiseMessageFormat,
     encode_event,
     entry_body,
     original_fields,
     text,
 )
 
-E = TypeVar("E", bound=Event)
+# An event model, or a RootModel over a union of them (shared.events.QualityEvent).
+E = TypeVar("E", bound=BaseModel)
 log = get_logger(__name__)
 
 
@@ -54,10 +54,15 @@ class Delivery(Generic[E]):
 BatchHandler = Callable[[list[Delivery[E]]], Awaitable[None]]
 
 
+_UNION_TAG = ("union_tag_invalid", "union_tag_not_found")
+
+
 def validation_reason(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in err["loc"]) or "event"
+        # A union picked by its "type" field (QualityEvent) says what was wrong with it.
+        where = ".".join(str(p) for p in err["loc"]) or (
+            "type" if err["type"] in _UNION_TAG else "event")
         parts.append(f"{where}: {err['msg']}")
     return "; ".join(parts)
 
@@ -99,7 +104,7 @@ def body_error(exc: ValidationError) -> tuple[str, str]:
     first = exc.errors(include_url=False)[0]
     if first["type"] == "json_invalid":
         return f"'data' is not JSON: {first['msg']}", "malformed"
-    if first["type"] == "model_type" and not first["loc"]:
+    if first["type"] in ("model_type", "dict_type") and not first["loc"]:
         got = type(first.get("input")).__name__
         return f"'data' must be a JSON object, got {got}", "malformed"
     return validation_reason(exc), "validation"
@@ -134,7 +139,6 @@ class Bus:
         broker_log.setLevel(logging.WARNING)  # per-batch and shutdown chatter is not news
         self.broker = RedisBroker(
             settings.redis_url,
-            message_format=LoopwiseMessageFormat,
             logger=broker_log,
             log_level=logging.DEBUG,
         )
@@ -285,7 +289,11 @@ class Bus:
                 f"times); they stay pending") from exc
 
     def consume(self, stream: str, group: str, model: type[E], handler: BatchHandler[E]) -> None:
-        """Register ``handler`` for ``stream``: new entries in batches, and reclaimed ones."""
+        """Register ``handler`` for ``stream``: new entries in batches, and reclaimed ones.
+
+        Each entry is validated with ``model.model_validate_json``; an entry it refuses
+        is dead-lettered with the reason.
+        """
         service = self.service
         self._consumed.add(stream)
         self._groups.add((stream, group))

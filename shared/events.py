@@ -13,12 +13,14 @@ import math
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
+    RootModel,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -256,20 +258,126 @@ class LabelEvent(Event):
         return self
 
 
-class QualityEvent(Event):
-    """A finding of the quality service: a flag, an alert, an adjudication request."""
+def _iso(at: datetime) -> str:
+    return at.isoformat()
 
+
+# The quality service has always written its findings' times with ``isoformat`` (what
+# its records and HTTP answers hold); pydantic's own JSON form would say "Z" for UTC.
+IsoDatetime = Annotated[datetime, PlainSerializer(_iso, return_type=str, when_used="json")]
+AdjudicationReason = Literal["split_vote", "low_posterior"]
+_ENVELOPE = frozenset({"event_id", "schema_version", "type", "project", "created_at"})
+
+
+class QualityEventBase(Event):
+    """What every finding of the quality service on ``loopwise:quality`` carries.
+
+    Each type is its own model below; consumers validate with :class:`QualityEvent`,
+    which picks the model by ``type``.
+    """
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
     kind: ClassVar[str] = "quality"
 
     project: str = Field(pattern=PROJECT_PATTERN)
-    type: Literal[
-        "labeler_flag", "labeler_flag_cleared", "guideline_alert", "adjudication_request",
-        "consensus", "agreement",
-    ]
-    labeler_id: str | None = None
-    item_id: str | None = None
-    detail: dict[str, Any] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=utcnow)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(exclude_none=False, by_alias=True)
+
+    def finding(self) -> dict[str, Any]:
+        """The typed fields without the envelope, as JSON values: what the quality service
+        records of the finding (``quality_findings.detail``) and shows over HTTP."""
+        return self.model_dump(mode="json", by_alias=True, exclude=set(_ENVELOPE))
+
+
+class LabelerFlagEvent(QualityEventBase):
+    """A labeler defers to the model's pre-labels: the sequential test crossed its threshold.
+
+    The router pauses the labeler when ``pause`` is set (and unpauses them when it is
+    not); the evidence fields are for the reviewer who decides whether to clear the flag.
+    """
+
+    kind: ClassVar[str] = "labeler_flag"
+    type: Literal["labeler_flag"] = "labeler_flag"
+    labeler_id: str = Field(min_length=1, max_length=256)
+    pause: bool = Field(description="stop handing the labeler tasks until the flag is cleared")
+    evidence_since: IsoDatetime | None = Field(
+        None, description="when the run of evidence that raised the flag began")
+    flagged_at: IsoDatetime | None = Field(None, description="the label that crossed the line")
+    statistic: float = Field(description="the test statistic when the flag was raised")
+    threshold: float = Field(description="the statistic's flagging threshold")
+    test: str = "cusum-sprt: defers to pre-labels vs judges them"
+    tasks_in_evidence: int = Field(ge=0, description="pre-labelled tasks in the evidence run")
+    gold_catch_rate: float | None = Field(
+        None, ge=0.0, le=1.0, description="share of planted wrong pre-labels caught")
+    correction_rate: float | None = Field(
+        None, ge=0.0, le=1.0, description="share of shown pre-labels the labeler changed")
+    model_error_rate: float | None = Field(
+        None, ge=0.0, le=1.0, description="the model's (cautious) error rate, for comparison")
+    re_review_items: list[str] = Field(
+        default_factory=list, description="items the labeler labelled since the evidence began")
+
+
+class FlagSummary(BaseModel):
+    """The flag a clearing resolved, as it stood (fields absent from old records: None)."""
+
+    flagged_at: IsoDatetime | None = None
+    evidence_since: IsoDatetime | None = None
+    statistic: float | None = None
+    tasks_in_evidence: int | None = None
+
+
+class LabelerFlagClearedEvent(QualityEventBase):
+    """A reviewer looked at the evidence and cleared a labeler's flag: unpause them."""
+
+    kind: ClassVar[str] = "labeler_flag_cleared"
+    type: Literal["labeler_flag_cleared"] = "labeler_flag_cleared"
+    labeler_id: str = Field(min_length=1, max_length=256)
+    cleared_by: str = Field(min_length=1, description="the admin who cleared it")
+    note: str | None = None
+    cleared_at: IsoDatetime
+    pause: Literal[False] = Field(False, description="a cleared labeler is never paused")
+    tasks_seen: int = Field(
+        ge=0, description="the monitor's task count at the clear: a restart replays it there")
+    flag: FlagSummary
+
+
+class AdjudicationRequestEvent(QualityEventBase):
+    """An item the consensus should not settle alone: the router makes it a reviewer task."""
+
+    kind: ClassVar[str] = "adjudication_request"
+    type: Literal["adjudication_request"] = "adjudication_request"
+    item_id: str = Field(min_length=1, max_length=256)
+    labels: dict[str, str] = Field(description="labeler -> label: the votes an adjudicator sees")
+    consensus: str = Field(description="the aggregator's label for the item")
+    confidence: float = Field(ge=0.0, le=1.0, description="its posterior; low goes first")
+    reason: AdjudicationReason
+
+
+class GuidelineAlertEvent(QualityEventBase):
+    """Agreement on a class under one guideline version fell below the threshold."""
+
+    kind: ClassVar[str] = "guideline_alert"
+    type: Literal["guideline_alert"] = "guideline_alert"
+    label_class: str = Field(alias="class", min_length=1)
+    guideline_version: str
+    agreement: float
+    threshold: float
+    items: int = Field(ge=0, description="items with overlap behind the agreement figure")
+    advice: str = "sharpen the guideline for this class"
+
+
+AnyQualityEvent = Annotated[
+    LabelerFlagEvent | LabelerFlagClearedEvent | AdjudicationRequestEvent | GuidelineAlertEvent,
+    Field(discriminator="type"),
+]
+
+
+class QualityEvent(RootModel[AnyQualityEvent]):
+    """The one way to read ``loopwise:quality``: picks the model by ``type`` and validates
+    it, so an unknown type or a missing field is refused like any invalid event.
+    The event itself is ``.root``."""
 
 
 class ModelTrainedEvent(Event):

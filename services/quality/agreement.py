@@ -29,14 +29,12 @@ import numpy.typing as npt
 __all__ = [
     "Annotations",
     "BootstrapCI",
-    "CountMatrix",
     "Level",
     "PairAgreement",
     "Triples",
     "TriplesLike",
     "as_annotations",
     "bootstrap_ci",
-    "category_counts",
     "cohen_kappa",
     "fleiss_kappa",
     "krippendorff_alpha",
@@ -256,23 +254,6 @@ def _within_item_pairs(ann: Annotations) -> tuple[npt.NDArray[np.intp], npt.NDAr
 
 # ---------------------------------------------------------------------------
 # Many raters: percent agreement and Fleiss' kappa
-
-
-class CountMatrix(NamedTuple):
-    """items x classes label counts, with the ids its rows and columns stand for."""
-
-    counts: npt.NDArray[np.int64]
-    items: npt.NDArray[Any]
-    classes: npt.NDArray[Any]
-
-
-def category_counts(
-    triples: TriplesLike, categories: Sequence[Hashable] | None = None
-) -> CountMatrix:
-    """Build the items x categories count matrix that :func:`fleiss_kappa` takes."""
-    ann = as_annotations(triples, categories)
-    ann.require_one_label_per_labeler()
-    return CountMatrix(ann.vote_counts(), ann.items, ann.classes)
 
 
 def percent_agreement(triples: TriplesLike, *, pooled: bool = False) -> float:

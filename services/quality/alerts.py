@@ -35,16 +35,6 @@ class GuidelineAlert:
     threshold: float
     items: int
 
-    def detail(self) -> dict[str, object]:
-        return {
-            "class": self.label_class,
-            "guideline_version": self.guideline_version,
-            "agreement": self.agreement,
-            "threshold": self.threshold,
-            "items": self.items,
-            "advice": "sharpen the guideline for this class",
-        }
-
 
 @dataclass
 class GuidelineWatch:

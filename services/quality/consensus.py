@@ -19,22 +19,18 @@ matrix, so memory grows with the number of labels, not items times labelers.
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, Self
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
 from scipy.sparse import csr_matrix
-from scipy.special import logsumexp
 
 from services.quality.agreement import Annotations, TriplesLike, as_annotations
 
 __all__ = [
-    "AdjudicationCandidate",
     "DawidSkene",
     "MajorityVote",
     "needs_adjudication",
-    "select_for_adjudication",
 ]
 
 
@@ -50,10 +46,6 @@ class _Aggregator:
     def fit_predict(self, triples: TriplesLike) -> dict[Any, Any]:
         """Consensus label of every item."""
         return self.fit(triples).labels_
-
-    def fit_predict_proba(self, triples: TriplesLike) -> npt.NDArray[np.float64]:
-        """items x classes beliefs, rows in ``items_`` order."""
-        return self.fit(triples).probas_
 
     def _encode(self, triples: TriplesLike, categories: Sequence[Hashable] | None) -> Annotations:
         ann = as_annotations(triples, categories)
@@ -230,21 +222,6 @@ def _e_step_sparse(
     return joint - log_evidence[:, None], float(log_evidence.sum())
 
 
-def _e_step(
-    ann: Annotations,
-    given: npt.NDArray[np.intp],
-    priors: npt.NDArray[np.float64],
-    errors: npt.NDArray[np.float64],
-) -> tuple[npt.NDArray[np.float64], float]:
-    """Log posteriors of every item's true class, and the data's log-likelihood."""
-    n_labelers, n_classes, _ = errors.shape
-    # (labeler, given label) -> log P(given label | true class k), one column per k.
-    log_given = np.log(errors).transpose(0, 2, 1).reshape(n_labelers * n_classes, n_classes)
-    joint = np.add.reduceat(log_given[given], ann.item_starts, axis=0) + np.log(priors)
-    log_evidence = logsumexp(joint, axis=1)
-    return joint - log_evidence[:, None], float(log_evidence.sum())
-
-
 def _labeler_confusions(
     ann: Annotations, posteriors: npt.NDArray[np.float64], smoothing: float
 ) -> npt.NDArray[np.float64]:
@@ -311,41 +288,3 @@ def _split_votes(votes: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
         return np.zeros(len(votes), dtype=bool)
     top_two = np.partition(votes, -2, axis=1)[:, -2:]
     return (top_two[:, 0] == top_two[:, 1]) & (top_two[:, 1] > 0)
-
-
-@dataclass(frozen=True)
-class AdjudicationCandidate:
-    """One item to put in front of an adjudicator, and why."""
-
-    item_id: Any
-    consensus_label: Any
-    confidence: float
-    split_vote: bool
-
-
-class FittedAggregator(Protocol):
-    items_: npt.NDArray[Any]
-    labels_: dict[Any, Any]
-    probas_: npt.NDArray[np.float64]
-    vote_counts_: npt.NDArray[np.int64]
-
-
-def select_for_adjudication(
-    model: FittedAggregator, *, min_confidence: float = 0.8
-) -> list[AdjudicationCandidate]:
-    """Items of a fitted aggregator that need adjudication, least confident first."""
-    flagged = needs_adjudication(model.probas_, model.vote_counts_, min_confidence=min_confidence)
-    confidence = model.probas_.max(axis=1, initial=0.0)
-    split = _split_votes(model.vote_counts_)
-    chosen = np.flatnonzero(flagged)
-    chosen = chosen[np.argsort(confidence[chosen], kind="stable")]
-    items = model.items_.tolist()
-    return [
-        AdjudicationCandidate(
-            item_id=items[i],
-            consensus_label=model.labels_[items[i]],
-            confidence=float(confidence[i]),
-            split_vote=bool(split[i]),
-        )
-        for i in chosen.tolist()
-    ]

@@ -24,7 +24,17 @@ from sqlalchemy import select, update
 from shared import metrics, streams
 from shared.bus import Delivery
 from shared.db import insert_ignoring_duplicates
-from shared.events import LabelEvent, LabelSource, QualityEvent, stable_id, utcnow
+from shared.events import (
+    AdjudicationRequestEvent,
+    FlagSummary,
+    GuidelineAlertEvent,
+    LabelerFlagClearedEvent,
+    LabelerFlagEvent,
+    LabelEvent,
+    LabelSource,
+    stable_id,
+    utcnow,
+)
 from shared.logs import get_logger
 from shared.projects import (
     KEEP_NEWEST,
@@ -46,7 +56,6 @@ from .windows import agreement_report, class_agreement
 log = get_logger(__name__)
 CONSENSUS_LABELER = "quality:dawid-skene"
 SETTINGS_PREFIX = "loopwise:quality:settings:"  # the projects' settings, as kept here
-VOTE_COLUMNS = [c.name for c in quality_label_votes.columns]
 
 
 def _aware(at: datetime) -> datetime:
@@ -245,22 +254,18 @@ class QualityService:
             monitor, who = flag.monitor, flag.labeler_id
             since = monitor.evidence_since
             gold = state.gold[who]
-            detail = {
-                "pause": self.config.auto_pause_of(self.project_settings(project).quality),
-                "evidence_since": since.isoformat() if since else None,
-                "flagged_at": monitor.flagged_at.isoformat() if monitor.flagged_at else None,
-                "statistic": round(monitor.statistic, 4),
-                "threshold": round(monitor.test.threshold, 4),
-                "test": "cusum-sprt: defers to pre-labels vs judges them",
-                "tasks_in_evidence": monitor.run_tasks,
-                "gold_catch_rate": gold.gold_catch_rate,
-                "correction_rate": gold.correction_rate,
-                "model_error_rate": state.cautious_error_rate(),
-                "re_review_items": state.items_since(who, since),
-            }
-            event_id = stable_id("labeler_flag", project, who, detail["evidence_since"] or "")
-            events.append(QualityEvent(event_id=event_id, project=project, type="labeler_flag",
-                                       labeler_id=who, detail=detail))
+            event_id = stable_id("labeler_flag", project, who, since.isoformat() if since else "")
+            event = LabelerFlagEvent(
+                event_id=event_id, project=project, labeler_id=who,
+                pause=self.config.auto_pause_of(self.project_settings(project).quality),
+                evidence_since=since,
+                flagged_at=monitor.flagged_at, statistic=round(monitor.statistic, 4),
+                threshold=round(monitor.test.threshold, 4), tasks_in_evidence=monitor.run_tasks,
+                gold_catch_rate=gold.gold_catch_rate, correction_rate=gold.correction_rate,
+                model_error_rate=state.cautious_error_rate(),
+                re_review_items=state.items_since(who, since))
+            events.append(event)
+            detail = event.finding()
             records.append(self._finding(project, "labeler_flag", who, detail, event_id))
             state.flags[who] = detail
             log.warning("labeler flagged", project=project, labeler=who,
@@ -278,16 +283,15 @@ class QualityService:
             raise LookupError(f"{labeler_id!r} is not flagged in project {project!r}")
         now = utcnow()
         tasks_seen = state.clear_flag(labeler_id)
-        detail = {"labeler_id": labeler_id, "cleared_by": by, "note": note,
-                  "cleared_at": now.isoformat(), "pause": False, "tasks_seen": tasks_seen,
-                  "flag": {k: flag.get(k) for k in ("flagged_at", "evidence_since",
-                                                    "statistic", "tasks_in_evidence")}}
         event_id = stable_id("labeler_flag_cleared", project, labeler_id, now.isoformat())
+        event = LabelerFlagClearedEvent(
+            event_id=event_id, project=project, labeler_id=labeler_id, cleared_by=by,
+            note=note, cleared_at=now, tasks_seen=tasks_seen,
+            flag=FlagSummary.model_validate({k: flag.get(k) for k in FlagSummary.model_fields}))
+        detail = event.finding()
         # Said before it is recorded: a crash in between leaves the flag standing (and
         # the clear to be done again), never a recorded clear the router did not hear.
-        await self.runtime.bus.publish(streams.QUALITY, [QualityEvent(
-            event_id=event_id, project=project, type="labeler_flag_cleared",
-            labeler_id=labeler_id, detail=detail)])
+        await self.runtime.bus.publish(streams.QUALITY, [event])
         async with self.runtime.engine.begin() as conn:
             await conn.execute(update(quality_findings).where(
                 quality_findings.c.project == project,
@@ -409,12 +413,13 @@ class QualityService:
         events, records = [], []
         for request in settlement.adjudicate:
             event_id = stable_id("adjudication_request", project, request.item_id)
-            detail = request.detail()
-            events.append(QualityEvent(event_id=event_id, project=project,
-                                       type="adjudication_request", item_id=request.item_id,
-                                       detail=detail))
+            event = AdjudicationRequestEvent(
+                event_id=event_id, project=project, item_id=request.item_id,
+                labels=request.labels, consensus=request.consensus,
+                confidence=request.confidence, reason=request.reason)
+            events.append(event)
             records.append(self._finding(project, "adjudication_request", request.item_id,
-                                         detail, event_id))
+                                         event.finding(), event_id))
         await self.runtime.bus.publish(streams.QUALITY, events)
         await self._record(records)
         self.state(project).requested.update(r.item_id for r in settlement.adjudicate)
@@ -431,10 +436,13 @@ class QualityService:
         events, records = [], []
         for alert in raised:
             key = "\x1f".join((alert.label_class, alert.guideline_version))
-            detail = alert.detail()
             event_id = stable_id("guideline_alert", project, key, utcnow().isoformat())
-            events.append(QualityEvent(event_id=event_id, project=project,
-                                       type="guideline_alert", detail=detail))
+            event = GuidelineAlertEvent(
+                event_id=event_id, project=project, label_class=alert.label_class,
+                guideline_version=alert.guideline_version, agreement=alert.agreement,
+                threshold=alert.threshold, items=alert.items)
+            events.append(event)
+            detail = event.finding()
             records.append(self._finding(project, "guideline_alert", key, detail, event_id))
             state.alerts[(alert.label_class, alert.guideline_version)] = detail
         await self.runtime.bus.publish(streams.QUALITY, events)

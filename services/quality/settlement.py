@@ -18,6 +18,7 @@ import numpy as np
 
 from services.quality.agreement import Triples
 from services.quality.consensus import DawidSkene, needs_adjudication
+from shared.events import AdjudicationReason
 
 __all__ = ["AdjudicationRequest", "ConsensusLabel", "Settlement", "settle"]
 
@@ -38,11 +39,7 @@ class AdjudicationRequest:
     labels: dict[str, str]
     consensus: str
     confidence: float
-    reason: str  # "split_vote" | "low_posterior"
-
-    def detail(self) -> dict[str, Any]:
-        return {"labels": self.labels, "consensus": self.consensus,
-                "confidence": self.confidence, "reason": self.reason}
+    reason: AdjudicationReason
 
 
 @dataclass

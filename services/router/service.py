@@ -22,6 +22,9 @@ from shared.bus import Delivery, validation_reason
 from shared.cache import RefreshingCache
 from shared.events import (
     NONE_OF_THESE,
+    AdjudicationRequestEvent,
+    LabelerFlagClearedEvent,
+    LabelerFlagEvent,
     LabelEvent,
     LabelSource,
     PredictionEvent,
@@ -347,33 +350,31 @@ class RouterService:
     # --- stream: quality findings ----------------------------------------------------
     async def on_quality(self, batch: list[Delivery[QualityEvent]]) -> None:
         """Adjudication requests become reviewer tasks; a pausing flag stops a labeler's tasks
-        until a review clears it."""
+        until a review clears it. Guideline alerts are for people, not for routing."""
         tasks: list[NewTask] = []
         now = datetime.now(UTC).isoformat()
         for d in batch:
-            event = d.event
-            if event.type in ("labeler_flag", "labeler_flag_cleared") and event.labeler_id:
-                # A flag may pause the labeler; a review that clears it always unpauses.
+            event = d.event.root
+            if isinstance(event, LabelerFlagEvent | LabelerFlagClearedEvent):
+                # A flag may pause the labeler; a review that clears it (pause is always
+                # False there) unpauses, and so does a flag that does not pause.
                 key = self._key("paused", event.project)
-                if event.type == "labeler_flag" and event.detail.get("pause"):
+                if event.pause:
                     await self.redis.sadd(key, event.labeler_id)
-                elif event.type == "labeler_flag_cleared" or event.detail.get("pause") is False:
+                else:
                     await self.redis.srem(key, event.labeler_id)
-            elif event.type == "adjudication_request" and event.item_id:
-                confidence = float(event.detail.get("confidence") or 0.0)
+            elif isinstance(event, AdjudicationRequestEvent):
                 payload = await self._payload_of(event.project, event.item_id)
-                tasks.append(NewTask(
-                    task_id=str(stable_id("adjudication", str(event.event_id))),
-                    project=event.project, item_id=event.item_id, priority=1.0 - confidence,
-                    needed=1,
-                    fields={"kind": "adjudication", "payload": json.dumps(payload),
-                            "probs": "{}", "model_version": "", "model_label": "",
-                            "confidence": "", "created_at": now, "mode": "adjudication",
-                            "options": json.dumps(await self.options(event.project)),
-                            "prelabel": "", "audit": "0",
-                            "labels_given": json.dumps(event.detail.get("labels", {})),
-                            "consensus": str(event.detail.get("consensus") or ""),
-                            "reason": str(event.detail.get("reason") or "")}))
+                task_id = str(stable_id("adjudication", str(event.event_id)))
+                task = ReviewTask(
+                    task_id=task_id, project=event.project, item_id=event.item_id,
+                    kind="adjudication", mode=ReviewMode.adjudication,
+                    options=await self.options(event.project),
+                    payload_json=json.dumps(payload), created_at=now,
+                    labels_given=event.labels, consensus=event.consensus, reason=event.reason)
+                tasks.append(NewTask(task_id=task_id, project=event.project,
+                                     item_id=event.item_id, priority=1.0 - event.confidence,
+                                     needed=1, fields=task.fields()))
         await self.queue.enqueue_many(tasks, kind="adjudication")
 
     async def _payload_of(self, project: str, item_id: str) -> Any:

@@ -10,7 +10,6 @@ from services.quality.agreement import (
     Triples,
     as_annotations,
     bootstrap_ci,
-    category_counts,
     cohen_kappa,
     fleiss_kappa,
     krippendorff_alpha,
@@ -228,12 +227,12 @@ def test_fleiss_kappa_reproduces_fleiss_1971_diagnoses():
     patients, raters = np.indices(FLEISS_1971_DIAGNOSES.shape)
     triples = (patients.ravel(), raters.ravel(), FLEISS_1971_DIAGNOSES.ravel())
 
-    counts = category_counts(triples)
+    counts = as_annotations(triples).vote_counts()
 
-    assert counts.counts.shape == (30, 5)
-    assert counts.counts.sum(axis=0).tolist() == [26, 26, 30, 55, 43]
-    assert round(fleiss_kappa(counts.counts), 3) == 0.430
-    assert fleiss_kappa(counts.counts) == pytest.approx(0.4302445, abs=1e-7)  # R irr::kappam.fleiss
+    assert counts.shape == (30, 5)
+    assert counts.sum(axis=0).tolist() == [26, 26, 30, 55, 43]
+    assert round(fleiss_kappa(counts), 3) == 0.430
+    assert fleiss_kappa(counts) == pytest.approx(0.4302445, abs=1e-7)  # R irr::kappam.fleiss
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -252,15 +251,15 @@ def test_fleiss_kappa_refuses_unequal_numbers_of_ratings():
         fleiss_kappa([[2, 1], [1, 1]])
 
 
-def test_category_counts_keeps_the_given_category_order_and_unused_categories():
-    counts = category_counts(
+def test_vote_counts_keep_the_given_category_order_and_unused_categories():
+    ann = as_annotations(
         [("i1", "a", "cat"), ("i1", "b", "dog"), ("i2", "a", "dog"), ("i2", "b", "dog")],
         categories=["dog", "cat", "bird"],
     )
 
-    assert counts.classes.tolist() == ["dog", "cat", "bird"]
-    assert counts.items.tolist() == ["i1", "i2"]
-    assert counts.counts.tolist() == [[1, 1, 0], [2, 0, 0]]
+    assert ann.classes.tolist() == ["dog", "cat", "bird"]
+    assert ann.items.tolist() == ["i1", "i2"]
+    assert ann.vote_counts().tolist() == [[1, 1, 0], [2, 0, 0]]
 
 
 # -- Cohen's kappa --------------------------------------------------------------------

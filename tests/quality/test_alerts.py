@@ -9,7 +9,7 @@ def test_alert_names_class_and_version_once_until_it_recovers():
     watch = GuidelineWatch(threshold=0.6, min_items=20, hysteresis=0.05)
     alerts = watch.update([m(0.4), m(0.9, cls="dog")])
     assert [(a.label_class, a.guideline_version) for a in alerts] == [("cat", "g1")]
-    assert alerts[0].detail()["class"] == "cat" and alerts[0].detail()["threshold"] == 0.6
+    assert alerts[0].threshold == 0.6 and alerts[0].items == 50
     assert watch.update([m(0.3)]) == []  # still low: not raised again
     assert watch.update([m(0.62)]) == []  # inside the hysteresis band: still active
     assert watch.update([m(0.7)]) == []  # recovered: re-armed

@@ -9,7 +9,6 @@ from services.quality.consensus import (
     DawidSkene,
     MajorityVote,
     needs_adjudication,
-    select_for_adjudication,
 )
 
 CLASSES = ["bird", "cat", "dog"]
@@ -233,28 +232,6 @@ def test_needs_adjudication_flags_low_confidence_and_split_votes():
 
 def test_a_single_label_is_no_split_vote():
     assert not needs_adjudication([[1.0, 0.0, 0.0]], [[1, 0, 0]], min_confidence=0.5).any()
-
-
-def test_select_for_adjudication_lists_doubtful_items_least_confident_first():
-    triples = [
-        ("sure", "a", "cat"),
-        ("sure", "b", "cat"),
-        ("sure", "c", "cat"),
-        ("split", "a", "cat"),
-        ("split", "b", "dog"),
-        ("leaning", "a", "dog"),
-        ("leaning", "b", "dog"),
-        ("leaning", "c", "cat"),
-    ]
-
-    picked = select_for_adjudication(MajorityVote().fit(triples), min_confidence=0.8)
-
-    assert [(c.item_id, c.consensus_label, c.split_vote) for c in picked] == [
-        ("split", "cat", True),
-        ("leaning", "dog", False),
-    ]
-    assert picked[0].confidence == pytest.approx(0.5)
-    assert picked[1].confidence == pytest.approx(2 / 3)
 
 
 def test_sparse_labels_settle_disagreements_by_labeler_reliability():

@@ -88,10 +88,10 @@ async def test_conflicting_labels_are_adjudicated_and_consensus_is_published(
     await wait_for(asked, 60, "an adjudication request")
     (request,) = await quality_events(redis, project, "adjudication_request")
     assert request["item_id"] == "conflict"
-    assert request["detail"]["labels"] == {"ann": "cat", "ben": "dog"}
-    assert request["detail"]["reason"] == "split_vote"
-    assert request["detail"]["consensus"] in ("cat", "dog")
-    assert 0 <= request["detail"]["confidence"] <= 1
+    assert request["labels"] == {"ann": "cat", "ben": "dog"}
+    assert request["reason"] == "split_vote"
+    assert request["consensus"] in ("cat", "dog")
+    assert 0 <= request["confidence"] <= 1
 
     # Consensus labels went out on the label stream, and the labels service stored them.
     await groups_idle(redis, (streams.LABELS, streams.GROUP_LABELS))
@@ -155,7 +155,7 @@ async def test_a_rubber_stamper_is_flagged_paused_and_their_labels_sent_for_re_r
     await groups_idle(redis, (streams.LABELS, streams.GROUP_QUALITY))
     flags = await quality_events(redis, project, "labeler_flag")
     assert [f["labeler_id"] for f in flags] == ["stamper"]
-    detail = flags[0]["detail"]
+    detail = flags[0]
     assert detail["pause"] is True
     assert detail["statistic"] >= detail["threshold"]
     since = datetime.fromisoformat(detail["evidence_since"])
@@ -225,7 +225,7 @@ async def test_a_rubber_stamper_is_flagged_paused_and_their_labels_sent_for_re_r
         return len(await quality_events(redis, project, "labeler_flag")) == 2
 
     await wait_for(flagged_again, 60, "a second labeler flag")
-    second = (await quality_events(redis, project, "labeler_flag"))[1]["detail"]
+    second = (await quality_events(redis, project, "labeler_flag"))[1]
     assert datetime.fromisoformat(second["evidence_since"]) >= T0 + timedelta(seconds=300)
     assert (await summary(settings, engine, project))["labelers"]["stamper"]["flagged"]
     replayed, said = await _restarted(engine)
@@ -250,10 +250,10 @@ async def test_a_confused_class_raises_a_guideline_alert(services, engine, redis
 
     await wait_for(alerted, 60, "a guideline alert")
     alerts = await quality_events(redis, project, "guideline_alert")
-    classes = {(a["detail"]["class"], a["detail"]["guideline_version"]) for a in alerts}
+    classes = {(a["class"], a["guideline_version"]) for a in alerts}
     assert ("bird", "g2") in classes and ("cat", "g2") not in classes
-    bird = next(a for a in alerts if a["detail"]["class"] == "bird")
-    assert bird["detail"]["agreement"] < bird["detail"]["threshold"] == 0.6
-    assert bird["labeler_id"] is None  # about the guideline, not a labeler
+    bird = next(a for a in alerts if a["class"] == "bird")
+    assert bird["agreement"] < bird["threshold"] == 0.6
+    assert "labeler_id" not in bird  # about the guideline, not a labeler
     report = await summary(services, engine, project)
     assert any(a["class"] == "bird" for a in report["guideline_alerts"])

@@ -22,7 +22,7 @@ def test_consensus_for_items_with_two_votes_and_adjudication_for_split_ones():
     asked = {r.item_id: r for r in out.adjudicate}
     assert set(asked) == {"split"}
     assert asked["split"].reason == "split_vote"
-    assert asked["split"].detail()["labels"] == {"a": "cat", "b": "dog"}
+    assert asked["split"].labels == {"a": "cat", "b": "dog"}
     assert out.labeler_agreement["a"]["agreement_with_consensus"] > 0.8
     assert set(out.confusion["a"]) == {"cat", "dog"}
 

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from services.labels.tables import label_events
 from shared import streams
-from shared.events import NONE_OF_THESE, QualityEvent
+from shared.events import NONE_OF_THESE, AdjudicationRequestEvent, LabelerFlagEvent
 from shared.wire import encode_event
 from tests.helpers import client, configure, groups_idle, token
 
@@ -188,9 +188,9 @@ async def test_target_precision_calibrates_the_threshold_from_reviews(services, 
 async def test_adjudication_requests_go_to_reviewers_and_come_back_adjudicated(
         services, engine, redis, project):
     await _predict(redis, project, 1)  # the router learns the options and the payload
-    request = QualityEvent(project=project, type="adjudication_request", item_id="it-0",
-                           detail={"labels": {"u1": "3", "u2": "8"}, "consensus": "3",
-                                   "confidence": 0.52, "reason": "split_vote"})
+    request = AdjudicationRequestEvent(project=project, item_id="it-0",
+                                       labels={"u1": "3", "u2": "8"}, consensus="3",
+                                       confidence=0.52, reason="split_vote")
     await redis.xadd(streams.QUALITY, encode_event(request.to_json()))
     await groups_idle(redis, (streams.QUALITY, streams.GROUP_ROUTER))
     labeler = await token(engine, "gina", "labeler", project)
@@ -212,8 +212,8 @@ async def test_a_pausing_flag_stops_the_labeler_until_an_admin_lifts_it(services
                                                                         project):
     admin = await _admin(engine, services, project, gold_rate=0.0)
     await _predict(redis, project, 2)
-    flag = QualityEvent(project=project, type="labeler_flag", labeler_id="ivan",
-                        detail={"pause": True, "statistic": "sprt"})
+    flag = LabelerFlagEvent(project=project, labeler_id="ivan", pause=True, statistic=9.1,
+                            threshold=8.0, tasks_in_evidence=40)
     await redis.xadd(streams.QUALITY, encode_event(flag.to_json()))
     await groups_idle(redis, (streams.QUALITY, streams.GROUP_ROUTER))
     ivan = await token(engine, "ivan", "labeler", project)

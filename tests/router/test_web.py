@@ -267,7 +267,7 @@ async def test_a_labeler_labels_blind_through_the_page_and_the_labels_are_stored
 
         # A pause from the quality service is shown with the API's message.
         flag = {"project": project, "type": "labeler_flag", "labeler_id": "wendy",
-                "detail": {"pause": True}}
+                "pause": True, "statistic": 9.1, "threshold": 8.0, "tasks_in_evidence": 40}
         await redis.xadd(streams.QUALITY, {"data": json.dumps(flag)})
         await groups_idle(redis, (streams.QUALITY, streams.GROUP_ROUTER))
         async with page.expect_response(_is_next) as info:
