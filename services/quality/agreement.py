@@ -335,6 +335,7 @@ def krippendorff_alpha(
     if (reliability_data is None) == (triples is None):
         raise ValueError("give exactly one of reliability_data or triples")
     if triples is None:
+        assert reliability_data is not None  # exactly one of the two, checked above
         triples = _reliability_to_triples(reliability_data)
     ann = as_annotations(triples, categories)
     ann.require_one_label_per_labeler()

@@ -236,10 +236,10 @@ def _labeler_confusions(
         ],
         axis=1,
     )  # (labeler, given) x true
-    counts = counts.reshape(n_labelers, n_classes, n_classes).transpose(0, 2, 1) + smoothing
-    totals = counts.sum(axis=2, keepdims=True)
+    smoothed = counts.reshape(n_labelers, n_classes, n_classes).transpose(0, 2, 1) + smoothing
+    totals = smoothed.sum(axis=2, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(totals > 0, counts / totals, 1.0 / n_classes)
+        return np.where(totals > 0, smoothed / totals, 1.0 / n_classes)
 
 
 def _smoothed(counts: npt.NDArray[np.float64], smoothing: float) -> npt.NDArray[np.float64]:

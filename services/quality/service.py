@@ -385,13 +385,15 @@ class QualityService:
         if not settlement.publish:
             return
         now = utcnow()
+        batch_id = f"consensus:{now:%Y-%m-%dT%H:%M:%S.%fZ}"  # this recompute's labels
         events, rows = [], []
         for c in settlement.publish:
             event_id = stable_id("consensus", project, c.item_id, str(c.revision), c.label)
             events.append(LabelEvent(
                 event_id=event_id, project=project, item_id=c.item_id, label=c.label,
                 labeler_id=CONSENSUS_LABELER, source=LabelSource.consensus,
-                confidence=c.confidence, model_version=CONSENSUS_VERSION, created_at=now))
+                confidence=c.confidence, model_version=CONSENSUS_VERSION, created_at=now,
+                batch_id=batch_id))
             rows.append({"project": project, "item_id": c.item_id, "label": c.label,
                          "confidence": c.confidence, "revision": c.revision,
                          "event_id": str(event_id), "updated_at": now})

@@ -139,7 +139,7 @@ class _NearestPick:
     def __init__(self, X: NDArray[np.float32], anchors: ArrayLike | None, capacity: int) -> None:
         self.X = X
         self.x_sq = _sq_norms(X)
-        if anchors is not None and len(anchors) > 0:
+        if anchors is not None and np.asarray(anchors).size > 0:
             self.stale = _min_sq_dist(X, self.x_sq, anchors)
         else:
             self.stale = np.full(X.shape[0], np.inf, dtype=np.float32)
@@ -200,7 +200,7 @@ def kmeanspp_batch(
     picks = np.empty(k, dtype=np.intp)
     with _single_threaded_blas():
         nearest = _NearestPick(X, labeled_features, capacity=min(k, _MAX_PENDING))
-        has_reference = labeled_features is not None and len(labeled_features) > 0
+        has_reference = labeled_features is not None and np.asarray(labeled_features).size > 0
         mass = cumulative = np.empty(0)
         refresh, rejected = True, 0
         for step in range(k):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import joblib
 import numpy as np
@@ -25,7 +26,7 @@ class TrainedModel:
     def classes(self) -> list[str]:
         return [str(c) for c in self.pipeline.classes_]
 
-    def predict_proba(self, inputs: Sequence) -> np.ndarray:
+    def predict_proba(self, inputs: Sequence[Any] | np.ndarray) -> np.ndarray:
         return self.pipeline.predict_proba(inputs)
 
 
@@ -37,7 +38,8 @@ def build_pipeline(kind: str) -> Pipeline:
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
 
 
-def fit(version: str, inputs: Sequence, labels: Sequence[str], kind: str) -> TrainedModel:
+def fit(version: str, inputs: Sequence[Any] | np.ndarray, labels: Sequence[str] | np.ndarray,
+        kind: str) -> TrainedModel:
     """Fit on the current labels; needs at least two classes to say anything."""
     if len(set(labels)) < 2:
         raise ValueError("training needs labels of at least two classes")

@@ -82,7 +82,8 @@ def random_scores(proba: ArrayLike, *, rng: np.random.Generator | int = 0) -> Sc
     signature; seeded so a benchmark run is reproducible.
     """
     p = np.asarray(proba)
-    return np.random.default_rng(rng).random(p.shape[-2] if p.ndim == 3 else p.shape[0])
+    n = p.shape[-2] if p.ndim == 3 else p.shape[0]
+    return np.asarray(np.random.default_rng(rng).random(n), dtype=np.float64)
 
 
 def vote_entropy(committee_proba: ArrayLike) -> Scores:

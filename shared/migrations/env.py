@@ -41,7 +41,9 @@ def _run(connection: Connection) -> None:
 
 
 async def run_migrations_online() -> None:
-    engine = create_async_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    assert url, "shared.db.upgrade sets sqlalchemy.url"
+    engine = create_async_engine(url)
     async with engine.connect() as connection:
         if connection.dialect.name == "postgresql":
             # Serialize concurrent upgrades (several services starting at once).

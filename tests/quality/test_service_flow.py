@@ -111,6 +111,7 @@ async def test_conflicting_labels_are_adjudicated_and_consensus_is_published(
     assert by_item["i0"].labeler_id == "quality:dawid-skene"
     assert by_item["i0"].confidence > 0.9
     assert len(rows) == len(by_item)  # one consensus event per item, no duplicates
+    assert all(r.batch_id and r.batch_id.startswith("consensus:") for r in rows)
 
     # A reviewer adjudicates; the summary shows the item settled.
     await push(redis, [LabelEvent(project=project, item_id="conflict", labeler_id="rita",
