@@ -235,32 +235,36 @@ async def revert(ctx: Context, actor: Actor, project: str, selector: RevertSelec
                  message: str = "", name: str | None = None, dry_run: bool = False
                  ) -> dict[str, Any]:
     """A version in which the selected labels no longer count (or its preview)."""
-    async with ctx.engine.begin() as conn:
-        result = await store.revert(conn, project, selector, author=actor.user_id,
-                                    message=message, name=name, dry_run=dry_run)
-        if not dry_run:
-            await audit.record(
-                conn, actor, "version.revert", project=project,
-                target=str(result["version"]["number"]),
-                detail={"selector": result["version"]["selector"], "events": result["events"],
-                        "items": result["items"], "message": message},
-            )  # fmt: skip
-    return result
+    return await _version_change(
+        ctx, actor, "version.revert", project, message, dry_run,
+        lambda conn: store.revert(conn, project, selector, author=actor.user_id,
+                                  message=message, name=name, dry_run=dry_run))
 
 
 async def unrevert(ctx: Context, actor: Actor, project: str, version: str, *,
                    message: str = "", name: str | None = None, dry_run: bool = False
                    ) -> dict[str, Any]:
     """Undo what a revert (or unrevert) version changed, as a new version."""
+    return await _version_change(
+        ctx, actor, "version.unrevert", project, message, dry_run,
+        lambda conn: store.unrevert(conn, project, version, author=actor.user_id,
+                                    message=message, name=name, dry_run=dry_run))
+
+
+async def _version_change(
+    ctx: Context, actor: Actor, action: str, project: str, message: str, dry_run: bool,
+    change: Callable[[AsyncConnection], Awaitable[dict[str, Any]]],
+) -> dict[str, Any]:
+    """Make (or preview) a version that changes which labels count, audited with it."""
     async with ctx.engine.begin() as conn:
-        result = await store.unrevert(conn, project, version, author=actor.user_id,
-                                      message=message, name=name, dry_run=dry_run)
+        result = await change(conn)
         if not dry_run:
+            version = result["version"]
             await audit.record(
-                conn, actor, "version.unrevert", project=project,
-                target=str(result["version"]["number"]),
-                detail={"reverts": result["version"]["reverts"], "events": result["events"],
-                        "items": result["items"], "message": message},
+                conn, actor, action, project=project, target=str(version["number"]),
+                detail={"selector": version["selector"], "reverts": version.get("reverts"),
+                        "events": result["events"], "items": result["items"],
+                        "message": message},
             )  # fmt: skip
     return result
 

@@ -77,7 +77,8 @@ class LabelsService:
                     detail={"events": len(ids), "first": ids[0], "last": ids[-1]},
                 )  # fmt: skip
         # After the commit: a crash in between redelivers, and the stable ids dedupe.
-        await self.runtime.bus.refuse(streams.LABELS, streams.GROUP_LABELS, refused)
+        if refused:
+            await self.runtime.bus.refuse(streams.LABELS, streams.GROUP_LABELS, refused)
         if inserted:
             for (project, source), n in Counter(
                 (e.project, e.source.value) for e in accepted
