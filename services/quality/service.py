@@ -40,6 +40,7 @@ from .windows import agreement_report, class_agreement
 log = get_logger(__name__)
 CONSENSUS_LABELER = "quality:dawid-skene"
 VOTE_COLUMNS = [c.name for c in quality_label_votes.columns]
+RECOMPUTE_TICK_SECONDS = 0.5  # how often the schedule is asked which projects are due
 
 
 def _aware(at: datetime) -> datetime:
@@ -55,22 +56,17 @@ class QualityService:
             quiet_seconds=self.config.quiet_seconds,
             max_delay_seconds=self.config.max_delay_seconds,
         )
-        self._task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         await self._load()
         self.runtime.bus.consume(streams.LABELS, streams.GROUP_QUALITY, LabelEvent, self.on_labels)
-        self._task = asyncio.create_task(self._recompute_loop())
+        self.runtime.supervisor.every("quality recompute", RECOMPUTE_TICK_SECONDS,
+                                      self._recompute_due, immediately=True)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        return None
 
     def state(self, project: str) -> ProjectState:
         state = self.projects.get(project)
@@ -279,19 +275,14 @@ class QualityService:
 
     # ------------------------------------------------------------------ recompute
 
-    async def _recompute_loop(self) -> None:
-        while True:
-            due = self.schedule.due(time.monotonic())
-            if not due:
-                await asyncio.sleep(0.5)
-                continue
+    async def _recompute_due(self) -> None:
+        """Recompute every project that is due, then wait for the next tick."""
+        while due := self.schedule.due(time.monotonic()):
             # One project at a time, asking again after each: a project that gets new
             # votes meanwhile goes ahead of what is left of a start-up backlog.
             project, started = due[0], time.monotonic()
-            try:
-                await self.recompute(project)
-            except Exception:  # keep the loop alive; the next change retries
-                log.exception("recompute failed", project=project)
+            with self.runtime.supervisor.guard("quality recompute", project=project):
+                await self.recompute(project)  # a failure: the next change retries
             self.schedule.ran(project, started)
 
     async def recompute(self, project: str) -> None:

@@ -66,43 +66,37 @@ class ScorerService:
         self.models: dict[str, TrainedModel | None] = {}
         self.new_labels: Counter[str] = Counter()
         self.locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self.background: set[asyncio.Task] = set()
+        self._last_selection: dict[str, float] = {}  # project -> when scheduled last
 
     async def start(self) -> None:
         bus = self.runtime.bus
         bus.consume(streams.ITEMS, streams.GROUP_SCORER, ItemEvent, self.on_items)
         bus.consume(streams.LABELS, streams.GROUP_SCORER, LabelEvent, self.on_labels)
-        self._spawn(self._scheduled_selection())
+        self.runtime.supervisor.every("scheduled selection", SCHEDULE_TICK_SECONDS,
+                                      self._scheduled_selection)
 
     async def stop(self) -> None:
-        for task in list(self.background):
-            task.cancel()
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.create_task(coroutine)
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
+        return None
 
     async def _scheduled_selection(self) -> None:
-        """Select a batch for projects that asked for a schedule, when their queue runs low."""
-        last_run: dict[str, float] = {}
+        """Select a batch for projects that asked for a schedule, when their queue runs low
+        (one tick; a project that fails is tried again at its next turn)."""
         redis = self.runtime.bus.redis
-        while True:
-            await asyncio.sleep(SCHEDULE_TICK_SECONDS)
-            try:
-                async for key in redis.scan_iter(match=f"{CONFIG_PREFIX}*", count=500):
-                    project = key.decode()[len(CONFIG_PREFIX):]
-                    config = await self.config(project)
-                    every = config.select_every_seconds
-                    now = asyncio.get_running_loop().time()
-                    if every is None or now - last_run.get(project, -every) < every:
-                        continue
-                    last_run[project] = now
-                    waiting = await redis.zcard(f"{ROUTER_QUEUE_PREFIX}{project}")
-                    if waiting < config.select_budget:  # reviewers are not behind
-                        await self.select(project, config.select_budget)
-            except Exception as exc:  # the schedule must outlive one failure
-                log.warning("scheduled selection failed", error=str(exc))
+        async for key in redis.scan_iter(match=f"{CONFIG_PREFIX}*", count=500):
+            project = key.decode()[len(CONFIG_PREFIX):]
+            with self.runtime.supervisor.guard("scheduled selection", project=project):
+                await self._select_if_due(project)
+
+    async def _select_if_due(self, project: str) -> None:
+        config = await self.config(project)
+        every = config.select_every_seconds
+        now = asyncio.get_running_loop().time()
+        if every is None or now - self._last_selection.get(project, -every) < every:
+            return
+        self._last_selection[project] = now
+        waiting = await self.runtime.bus.redis.zcard(f"{ROUTER_QUEUE_PREFIX}{project}")
+        if waiting < config.select_budget:  # reviewers are not behind
+            await self.select(project, config.select_budget)
 
     async def model_for(self, project: str) -> TrainedModel | None:
         if project not in self.models:
@@ -190,15 +184,13 @@ class ScorerService:
         for project, n in list(self.new_labels.items()):
             if n >= self.runtime.settings.retrain_every and not self.locks[project].locked():
                 self.new_labels[project] = 0
-                self._spawn(self._retrain_quietly(project))
+                self.runtime.supervisor.spawn("retrain", self._retrain(project))
 
-    async def _retrain_quietly(self, project: str) -> None:
+    async def _retrain(self, project: str) -> None:
         # The labels service may not have stored the newest events yet: give it a moment.
         await asyncio.sleep(1.0)
-        try:
+        with self.runtime.supervisor.guard("retrain", project=project):
             await self.train(project)
-        except Exception as exc:
-            log.warning("retrain failed", project=project, error=str(exc))
 
     # --- configuration --------------------------------------------------------------
     def _config_key(self, project: str) -> str:
