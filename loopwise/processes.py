@@ -104,7 +104,13 @@ def _die_with_parent() -> None:
 
 
 async def consume_until_stopped(app: Any) -> None:
-    """Run an app's lifespan (its service and stream consumers) until SIGTERM or SIGINT."""
+    """Run an app's lifespan (its service and stream consumers) until SIGTERM or SIGINT.
+
+    A consumer-only process: the service's own background loops (calibration, gauges,
+    scheduled selection, quality recompute) run once, in the process serving HTTP."""
+    from shared.service import mark_consumer_only
+
+    mark_consumer_only(app)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

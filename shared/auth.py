@@ -23,10 +23,8 @@ once in the process that made the change (``TokenAuth.forget``).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import secrets
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -35,6 +33,7 @@ from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from shared.cache import RefreshingCache
 from shared.db import insert_ignoring_duplicates
 from shared.tables import api_tokens
 from shared.tables import project_members as members_t
@@ -193,49 +192,30 @@ class TokenAuth:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self._cache: dict[str, tuple[float, Principal | None]] = {}
-        self._due: set[str] = set()  # stale entries waiting for the background refresh
-        self._refresh: asyncio.Task | None = None
+        # One background refresh reloads every stale entry in three queries, however many
+        # reviewers are active (one lookup each would be 3 queries a token).
+        self.cache: RefreshingCache[str, Principal | None] = RefreshingCache.batched(
+            self._lookup_many, CACHE_SECONDS, STALE_SECONDS,
+            serve_stale=lambda principal: principal is not None)
 
     def forget(self) -> None:
-        """Drop cached lookups (after a revocation or membership change in this process)."""
-        self._cache.clear()
+        """Drop cached lookups (after a revocation or membership change in this process);
+        a lookup in flight meanwhile is not kept either."""
+        self.cache.clear()
 
     async def lookup(self, token: str) -> Principal | None:
-        digest = hash_token(token)
-        hit = self._cache.get(digest)
-        now = time.monotonic()
-        if hit and now - hit[0] < CACHE_SECONDS:
-            return hit[1]
-        if hit and hit[1] is not None and now - hit[0] < STALE_SECONDS:
-            # One background task reloads every stale entry in three queries, however
-            # many reviewers are active (one lookup each would be 3 queries a token).
-            self._due.add(digest)
-            if self._refresh is None or self._refresh.done():
-                self._refresh = asyncio.create_task(self._refresh_due())
-            return hit[1]
-        started = time.monotonic()
-        principal = (await self._load({digest})).get(digest)
-        self._store({digest: principal}, started)
-        return principal
+        return await self.cache.get(hash_token(token))
 
     async def settle(self) -> None:
         """Wait for the background refresh in flight, if any (tests, shutdown)."""
-        if self._refresh is not None:
-            await self._refresh
+        await self.cache.settle()
 
-    async def _refresh_due(self) -> None:
-        while self._due:
-            batch, self._due = self._due, set()
-            started = time.monotonic()
-            loaded = await self._load(batch)
-            self._store({d: loaded.get(d) for d in batch}, started)
+    async def aclose(self) -> None:
+        await self.cache.aclose()
 
-    def _store(self, principals: dict[str, Principal | None], started: float) -> None:
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        for digest, principal in principals.items():
-            self._cache[digest] = (started, principal)
+    async def _lookup_many(self, digests: set[str]) -> dict[str, Principal | None]:
+        loaded = await self._load(digests)
+        return {digest: loaded.get(digest) for digest in digests}
 
     async def _load(self, digests: set[str]) -> dict[str, Principal]:
         """The principals of these token hashes that are valid now (absent: not valid)."""
@@ -245,7 +225,7 @@ class TokenAuth:
                 select(api_tokens).where(api_tokens.c.token_hash.in_(sorted(digests)))
             )).all()
             rows = [r for r in rows if r.revoked_at is None
-                    and (_utc(r.expires_at) is None or _utc(r.expires_at) > now)]
+                    and ((expiry := _utc(r.expires_at)) is None or expiry > now)]
             users = {r.user_id for r in rows}
             if not users:
                 return {}

@@ -13,7 +13,6 @@ poison entry is never retried forever.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,6 +29,7 @@ from shared.events import DeadLetterEvent, Event, stable_id
 from shared.logs import get_logger
 from shared.retention import GroupPosition, trim_point
 from shared.settings import Settings
+from shared.supervisor import Supervisor
 from shared.wire import (
     MALFORMED_KEY,
     encode_event,
@@ -130,11 +130,18 @@ class HandlerFailed(Exception):
 
 
 class Bus:
-    """One per process: the FastStream broker for consuming, a redis client for publishing."""
+    """One per process: the FastStream broker for consuming, a redis client for publishing.
 
-    def __init__(self, settings: Settings, service: str) -> None:
+    Its housekeeping (trimming the consumed streams) runs on ``supervisor``, in every
+    process; without one the bus keeps a supervisor of its own and stops it on close.
+    """
+
+    def __init__(self, settings: Settings, service: str,
+                 supervisor: Supervisor | None = None) -> None:
         self.settings = settings
         self.service = service
+        self._own_supervisor = supervisor is None
+        self.supervisor = supervisor or Supervisor(service)
         broker_log = logging.getLogger("loopwise.faststream")
         broker_log.setLevel(logging.WARNING)  # per-batch and shutdown chatter is not news
         self.broker = RedisBroker(
@@ -145,7 +152,7 @@ class Bus:
         self.redis: aioredis.Redis = aioredis.from_url(settings.redis_url)
         self._consumed: set[str] = set()
         self._groups: set[tuple[str, str]] = set()
-        self._trimmer: asyncio.Task[None] | None = None
+        self._consuming = False
 
     async def start(self) -> None:
         for stream, group in sorted(self._groups):
@@ -156,13 +163,21 @@ class Bus:
                     if "BUSYGROUP" not in str(exc):
                         raise
         await self.broker.start()
+        self._consuming = True
         if self._consumed:
-            self._trimmer = asyncio.create_task(self._trim_loop())
+            self.supervisor.every("stream trim", self.settings.trim_interval_seconds,
+                                  self._trim_consumed, immediately=True, each_process=True)
+
+    async def stop_consuming(self) -> None:
+        """Stop reading the streams (publishing still works until ``close``)."""
+        if self._consuming:
+            self._consuming = False
+            await self.broker.stop()
 
     async def close(self) -> None:
-        if self._trimmer is not None:
-            self._trimmer.cancel()
-        await self.broker.stop()
+        await self.stop_consuming()
+        if self._own_supervisor:
+            await self.supervisor.stop()
         await self.redis.aclose()
 
     async def trim(self, stream: str, approximate: bool = True) -> int:
@@ -195,15 +210,11 @@ class Bus:
         metrics.STREAM_LENGTH.labels(stream).set(int(await self.redis.xlen(stream)))
         return trimmed
 
-    async def _trim_loop(self) -> None:
+    async def _trim_consumed(self) -> None:
         """Trim the streams this process consumes, now and then, off the hot path."""
-        while True:
-            for stream in sorted(self._consumed):
-                try:
-                    await self.trim(stream)
-                except Exception as exc:  # trimming must never stop the service
-                    log.warning("stream trim failed", stream=stream, error=str(exc))
-            await asyncio.sleep(self.settings.trim_interval_seconds)
+        for stream in sorted(self._consumed):
+            with self.supervisor.guard("stream trim", stream=stream):  # one at a time
+                await self.trim(stream)
 
     async def publish(self, stream: str, events: Sequence[Event]) -> list[str]:
         """XADD each event as ``data=<json>``; one round trip for the whole batch."""
@@ -282,11 +293,11 @@ class Bus:
             await self.redis.xack(stream, group, *acked)
         retry = [(d, exc) for d, exc in failed if counts.get(d.entry_id, 0) < limit]
         if retry:
-            delivery, exc = retry[0]
+            delivery, first_error = retry[0]
             raise HandlerFailed(
                 f"{len(retry)} of {len(deliveries)} reclaimed entries of {stream} still fail "
                 f"(first: {delivery.entry_id}, delivered {counts.get(delivery.entry_id, 0)} "
-                f"times); they stay pending") from exc
+                f"times); they stay pending") from first_error
 
     def consume(self, stream: str, group: str, model: type[E], handler: BatchHandler[E]) -> None:
         """Register ``handler`` for ``stream``: new entries in batches, and reclaimed ones.

@@ -69,3 +69,8 @@ AUTO_ACCEPT_THRESHOLD = Gauge(
     "Confidence at or above which predictions are auto-accepted",
     ["project"],
 )
+BACKGROUND_FAILURES = Counter(
+    "loopwise_background_failures",
+    "Failed runs of a background loop or job (the loop goes on)",
+    ["service", "loop"],
+)

@@ -1,7 +1,12 @@
 """What every service process shares: lifespan wiring, /healthz, /metrics, auth.
 
-A service supplies an object with ``start()`` (register its consumers) and
-``stop()``; this module owns the engine, the bus and the HTTP shell around it.
+A service supplies an object with ``start()`` (register its consumers and its
+background loops on ``runtime.supervisor``) and ``stop()``; this module owns the
+engine, the bus, the supervisor and the HTTP shell around them.
+
+Shutting down goes from the outside in: the streams stop being read, the
+supervisor's loops and jobs end (they use the service, the bus and the engine),
+then the service stops and the connections close.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from shared.db import make_engine
 from shared.logs import configure_logging, get_logger
 from shared.peers import Peers
 from shared.settings import Settings
+from shared.supervisor import Supervisor
 
 
 @dataclass
@@ -34,6 +40,7 @@ class Runtime:
     engine: AsyncEngine
     bus: Bus
     auth: TokenAuth
+    supervisor: Supervisor
     peers: Peers  # the other services' APIs, as a service principal
 
 
@@ -56,6 +63,12 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
+def mark_consumer_only(app: FastAPI) -> None:
+    """This process only consumes the service's streams (``loopwise consume``, a forked
+    stream worker): the service's own loops run in the process that serves HTTP."""
+    app.state.consumer_only = True
+
+
 def runtime_of(request: Request) -> Runtime:
     return request.app.state.runtime
 
@@ -76,9 +89,11 @@ def create_service_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         configure_logging(name, settings.log_level, settings.log_json)
+        primary = not getattr(app.state, "consumer_only", False)
         engine = make_engine(settings.database_url)
-        bus = Bus(settings, name)
-        runtime = Runtime(name, settings, engine, bus, TokenAuth(engine),
+        supervisor = Supervisor(name, primary=primary)
+        bus = Bus(settings, name, supervisor)
+        runtime = Runtime(name, settings, engine, bus, TokenAuth(engine), supervisor,
                           Peers(settings, engine, name))
         service = make_service(runtime)
         app.state.runtime = runtime
@@ -86,12 +101,15 @@ def create_service_app(
         app.state.service = service
         await service.start()
         await bus.start()
-        log.info("started", port=settings.port_of(name))
+        log.info("started", port=settings.port_of(name), primary=primary)
         try:
             yield
         finally:
-            await bus.close()
+            await bus.stop_consuming()
+            await supervisor.stop()
             await service.stop()
+            await bus.close()
+            await runtime.auth.aclose()
             await runtime.peers.aclose()
             await engine.dispose()
             log.info("stopped")

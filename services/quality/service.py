@@ -56,6 +56,7 @@ from .windows import agreement_report, class_agreement
 log = get_logger(__name__)
 CONSENSUS_LABELER = "quality:dawid-skene"
 SETTINGS_PREFIX = "loopwise:quality:settings:"  # the projects' settings, as kept here
+RECOMPUTE_TICK_SECONDS = 0.5  # how often the schedule is asked which projects are due
 
 
 def _aware(at: datetime) -> datetime:
@@ -71,7 +72,6 @@ class QualityService:
             quiet_seconds=self.config.quiet_seconds,
             max_delay_seconds=self.config.max_delay_seconds,
         )
-        self._task: asyncio.Task[None] | None = None
         self.settings: dict[str, ProjectSettingsChanged] = {}  # the newest of each project
 
     # ------------------------------------------------------------------ lifecycle
@@ -82,15 +82,11 @@ class QualityService:
         self.runtime.bus.consume(streams.LABELS, streams.GROUP_QUALITY, LabelEvent, self.on_labels)
         self.runtime.bus.consume(streams.PROJECTS, streams.GROUP_QUALITY, ProjectSettingsChanged,
                                  self.on_settings)
-        self._task = asyncio.create_task(self._recompute_loop())
+        self.runtime.supervisor.every("quality recompute", RECOMPUTE_TICK_SECONDS,
+                                      self._recompute_due, immediately=True)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        return None
 
     # ------------------------------------------------------------------ settings
 
@@ -161,12 +157,12 @@ class QualityService:
                     state.watch.active.add(key)
             for due in (d for st in self.projects.values() for d in st.clears_due.values()):
                 due.sort()
-            for row in (await conn.execute(query)).mappings():
-                row = dict(row)
-                row["created_at"] = _aware(row["created_at"])
-                flag = self.state(row["project"]).apply(row)
+            for stored in (await conn.execute(query)).mappings():
+                vote = dict(stored)
+                vote["created_at"] = _aware(vote["created_at"])
+                flag = self.state(vote["project"]).apply(vote)
                 if flag is not None:
-                    pending_flags.append((row["project"], flag))
+                    pending_flags.append((vote["project"], flag))
             for row in (await conn.execute(select(quality_consensus))).mappings():
                 self.state(row["project"]).published[row["item_id"]] = (
                     row["label"], row["revision"])
@@ -334,19 +330,14 @@ class QualityService:
 
     # ------------------------------------------------------------------ recompute
 
-    async def _recompute_loop(self) -> None:
-        while True:
-            due = self.schedule.due(time.monotonic())
-            if not due:
-                await asyncio.sleep(0.5)
-                continue
+    async def _recompute_due(self) -> None:
+        """Recompute every project that is due, then wait for the next tick."""
+        while due := self.schedule.due(time.monotonic()):
             # One project at a time, asking again after each: a project that gets new
             # votes meanwhile goes ahead of what is left of a start-up backlog.
             project, started = due[0], time.monotonic()
-            try:
-                await self.recompute(project)
-            except Exception:  # keep the loop alive; the next change retries
-                log.exception("recompute failed", project=project)
+            with self.runtime.supervisor.guard("quality recompute", project=project):
+                await self.recompute(project)  # a failure: the next change retries
             self.schedule.ran(project, started)
 
     async def recompute(self, project: str) -> None:
@@ -437,15 +428,15 @@ class QualityService:
             return
         events, records = [], []
         for alert in raised:
-            key = "\x1f".join((alert.label_class, alert.guideline_version))
-            event_id = stable_id("guideline_alert", project, key, utcnow().isoformat())
+            alert_key = "\x1f".join((alert.label_class, alert.guideline_version))
+            event_id = stable_id("guideline_alert", project, alert_key, utcnow().isoformat())
             event = GuidelineAlertEvent(
                 event_id=event_id, project=project, label_class=alert.label_class,
                 guideline_version=alert.guideline_version, agreement=alert.agreement,
                 threshold=alert.threshold, items=alert.items)
             events.append(event)
             detail = event.finding()
-            records.append(self._finding(project, "guideline_alert", key, detail, event_id))
+            records.append(self._finding(project, "guideline_alert", alert_key, detail, event_id))
             state.alerts[(alert.label_class, alert.guideline_version)] = detail
         await self.runtime.bus.publish(streams.QUALITY, events)
         await self._replace(records)  # a re-raised alert replaces the resolved row

@@ -9,6 +9,7 @@ import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +44,7 @@ from shared.projects import (
     label_problems,
 )
 from shared.service import Runtime
+from shared.wire import text
 
 from .gold import GoldItem, gold_prelabel, should_salt
 from .queue import PREFIX, NewTask, Paused, QueuedTask, ReviewQueue
@@ -69,6 +71,21 @@ class ReviewError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class LabelOptions:
+    """A project's label options as routing uses them: the set, in order, as JSON."""
+
+    names: frozenset[str]
+    ordered: list[str]
+    json: str
+
+    @classmethod
+    def of(cls, members: Iterable[bytes]) -> LabelOptions:
+        names = frozenset(x.decode() for x in members)
+        ordered = sorted(names, key=label_order)
+        return cls(names, ordered, json.dumps(ordered))
 
 
 @dataclass
@@ -123,13 +140,11 @@ class RouterService:
         self._gold = RefreshingCache(self._load_gold, GOLD_CACHE_SECONDS)
         self._keep_newest = self.redis.register_script(KEEP_NEWEST)
         self._projects: set[str] = set()
-        self._tasks: list[asyncio.Task] = []
         self._uncalibrated: set[str] = set()
         self._observations: dict[str, Observations] = {}
         self._handed: dict[str, dict[str, str]] = {}  # task id -> fields, of tasks handed out
-        # project -> (read at, label set, ordered labels, their JSON); model version written
-        self._options: dict[str, tuple[float, set[str], list[str], str]] = {}
-        self._model_written: dict[str, str] = {}
+        self._options = RefreshingCache.batched(self._load_options, OPTIONS_CACHE_SECONDS)
+        self._model_written: dict[str, str] = {}  # project -> model version written
 
     async def start(self) -> None:
         bus = self.runtime.bus
@@ -138,34 +153,29 @@ class RouterService:
         bus.consume(streams.PROJECTS, streams.GROUP_ROUTER, ProjectSettingsChanged,
                     self.on_settings)
 
-        self._tasks = [asyncio.create_task(self._refresh_depths()),
-                       asyncio.create_task(self._recalibrate_loop())]
+        supervisor = self.runtime.supervisor
+        supervisor.every("queue depths", DEPTH_REFRESH_SECONDS, self._refresh_depths)
+        supervisor.every("recalibration", RECALIBRATE_SECONDS, self._recalibrate)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
+        for cache in (self._settings, self._gold, self._options):
+            await cache.aclose()
         await self.queue.aclose()
 
     async def _refresh_depths(self) -> None:
-        """Queue depth gauges, refreshed off the request path."""
-        while True:
-            await asyncio.sleep(DEPTH_REFRESH_SECONDS)
-            for project in list(self._projects):
-                try:
-                    metrics.QUEUE_DEPTH.labels(project).set(await self.queue.depth(project))
-                except Exception as exc:  # a gauge must never stop the service
-                    log.warning("queue depth refresh failed", error=str(exc))
+        """Queue depth gauges, refreshed off the request path (in the process serving
+        /metrics)."""
+        for project in list(self._projects):
+            with self.runtime.supervisor.guard("queue depths", project=project):
+                metrics.QUEUE_DEPTH.labels(project).set(await self.queue.depth(project))
 
-    async def _recalibrate_loop(self) -> None:
-        """Re-estimate thresholds once a second for projects with new reviews."""
-        while True:
-            await asyncio.sleep(RECALIBRATE_SECONDS)
-            projects, self._uncalibrated = self._uncalibrated, set()
-            for project in projects:
-                try:
-                    await self.recalibrate(project)
-                except Exception as exc:  # calibration must never stop the service
-                    log.warning("recalibration failed", project=project, error=str(exc))
+    async def _recalibrate(self) -> None:
+        """Re-estimate thresholds (once a second) for projects with new reviews. Reviews
+        are submitted over HTTP, so the process serving it is the one that knows."""
+        projects, self._uncalibrated = self._uncalibrated, set()
+        for project in projects:
+            with self.runtime.supervisor.guard("recalibration", project=project):
+                await self.recalibrate(project)
 
     # --- keys -------------------------------------------------------------------
     @staticmethod
@@ -199,7 +209,7 @@ class RouterService:
 
     async def calibration(self, project: str) -> dict[str, Any]:
         raw = await self.redis.hgetall(self._key("calibration", project))
-        return {k.decode(): json.loads(v) for k, v in raw.items()}
+        return {text(k): json.loads(v) for k, v in raw.items()}
 
     async def threshold(self, project: str, policy: RoutingPolicy | None = None) -> float:
         """The threshold in force: fixed, or calibrated (the conservative default until then)."""
@@ -239,9 +249,16 @@ class RouterService:
         metrics.AUTO_ACCEPT_THRESHOLD.labels(project).set(await self.threshold(project, policy))
         return estimate
 
+    async def _load_options(self, projects: set[str]) -> dict[str, LabelOptions]:
+        pipe = self.redis.pipeline(transaction=False)
+        for project in projects:
+            pipe.smembers(self._key("options", project))
+        return {project: LabelOptions.of(members)
+                for project, members in zip(projects, await pipe.execute(), strict=True)}
+
     async def options(self, project: str) -> list[str]:
         labels = await self.redis.smembers(self._key("options", project))
-        return sorted((x.decode() for x in labels), key=label_order)
+        return sorted((text(x) for x in labels), key=label_order)
 
     # --- stream: predictions --------------------------------------------------------
     async def _batch_context(self, batch: list[Delivery[PredictionEvent]]
@@ -254,35 +271,32 @@ class RouterService:
             seen.setdefault(d.event.project, set()).update(d.event.probs)
             versions[d.event.project] = d.event.model_version
         # Options and the serving model are written when they change, and options re-read
-        # every few seconds (another worker may have added one): no round trip otherwise.
-        stale = time.monotonic() - OPTIONS_CACHE_SECONDS
+        # every few seconds (another worker may have added one), in the background: no
+        # round trip otherwise. New options are written and the set re-read in one trip.
         pipe = self.redis.pipeline(transaction=False)
         asked: list[tuple[str, int]] = []
         for project, labels in seen.items():
-            known = self._options.get(project)
-            fresh_labels = labels - known[1] if known else labels
-            refresh = bool(fresh_labels) or known is None or known[0] < stale
+            known = self._options.peek(project)
+            fresh_labels = labels - known.names if known else labels
             if fresh_labels:
                 pipe.sadd(self._key("options", project), *fresh_labels)
-            if refresh or self._model_written.get(project) != versions[project]:
+            if (not self._options.is_fresh(project)
+                    or self._model_written.get(project) != versions[project]):
                 pipe.set(self._key("model", project), versions[project])
                 self._model_written[project] = versions[project]
-            if refresh:
+            if fresh_labels:
                 asked.append((project, len(pipe.command_stack)))  # where its reply will be
                 pipe.smembers(self._key("options", project))
         if pipe.command_stack:
             replies = await pipe.execute()
             for project, at in asked:
-                members = replies[at]
-                names = {x.decode() for x in members}
-                ordered = sorted(names, key=label_order)
-                self._options[project] = (time.monotonic(), names, ordered,
-                                          json.dumps(ordered))
+                self._options.put(project, LabelOptions.of(replies[at]))
+        known_options = await self._options.get_many(seen)
         now = datetime.now(UTC)
         batch_id = f"route:{batch[0].entry_id}"  # a routed batch: revertible as one
         out: dict[str, _ProjectBatch] = {}
         for project in seen:
-            _, _, options, options_json = self._options[project]
+            options, options_json = known_options[project].ordered, known_options[project].json
             policy = await self.policy(project)
             threshold = await self.threshold(project, policy)
             audit_rate = policy.audit_rate if policy.kind == "target_precision" else 0.0
@@ -343,8 +357,8 @@ class RouterService:
             log.warning("review queue full; dropped the least uncertain tasks",
                         project=project, dropped=n)
             metrics.QUEUE_DROPPED.labels(project).inc(n)
-        for (project, decision), n in decisions.items():
-            metrics.ROUTED.labels(project, decision).inc(n)
+        for (project, kind), n in decisions.items():
+            metrics.ROUTED.labels(project, kind).inc(n)
         self._projects.update(contexts)
 
     # --- stream: quality findings ----------------------------------------------------
@@ -404,7 +418,7 @@ class RouterService:
 
     async def _load_gold(self, project: str) -> dict[str, GoldItem]:
         raw = await self.redis.hgetall(self._key("gold", project))
-        return {k.decode(): GoldItem.model_validate_json(v) for k, v in raw.items()}
+        return {text(k): GoldItem.model_validate_json(v) for k, v in raw.items()}
 
     def _gold_task(self, project: str, labeler: str, policy: RoutingPolicy,
                    fresh: list[GoldItem], options: list[str], model_version: str
@@ -584,10 +598,10 @@ class RouterService:
             task, principal, label,
             event_id=stable_id("revise", task.task_id, principal.user_id, label),
             duration_ms=duration_ms, guideline_version=guideline_version,
-            supersedes=submitted.decode())
+            supersedes=text(submitted))
         await self.runtime.bus.publish(streams.LABELS, [event])
         return {"event_id": str(event.event_id), "status": "revised",
-                "supersedes": submitted.decode()}
+                "supersedes": text(submitted)}
 
     async def skip(self, task: ReviewTask, principal: Principal) -> str:
         outcome = await self.queue.skip(task.project, task.task_id, principal.user_id,
@@ -600,4 +614,4 @@ class RouterService:
         return bool(await self.redis.srem(self._key("paused", project), labeler))
 
     async def paused(self, project: str) -> list[str]:
-        return sorted(x.decode() for x in await self.redis.smembers(self._key("paused", project)))
+        return sorted(text(x) for x in await self.redis.smembers(self._key("paused", project)))

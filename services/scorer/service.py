@@ -24,7 +24,7 @@ from shared.events import (
 from shared.logs import get_logger
 from shared.projects import KEEP_NEWEST, ProjectSettingsChanged, SelectionSettings
 from shared.service import Runtime
-from shared.wire import encode_event
+from shared.wire import encode_event, text
 
 from . import store
 from .model import TrainedModel, build_pipeline, fit
@@ -58,10 +58,10 @@ class ScorerService:
         self.models: dict[str, TrainedModel | None] = {}
         self.new_labels: Counter[str] = Counter()
         self.locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self.background: set[asyncio.Task] = set()
         self._keep_newest = runtime.bus.redis.register_script(KEEP_NEWEST)
         # Labels (labels service), gold and queue depth (router): through their APIs.
         self.peers = runtime.peers
+        self._last_selection: dict[str, float] = {}  # project -> when scheduled last
 
     async def start(self) -> None:
         bus = self.runtime.bus
@@ -69,11 +69,11 @@ class ScorerService:
         bus.consume(streams.LABELS, streams.GROUP_SCORER, LabelEvent, self.on_labels)
         bus.consume(streams.PROJECTS, streams.GROUP_SCORER, ProjectSettingsChanged,
                     self.on_settings)
-        self._spawn(self._scheduled_selection())
+        self.runtime.supervisor.every("scheduled selection", SCHEDULE_TICK_SECONDS,
+                                      self._scheduled_selection)
 
     async def stop(self) -> None:
-        for task in list(self.background):
-            task.cancel()
+        return None
 
     async def current_labels(self, project: str, include_auto: bool
                              ) -> tuple[list[dict[str, Any]], int | None]:
@@ -89,32 +89,26 @@ class ScorerService:
             if len(body["labels"]) < LABELS_PAGE:
                 return rows, version
 
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.create_task(coroutine)
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
-
     async def _scheduled_selection(self) -> None:
-        """Select a batch for projects that asked for a schedule, when their queue runs low."""
-        last_run: dict[str, float] = {}
+        """Select a batch for projects that asked for a schedule, when their queue runs low
+        (one tick; a project that fails is tried again at its next turn)."""
         redis = self.runtime.bus.redis
-        while True:
-            await asyncio.sleep(SCHEDULE_TICK_SECONDS)
-            try:
-                async for key in redis.scan_iter(match=f"{CONFIG_PREFIX}*", count=500):
-                    project = key.decode()[len(CONFIG_PREFIX):]
-                    config = await self.config(project)
-                    every = config.select_every_seconds
-                    now = asyncio.get_running_loop().time()
-                    if every is None or now - last_run.get(project, -every) < every:
-                        continue
-                    last_run[project] = now
-                    queue = await self.peers.get("router", f"/v1/projects/{project}/queue")
-                    waiting = int(queue["depth"])
-                    if waiting < config.select_budget:  # reviewers are not behind
-                        await self.select(project, config.select_budget)
-            except Exception as exc:  # the schedule must outlive one failure
-                log.warning("scheduled selection failed", error=str(exc))
+        async for key in redis.scan_iter(match=f"{CONFIG_PREFIX}*", count=500):
+            project = key.decode()[len(CONFIG_PREFIX):]
+            with self.runtime.supervisor.guard("scheduled selection", project=project):
+                await self._select_if_due(project)
+
+    async def _select_if_due(self, project: str) -> None:
+        config = await self.config(project)
+        every = config.select_every_seconds
+        now = asyncio.get_running_loop().time()
+        if every is None or now - self._last_selection.get(project, -every) < every:
+            return
+        self._last_selection[project] = now
+        queue = await self.peers.get("router", f"/v1/projects/{project}/queue")
+        waiting = int(queue["depth"])
+        if waiting < config.select_budget:  # reviewers are not behind
+            await self.select(project, config.select_budget)
 
     async def model_for(self, project: str) -> TrainedModel | None:
         if project not in self.models:
@@ -202,15 +196,13 @@ class ScorerService:
         for project, n in list(self.new_labels.items()):
             if n >= self.runtime.settings.retrain_every and not self.locks[project].locked():
                 self.new_labels[project] = 0
-                self._spawn(self._retrain_quietly(project))
+                self.runtime.supervisor.spawn("retrain", self._retrain(project))
 
-    async def _retrain_quietly(self, project: str) -> None:
+    async def _retrain(self, project: str) -> None:
         # The labels service may not have stored the newest events yet: give it a moment.
         await asyncio.sleep(1.0)
-        try:
+        with self.runtime.supervisor.guard("retrain", project=project):
             await self.train(project)
-        except Exception as exc:
-            log.warning("retrain failed", project=project, error=str(exc))
 
     # --- configuration --------------------------------------------------------------
     def _config_key(self, project: str) -> str:
@@ -233,10 +225,10 @@ class ScorerService:
         """Train on the project's current labels and make the result the serving model."""
         async with self.locks[project]:
             config = await self.config(project)
-            current, version = await self.current_labels(project, config.include_auto)
+            current, label_set_version = await self.current_labels(project, config.include_auto)
             async with self.runtime.engine.connect() as conn:
                 inputs, labels, kind, label_set = await store.training_set(
-                    conn, project, current, version, include_auto=config.include_auto)
+                    conn, project, current, label_set_version, include_auto=config.include_auto)
             if len(set(labels)) < 2:
                 raise ValueError(
                     f"project {project!r} has {len(labels)} usable labels in "
@@ -288,15 +280,15 @@ class ScorerService:
         get_strategy(strategy)  # fail early, with the list of names
         diversity = config.diversity if diversity == "default" else diversity
         selected_key = f"{SELECTED_PREFIX}{project}"
-        already = {x.decode() for x in await self.runtime.bus.redis.smembers(selected_key)}
-        current, version = await self.current_labels(project, include_auto=False)
+        already = {text(x) for x in await self.runtime.bus.redis.smembers(selected_key)}
+        current, label_set_version = await self.current_labels(project, include_auto=False)
         labeled = {r["item_id"] for r in current}
         async with self.runtime.engine.connect() as conn:
             ids, features = await store.unlabeled_pool(conn, project, already | labeled)
             train = None
             if strategy in COMMITTEE_STRATEGIES:
                 inputs, labels, kind, _ = await store.training_set(conn, project, current,
-                                                                   version)
+                                                                   label_set_version)
                 if kind == "features" and len(set(labels)) >= 2:
                     train = (np.asarray(inputs, dtype=np.float64), np.asarray(labels, dtype=object))
         model = await self.model_for(project)
@@ -315,15 +307,15 @@ class ScorerService:
         choice = await asyncio.to_thread(
             choose, pool, budget, model=model.pipeline if model else None, strategy=strategy,
             diversity=diversity, train=train)
-        version = model.version if model else NO_MODEL
+        model_version = model.version if model else NO_MODEL
         picked = [ids[int(i)] for i in choice.indices]
         probs = (model.predict_proba(pool[choice.indices]) if model and len(picked)
                  else np.empty((len(picked), 0)))
         classes = model.classes if model else []
         predictions = [
             PredictionEvent(
-                event_id=stable_id("selected", project, item_id, version),
-                project=project, item_id=item_id, model_version=version,
+                event_id=stable_id("selected", project, item_id, model_version),
+                project=project, item_id=item_id, model_version=model_version,
                 probs={c: float(p) for c, p in zip(classes, row, strict=True)},
                 payload={"features": features[int(i)]}, review=True, priority=float(score))
             for item_id, i, row, score in zip(picked, choice.indices, probs, choice.scores,
@@ -336,7 +328,7 @@ class ScorerService:
         await self.runtime.bus.publish(streams.PREDICTIONS, predictions)
         if picked:
             await self.runtime.bus.redis.sadd(selected_key, *picked)
-        return {"project": project, "selected": picked, "model_version": version,
+        return {"project": project, "selected": picked, "model_version": model_version,
                 "strategy": "seed" if choice.cold_start else strategy, "diversity": diversity,
                 "pool": len(ids), "priorities": [float(s) for s in choice.scores]}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from fastapi import HTTPException
 
@@ -120,7 +122,7 @@ async def test_stale_entries_of_many_reviewers_refresh_in_one_batch(engine, proj
         assert await tokens.lookup(token) is not None
     async with engine.begin() as conn:
         assert await auth.revoke_token(conn, issued[0][1])
-    monkeypatch.setattr(auth, "CACHE_SECONDS", 0.0)  # every entry is stale at once
+    monkeypatch.setattr(tokens.cache, "fresh_seconds", 0.0)  # every entry is stale at once
     statements: list[str] = []
 
     def count(conn, cursor, statement, *args) -> None:
@@ -136,3 +138,32 @@ async def test_stale_entries_of_many_reviewers_refresh_in_one_batch(engine, proj
     assert len(statements) == 3
     assert await tokens.lookup(issued[0][0]) is None  # the revocation was seen
     assert all([await tokens.lookup(t) is not None for t, _ in issued[1:]])
+
+
+@pytest.mark.integration
+async def test_forget_wins_over_a_refresh_in_flight(engine, project, monkeypatch):
+    """The process that revokes a token refuses it at once, even when a background refresh
+    that read the token before the revocation finishes after it."""
+    tokens = auth.TokenAuth(engine)
+    async with engine.begin() as conn:
+        live, live_id = await auth.issue_token(conn, f"f-{project}", "labeler", project, 1)
+    assert await tokens.lookup(live) is not None
+    monkeypatch.setattr(tokens.cache, "fresh_seconds", 0.0)
+    gate = asyncio.Event()
+    load = tokens._load
+
+    async def slow_load(digests: set[str]) -> dict[str, Principal]:
+        loaded = await load(digests)  # read while the token is live
+        await gate.wait()
+        return loaded
+
+    monkeypatch.setattr(tokens, "_load", slow_load)
+    assert await tokens.lookup(live) is not None  # stale answer; the refresh starts
+    await asyncio.sleep(0.2)
+    async with engine.begin() as conn:
+        assert await auth.revoke_token(conn, live_id)
+    tokens.forget()
+    gate.set()
+    await tokens.settle()
+    monkeypatch.setattr(tokens.cache, "fresh_seconds", auth.CACHE_SECONDS)
+    assert await tokens.lookup(live) is None
