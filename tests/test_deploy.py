@@ -62,6 +62,7 @@ CONTRACT_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "loopwise_stream_lag": ("gauge", frozenset({"stream", "group"})),
     "loopwise_stream_pending": ("gauge", frozenset({"stream", "group"})),
     "loopwise_stream_length": ("gauge", frozenset({"stream"})),
+    "loopwise_background_failures_total": ("counter", frozenset({"service", "loop"})),
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
 METRIC_NAME = re.compile(r"\bloopwise_[a-z0-9_]+")
@@ -427,6 +428,40 @@ def test_the_lag_alert_fires_for_a_group_that_stops_reading(tmp_path) -> None:
                             "stream is never trimmed past what it still needs, so Redis "
                             "memory grows meanwhile."),
                     }}]},
+            ],
+        }],
+    }
+    promtool_test_rules(cases, tmp_path)
+
+
+def test_the_background_loop_alert_fires_for_a_loop_that_keeps_failing(tmp_path) -> None:
+    """A loop failing every minute alerts; one failure now and then does not."""
+    cases = {
+        "rule_files": [str(ALERTS_FILE)],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                {"series": 'loopwise_background_failures_total{service="router",'
+                           'loop="recalibration",job="router"}', "values": "0+1x30"},
+                {"series": 'loopwise_background_failures_total{service="scorer",'
+                           'loop="scheduled selection",job="scorer"}', "values": "0x10 1x20"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "2m", "alertname": "LoopwiseBackgroundLoopFailing",
+                 "exp_alerts": []},
+                {"eval_time": "20m", "alertname": "LoopwiseBackgroundLoopFailing",
+                 "exp_alerts": [{
+                     "exp_labels": {"severity": "warning", "service": "router",
+                                    "loop": "recalibration"},
+                     "exp_annotations": {
+                         "summary": "router's background loop 'recalibration' keeps failing",
+                         "description": (
+                             "15 failures in the last 15m; the loop goes on with backoff, but "
+                             "what it maintains (calibration, gauges, trimming, scheduled "
+                             "selection, consensus) is going stale. The service's log says "
+                             "why."),
+                     }}]},
             ],
         }],
     }
