@@ -173,10 +173,13 @@ async def _fill_export(url: str, n: int) -> str:
 def _measure_export(url: str, project: str, out: str) -> None:
     """Runs in a fresh subprocess: export, then print seconds, rows and peak RSS."""
     from services.labels.commands import export_version
+    from shared.settings import get_settings
 
+    settings = get_settings().model_copy(update={"database_url": url})
     started = time.perf_counter()
     with open(out, "wb") as sink:
-        rows = asyncio.run(export_version(url, project, sink, version="bench", fmt="jsonl"))
+        rows = asyncio.run(export_version(settings, project, sink, version="bench",
+                                          fmt="jsonl"))
     seconds = time.perf_counter() - started
     peak = _peak_rss()
     print(json.dumps({"seconds": seconds, "rows": rows, "peak_bytes": peak,

@@ -155,13 +155,17 @@ class Bus:
         self._consuming = False
 
     async def start(self) -> None:
+        # A new consumer group starts at the stream's first entry, not its newest (FastStream
+        # would create it at "$"): entries a producer wrote before the service first started
+        # are consumed, not skipped forever with a lag of 0; a service that starts after a
+        # project was configured still learns its settings. A group that exists keeps its
+        # position.
         for stream, group in sorted(self._groups):
-            if stream in streams.FROM_START:
-                try:  # before FastStream creates it at the newest entry
-                    await self.redis.xgroup_create(stream, group, id="0", mkstream=True)
-                except aioredis.ResponseError as exc:
-                    if "BUSYGROUP" not in str(exc):
-                        raise
+            try:
+                await self.redis.xgroup_create(stream, group, id="0", mkstream=True)
+            except aioredis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
         await self.broker.start()
         self._consuming = True
         if self._consumed:

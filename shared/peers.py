@@ -52,16 +52,22 @@ class Peers:
         return await self._call("POST", service, path, json=body)
 
     async def _call(self, method: str, service: str, path: str, **options: Any) -> Any:
-        http = await self._http()
         url = self.settings.url_of(service) + path
         try:
-            r = await http.request(method, url, **options)
+            r = await (await self._http()).request(method, url, **options)
+            if r.status_code == 401 and self.settings.service_token is None:
+                # The token this service made expired (a day) or was revoked: make another.
+                await self._renew()
+                r = await (await self._http()).request(method, url, **options)
         except httpx.HTTPError as exc:
             raise PeerError(f"{service} unreachable at {url}: {exc!r}") from exc
         if r.status_code >= 400:
             raise PeerError(f"{service} answered {r.status_code} to {method} {path}: "
                             f"{r.text[:300]}")
         return r.json()
+
+    async def _renew(self) -> None:
+        await self.aclose()
 
     async def aclose(self) -> None:
         if self._client is not None:

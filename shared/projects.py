@@ -148,7 +148,7 @@ class ProjectSettingsChanged(Event):
 
     project: str = Field(pattern=PROJECT_PATTERN)
     settings: ProjectSettings
-    revision: int = Field(ge=0, description="microseconds since the epoch of the change")
+    revision: int = Field(ge=0, description="the project's settings revision (1, 2, ...)")
     changed_by: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
 

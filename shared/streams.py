@@ -13,9 +13,7 @@ DEADLETTER = "loopwise:deadletter"
 CAPPED = {DEADLETTER: 100_000, MODELS: 10_000}
 
 ALL = (ITEMS, PREDICTIONS, LABELS, QUALITY, PROJECTS, MODELS, DEADLETTER)
-# Streams whose new consumer groups start at the first entry, not the newest: a service
-# that starts after a project was configured must still learn its settings.
-FROM_START = frozenset({PROJECTS})
+
 
 # One consumer group per (service, stream): every service sees every entry once.
 GROUP_SCORER = "scorer"

@@ -246,6 +246,7 @@ async def test_project_settings_have_one_home_that_every_service_applies(service
         now = (await http.get(f"/v1/projects/{project}")).json()
     assert now["routing"]["overlap"] == 3 and now["routing"]["auto_accept_threshold"] == 0.7
     assert now["selection"]["strategy"] == "entropy" and now["quality"]["level"] == "ordinal"
+    assert now["revision"] == 2
     stale = {"project": project, "revision": 1, "settings": {"routing": {"overlap": 1}}}
     await redis.xadd(streams.PROJECTS, {"data": json.dumps(stale)})
     await groups_idle(redis, (streams.PROJECTS, streams.GROUP_ROUTER))

@@ -180,6 +180,7 @@ def _settings_of(row: dict[str, Any] | None) -> ProjectSettings:
     if row is None:
         return ProjectSettings()
     stored = dict(row.get("settings") or {})
+    stored.pop("revision", None)
     sections = {k: stored.pop(k) for k in ("routing", "selection", "quality") if k in stored}
     return ProjectSettings.model_validate({"label_options": row["label_options"],
                                            "sensitive": row["sensitive"], **sections,
@@ -189,6 +190,7 @@ def _settings_of(row: dict[str, Any] | None) -> ProjectSettings:
 def settings_view(row: dict[str, Any]) -> dict[str, Any]:
     """A project as the API shows it: its settings document and when it changed."""
     return {"name": row["name"], **_settings_of(row).model_dump(mode="json"),
+            "revision": int((row.get("settings") or {}).get("revision", 0)),
             "created_at": row["created_at"], "updated_at": row["updated_at"]}
 
 
@@ -211,7 +213,10 @@ async def change_project(ctx: Context, actor: Actor, project: str,
         except ValidationError as exc:
             raise ValueError(validation_reason(exc)) from exc
         dumped = new.model_dump(mode="json")
-        stored_settings = {"notes": dumped["settings"],
+        # A counter, not a clock: consumers keep the highest revision, and a clock that
+        # steps back must not make them ignore a newer change.
+        revision = int((old or {}).get("settings", {}).get("revision", 0)) + 1
+        stored_settings = {"notes": dumped["settings"], "revision": revision,
                            **{k: dumped[k] for k in ("routing", "selection", "quality")}}
         row, _ = await store.put_project(conn, project, label_options=new.label_options,
                                          sensitive=new.sensitive, settings=stored_settings)
@@ -221,9 +226,8 @@ async def change_project(ctx: Context, actor: Actor, project: str,
                     "after": dumped, "changes": changes},
         )  # fmt: skip
     ctx.forget_schema(project)
-    changed_at: datetime = row["updated_at"]
     await _published(ctx, streams.PROJECTS, [ProjectSettingsChanged(
-        project=project, settings=new, revision=int(changed_at.timestamp() * 1_000_000),
+        project=project, settings=new, revision=revision,
         changed_by=actor.user_id)])
     return settings_view(row)
 
