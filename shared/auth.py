@@ -6,26 +6,34 @@ may expire and may be revoked. A user may be disabled, which voids all of
 their tokens.
 
 Who may reach a project: a token made for that project (making one makes the
-user a member), a ``*`` token of an ``admin`` or ``service`` (global), or a
-``*`` token of a user who is a member of the project. What they may do there:
-the token's role (``ROLE_GRANTS``). A project marked sensitive shows item
+user a member, with at least the token's role), a ``*`` token of an ``admin`` or
+``service`` (global), or a ``*`` token of a user who is a member of the project.
+What they may do there (``ROLE_GRANTS``): a global token's role; otherwise the
+lesser of the token's role and the membership's, so that changing a member's role
+changes what all of their tokens may do in that project. ``*`` is not a project:
+a route for the project ``*`` is refused. A project marked sensitive shows item
 payloads only to its members and to services, not to global admins.
 
 A denial never says whether another project exists: the message for a
 project the token does not reach is the same for every project.
 
-Lookups are cached for ``CACHE_SECONDS`` (2 s) per process, so a revocation,
-expiry, disabled user or removed membership takes effect everywhere within
-about 2 s (a request arriving after that is answered while a background
-refresh reloads the token; the ones after the refresh see the change), and at
-once in the process that made the change (``TokenAuth.forget``).
+Lookups are cached per process and re-read together every ``REFRESH_SECONDS``
+(1 s) by a background loop, and a lookup older than ``CACHE_SECONDS`` (2 s) is
+never answered (it is read inline): a revocation, expiry, disabled user, removed
+membership or changed role takes effect on every service within 2 s, whether the
+token was busy or idle, and at once in the process that made the change
+(``TokenAuth.forget``). Requests do not wait on the database while the loop keeps
+up.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
-from dataclasses import dataclass
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -35,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.cache import RefreshingCache
 from shared.db import insert_ignoring_duplicates
+from shared.events import PROJECT_PATTERN
 from shared.tables import api_tokens
 from shared.tables import project_members as members_t
 from shared.tables import users as users_t
@@ -49,8 +58,10 @@ ROLE_GRANTS: dict[str, frozenset[str]] = {
 }
 GLOBAL_ROLES = frozenset({"admin", "service"})
 ALL_PROJECTS = "*"
-CACHE_SECONDS = 2.0
-STALE_SECONDS = 60.0
+CACHE_SECONDS = 2.0  # a lookup older than this is never answered
+REFRESH_SECONDS = 1.0  # every held lookup is re-read this often (TokenAuth.keep_fresh)
+IDLE_SECONDS = 60.0  # a token unused this long is forgotten (read again when it comes back)
+_PROJECT = re.compile(PROJECT_PATTERN)
 NOT_YOUR_PROJECT = "token is not valid for this project"
 
 
@@ -60,11 +71,27 @@ class Principal:
     user_id: str
     role: str
     project: str
-    memberships: frozenset[str] = frozenset()
+    memberships: Mapping[str, str] = field(default_factory=dict)  # project -> member role
     token_id: int | None = None
 
     def may(self, capability: str) -> bool:
+        """Whether the token's role grants it (project routes ask :meth:`may_in`)."""
         return capability in ROLE_GRANTS.get(self.role, frozenset())
+
+    def role_in(self, project: str) -> str | None:
+        """The role this principal acts with in ``project`` (None: it does not reach it)."""
+        if not self.covers(project):
+            return None
+        if self.is_global:
+            return self.role
+        member = self.memberships.get(project)
+        if member is None:  # a project token whose membership went: no role left
+            return None if self.project == ALL_PROJECTS else self.role
+        return min(self.role, member, key=ROLES.index)
+
+    def may_in(self, project: str, capability: str) -> bool:
+        role = self.role_in(project)
+        return role is not None and capability in ROLE_GRANTS.get(role, frozenset())
 
     @property
     def is_global(self) -> bool:
@@ -113,6 +140,18 @@ async def add_member(conn: AsyncConnection, project: str, user_id: str, role: st
     return added > 0
 
 
+async def grant_at_least(conn: AsyncConnection, project: str, user_id: str, role: str) -> None:
+    """Make ``user_id`` a member of ``project`` with at least ``role`` (a token of that role
+    for the project is that grant)."""
+    if not await add_member(conn, project, user_id, role):
+        lower = [r for r in ROLES if ROLES.index(r) < ROLES.index(role)]
+        await conn.execute(
+            update(members_t)
+            .where(members_t.c.project == project, members_t.c.user_id == user_id,
+                   members_t.c.role.in_(lower))
+            .values(role=role))
+
+
 async def issue_token(
     conn: AsyncConnection,
     user_id: str,
@@ -133,7 +172,7 @@ async def issue_token(
     now = datetime.now(UTC)
     await ensure_user(conn, user_id)
     if project != ALL_PROJECTS:
-        await add_member(conn, project, user_id, role)
+        await grant_at_least(conn, project, user_id, role)
     result = await conn.execute(
         insert(api_tokens)
         .values(
@@ -181,22 +220,21 @@ def _utc(moment: datetime | None) -> datetime | None:
 
 
 class TokenAuth:
-    """Resolves a bearer token to a principal, caching lookups for ``CACHE_SECONDS``.
+    """Resolves a bearer token to a principal, from a per-process cache kept fresh.
 
-    A known token whose entry is older than that is still answered from the
-    cache while one background refresh reloads it (stale-while-revalidate),
-    so a busy reviewer's requests never queue behind a database round trip;
-    a revocation is seen by the first request after that refresh. Unknown
-    tokens, and entries older than ``STALE_SECONDS``, are looked up inline.
+    A background loop (:meth:`keep_fresh`, every ``REFRESH_SECONDS``) re-reads every
+    held lookup in three queries, however many reviewers are active, so a busy
+    reviewer's requests never queue behind a database round trip; a lookup older than
+    ``CACHE_SECONDS`` is never answered but read inline (the loop fell behind, or the
+    process was idle), so a revocation is in force within 2 s whether or not the token
+    was in use. Unknown tokens are looked up inline.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        # One background refresh reloads every stale entry in three queries, however many
-        # reviewers are active (one lookup each would be 3 queries a token).
         self.cache: RefreshingCache[str, Principal | None] = RefreshingCache.batched(
-            self._lookup_many, CACHE_SECONDS, STALE_SECONDS,
-            serve_stale=lambda principal: principal is not None)
+            self._lookup_many, CACHE_SECONDS, CACHE_SECONDS)
+        self._used: dict[str, float] = {}  # token hash -> last asked for (monotonic)
 
     def forget(self) -> None:
         """Drop cached lookups (after a revocation or membership change in this process);
@@ -204,7 +242,18 @@ class TokenAuth:
         self.cache.clear()
 
     async def lookup(self, token: str) -> Principal | None:
-        return await self.cache.get(hash_token(token))
+        digest = hash_token(token)
+        self._used[digest] = time.monotonic()
+        return await self.cache.get(digest)
+
+    async def keep_fresh(self) -> None:
+        """Re-read every held lookup (forgetting those unused for ``IDLE_SECONDS``)."""
+        idle_before = time.monotonic() - IDLE_SECONDS
+        for digest in self.cache.keys():
+            if self._used.get(digest, 0.0) < idle_before:
+                self.cache.drop(digest)
+                self._used.pop(digest, None)
+        await self.cache.refresh(older_than=REFRESH_SECONDS / 2)
 
     async def settle(self) -> None:
         """Wait for the background refresh in flight, if any (tests, shutdown)."""
@@ -233,15 +282,15 @@ class TokenAuth:
                 select(users_t.c.user_id).where(users_t.c.user_id.in_(sorted(users)),
                                                 users_t.c.disabled_at.is_not(None))
             )).scalars())
-            projects: dict[str, set[str]] = {}
-            for user_id, project in await conn.execute(
-                select(members_t.c.user_id, members_t.c.project).where(
+            projects: dict[str, dict[str, str]] = {}
+            for user_id, project, role in await conn.execute(
+                select(members_t.c.user_id, members_t.c.project, members_t.c.role).where(
                     members_t.c.user_id.in_(sorted(users)))
             ):
-                projects.setdefault(user_id, set()).add(project)
+                projects.setdefault(user_id, {})[project] = role
         return {
             r.token_hash: Principal(r.user_id, r.role, r.project,
-                                    frozenset(projects.get(r.user_id, ())), r.id)
+                                    projects.get(r.user_id, {}), r.id)
             for r in rows if r.user_id not in disabled
         }
 
@@ -259,13 +308,18 @@ class TokenAuth:
 
 
 def authorize(principal: Principal, project: str, capability: str = "labeler") -> None:
-    """403 unless the principal reaches ``project`` with ``capability``."""
-    if not principal.covers(project):
+    """403 unless the principal reaches ``project`` with ``capability`` (422 for a name
+    that cannot be a project, such as ``*``)."""
+    if not _PROJECT.fullmatch(project):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            detail=f"{project[:64]!r} is not a project name")
+    role = principal.role_in(project)
+    if role is None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail=NOT_YOUR_PROJECT)
-    if not principal.may(capability):
+    if capability not in ROLE_GRANTS.get(role, frozenset()):
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,
-            detail=f"role '{principal.role}' may not do this; it needs '{capability}'",
+            detail=f"role '{role}' may not do this here; it needs '{capability}'",
         )
 
 

@@ -111,6 +111,25 @@ class RefreshingCache(Generic[K, V]):
             out[key] = await asyncio.shield(future)
         return out
 
+    async def refresh(self, older_than: float = 0.0) -> None:
+        """Reload now, together, every entry loaded at least ``older_than`` seconds ago.
+
+        For a loop that keeps entries fresh ahead of the requests (tokens): with it, no
+        request waits on a load and none is answered from an entry older than the loop's
+        period plus one load, whether the key was idle or busy."""
+        now = _now()
+        keys = [key for key, (at, _) in self._entries.items()
+                if now - at >= older_than and key not in self._loading]
+        if not keys:
+            return
+        futures = {key: self._future() for key in keys}
+        self._loading.update(futures)
+        for batch in self._batches(futures):
+            await self._run(batch, background=True)
+
+    def keys(self) -> list[K]:
+        return list(self._entries)
+
     def peek(self, key: K) -> V | None:
         """The value held for ``key``, fresh or stale, without loading anything."""
         entry = self._entries.get(key)

@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.auth import TokenAuth
+from shared.auth import REFRESH_SECONDS, TokenAuth
 from shared.bus import Bus
 from shared.db import make_engine
 from shared.logs import configure_logging, get_logger
@@ -99,6 +99,9 @@ def create_service_app(
         app.state.runtime = runtime
         app.state.auth = runtime.auth
         app.state.service = service
+        # Tokens in use stay fresh (a revocation is in force within 2 s, idle or busy);
+        # in the process that serves HTTP, the one that authenticates.
+        supervisor.every("token refresh", REFRESH_SECONDS, runtime.auth.keep_fresh)
         await service.start()
         await bus.start()
         log.info("started", port=settings.port_of(name), primary=primary)

@@ -35,6 +35,12 @@ def pause_after(interval: float, failures: int) -> float:
     return max(interval, min(BACKOFF_SECONDS * 2 ** (failures - 1), MAX_BACKOFF_SECONDS))
 
 
+def _cancelling() -> bool:
+    """Whether the running task is being cancelled (the error came from that)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class Supervisor:
     """Owns the named periodic loops and one-off jobs of one service process."""
 
@@ -90,7 +96,10 @@ class Supervisor:
             tasks = list(self._tasks)
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Cancelled again until they end: a library that turns the cancellation of a
+            # call into an error of its own (a Redis client's "connection closed") would
+            # otherwise leave a loop asleep until its next run.
+            await asyncio.wait(tasks, timeout=0.1)
 
     def _track(self, name: str, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         if self._stopped:
@@ -114,6 +123,8 @@ class Supervisor:
                 await fn()
                 failures = 0
             except Exception as exc:  # a loop outlives any one failure
+                if self._stopped or _cancelling():
+                    raise asyncio.CancelledError from exc  # not a failure: it was stopped
                 failures += 1
                 self.failed(name, exc, failures=failures)
             await asyncio.sleep(pause_after(seconds, failures))

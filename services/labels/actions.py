@@ -332,8 +332,7 @@ async def revoke_token(ctx: Context, actor: Actor, principal: auth.Principal,
         allowed = row is not None and (
             principal.is_global
             or row.user_id == principal.user_id
-            or (row.project != auth.ALL_PROJECTS and principal.covers(row.project)
-                and principal.may("admin"))
+            or (row.project != auth.ALL_PROJECTS and principal.may_in(row.project, "admin"))
         )
         if row is None or not allowed:
             # The same answer for a token that does not exist and one that is not yours.

@@ -207,7 +207,7 @@ async def queue_state(project: str, request: Request,
     svc = _svc(request)
     body: dict[str, Any] = {"project": project, "depth": await svc.queue.depth(project),
                             "adjudication_depth": await svc.queue.depth(project, "adjudication")}
-    if principal.may("admin"):
+    if principal.may_in(project, "admin"):
         body["dropped"] = await svc.queue.dropped(project)
         body["paused"] = await svc.paused(project)
     return body

@@ -160,7 +160,8 @@ return false
 # Decides the standing as _STATE does, then records the submission, publishes the label
 # event and keeps the calibration observation in one atomic step: the event is on the
 # stream if and only if the submission is recorded. Returns {'duplicate', first event
-# id, '0'}, {'not_handed', '', '0'} or {'recorded', event id, '1' if late else '0'}.
+# id, '0'}, {'not_handed', '', '0'}, {'skipped', '', '0'} (the labeler gave it up) or
+# {'recorded', event id, '1' if late else '0'}.
 _SUBMIT = """
 local queue, leases = KEYS[1], KEYS[2]
 local tid, labeler, now, event_id = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
@@ -169,6 +170,9 @@ local first = redis.call('HGET', tkey .. ':submitted', labeler)
 if first then return {'duplicate', first, '0'} end
 if redis.call('SISMEMBER', tkey .. ':handed', labeler) == 0 then
   return {'not_handed', '', '0'}
+end
+if redis.call('SISMEMBER', tkey .. ':skipped', labeler) == 1 then
+  return {'skipped', '', '0'}
 end
 local lease = redis.call('HGET', tkey .. ':leases', labeler)
 local late = not (lease and tonumber(lease) >= now)
@@ -199,6 +203,9 @@ local submitted = redis.call('HGET', tkey .. ':submitted', labeler)
 if submitted then return {task, 'duplicate', submitted} end
 if redis.call('SISMEMBER', tkey .. ':handed', labeler) == 0 then
   return {task, 'not_handed', ''}
+end
+if redis.call('SISMEMBER', tkey .. ':skipped', labeler) == 1 then
+  return {task, 'skipped', ''}
 end
 local lease = redis.call('HGET', tkey .. ':leases', labeler)
 if lease and tonumber(lease) >= now then return {task, 'on_time', ''} end
@@ -403,7 +410,8 @@ class ReviewQueue:
                               ) -> tuple[dict[str, str] | None, str, str | None]:
         """The task and this labeler's standing on it, in one script call.
 
-        Standing: ``duplicate`` (with the event id), ``not_handed``, ``on_time`` or ``late``.
+        Standing: ``duplicate`` (with the event id), ``not_handed``, ``skipped``, ``on_time``
+        or ``late``.
         """
         task, standing, detail = await self._state(
             keys=[], args=[self.prefix, task_id, labeler, _now_ms()])

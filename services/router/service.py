@@ -61,6 +61,7 @@ MAX_OBSERVATIONS = 50_000
 OPTIONS_CACHE_SECONDS = 2.0
 HANDED_CACHE = 20_000  # fields of the tasks this process handed out most recently
 NOT_HANDED = "this task was not handed to you; take one with tasks/next"
+SKIPPED = "you skipped this task: it is no longer yours to label; take one with tasks/next"
 WRITE_CHUNK = 125  # predictions routed per script call; chunks overlap with routing
 
 
@@ -558,8 +559,8 @@ class RouterService:
         reveal = task.reveal()
         if standing == "duplicate":
             return SubmitResult(detail or "", "duplicate", False, reveal)
-        if standing == "not_handed":
-            raise ReviewError(409, NOT_HANDED)
+        if standing in ("not_handed", "skipped"):
+            raise ReviewError(409, NOT_HANDED if standing == "not_handed" else SKIPPED)
         event = await self._label_event(
             task, principal, label, event_id=stable_id("submit", task_id, principal.user_id),
             duration_ms=duration_ms, guideline_version=guideline_version)
@@ -577,8 +578,8 @@ class RouterService:
         outcome, event_id, late = await self.queue.submit(
             project, task_id, principal.user_id, str(event.event_id), streams.LABELS,
             event.to_json(), late_json, kind=task.kind, observation=observation)
-        if outcome == "not_handed":
-            raise ReviewError(409, NOT_HANDED)
+        if outcome in ("not_handed", "skipped"):
+            raise ReviewError(409, NOT_HANDED if outcome == "not_handed" else SKIPPED)
         if outcome == "duplicate":
             return SubmitResult(event_id, "duplicate", False, reveal)
         if outcome == "recorded" and observation:

@@ -52,6 +52,10 @@ def holdout_accuracy(inputs: list, labels: list[str], kind: str) -> float | None
     )
 
 
+class NotEnoughLabels(ValueError):
+    """The project has no labels of two classes on items this service knows."""
+
+
 class ScorerService:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -202,7 +206,12 @@ class ScorerService:
         # The labels service may not have stored the newest events yet: give it a moment.
         await asyncio.sleep(1.0)
         with self.runtime.supervisor.guard("retrain", project=project):
-            await self.train(project)
+            try:
+                await self.train(project)
+            except NotEnoughLabels as exc:
+                # Labels of items this service never saw (an import) count towards the
+                # retrain but cannot be trained on: not a failure of the loop.
+                log.info("retrain skipped", project=project, reason=str(exc))
 
     # --- configuration --------------------------------------------------------------
     def _config_key(self, project: str) -> str:
@@ -230,7 +239,7 @@ class ScorerService:
                 inputs, labels, kind, label_set = await store.training_set(
                     conn, project, current, label_set_version, include_auto=config.include_auto)
             if len(set(labels)) < 2:
-                raise ValueError(
+                raise NotEnoughLabels(
                     f"project {project!r} has {len(labels)} usable labels in "
                     f"{len(set(labels))} classes; training needs at least two classes"
                 )

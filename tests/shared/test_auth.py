@@ -12,7 +12,7 @@ from shared.auth import NOT_YOUR_PROJECT, Principal, authorize, authorize_global
 
 
 def test_a_project_token_reaches_its_project_only() -> None:
-    alice = Principal("alice", "labeler", "p1", frozenset({"p1"}))
+    alice = Principal("alice", "labeler", "p1", {"p1": "labeler"})
     authorize(alice, "p1", "labeler")
     for project in ("p2", "no-such-project"):
         with pytest.raises(HTTPException) as denied:
@@ -23,12 +23,26 @@ def test_a_project_token_reaches_its_project_only() -> None:
 
 
 def test_a_star_token_of_a_plain_role_reaches_only_member_projects() -> None:
-    bob = Principal("bob", "reviewer", "*", frozenset({"p1"}))
+    bob = Principal("bob", "reviewer", "*", {"p1": "reviewer"})
     authorize(bob, "p1", "reviewer")
     with pytest.raises(HTTPException, match=NOT_YOUR_PROJECT):
         authorize(bob, "p2", "labeler")
     with pytest.raises(HTTPException, match="for every project"):
         authorize_global(bob)
+
+
+def test_the_lesser_of_token_and_membership_role_decides_and_star_is_not_a_project() -> None:
+    demoted = Principal("dan", "admin", "p1", {"p1": "labeler"})
+    authorize(demoted, "p1", "labeler")
+    with pytest.raises(HTTPException, match="role 'labeler' may not do this here"):
+        authorize(demoted, "p1", "admin")
+    modest = Principal("eve", "labeler", "*", {"p1": "admin"})  # a labeler token stays one
+    assert modest.role_in("p1") == "labeler" and modest.role_in("p2") is None
+    root = Principal("root", "admin", "*")
+    for name in ("*", "", "a b", "x" * 65):
+        with pytest.raises(HTTPException) as refused:
+            authorize(root, name, "labeler")
+        assert refused.value.status_code == 422 and "not a project name" in refused.value.detail
 
 
 def test_global_admins_reach_everything_but_sensitive_payloads_need_membership() -> None:
@@ -56,7 +70,6 @@ async def test_expired_revoked_and_disabled_tokens_are_refused(engine, project, 
     from shared.tables import users
 
     monkeypatch.setattr(auth, "CACHE_SECONDS", 0.0)  # read the database on every request
-    monkeypatch.setattr(auth, "STALE_SECONDS", 0.0)  # and never answer from a stale entry
     tokens = auth.TokenAuth(engine)
     async with engine.begin() as conn:
         live, live_id = await auth.issue_token(conn, f"u-{project}", "labeler", project, 1)
@@ -80,18 +93,16 @@ async def test_expired_revoked_and_disabled_tokens_are_refused(engine, project, 
 
 
 @pytest.mark.integration
-async def test_a_stale_entry_answers_once_while_a_refresh_sees_the_revocation(
-        engine, project, monkeypatch):
-    monkeypatch.setattr(auth, "CACHE_SECONDS", 0.0)  # every entry is stale at once
+async def test_a_lookup_older_than_the_window_is_never_answered(engine, project, monkeypatch):
+    """An idle token's lookup past the window is read again inline, not answered stale
+    (the old behaviour let a revoked idle token through once, up to a minute later)."""
+    monkeypatch.setattr(auth, "CACHE_SECONDS", 0.0)  # every entry is past the window at once
     tokens = auth.TokenAuth(engine)
     async with engine.begin() as conn:
         live, live_id = await auth.issue_token(conn, f"s-{project}", "labeler", project, 1)
     assert await tokens.lookup(live) is not None
     async with engine.begin() as conn:
         assert await auth.revoke_token(conn, live_id)
-    # Answered from the cache without waiting for the database; the refresh runs behind it.
-    assert await tokens.lookup(live) is not None
-    await tokens.settle()
     assert await tokens.lookup(live) is None
 
 
@@ -108,11 +119,13 @@ async def test_create_token_keeps_its_signature_and_makes_a_member(engine, proje
 
 
 @pytest.mark.integration
-async def test_stale_entries_of_many_reviewers_refresh_in_one_batch(engine, project, monkeypatch):
-    """Each stale token answers from the cache; one background task reloads them all with
-    three queries, not three queries a token."""
+async def test_the_refresh_loop_rereads_every_token_in_use_in_one_batch(
+        engine, project, monkeypatch):
+    """keep_fresh (every second, in each service) reloads all held tokens with three
+    queries, not three a token; requests then answer from fresh entries without waiting."""
     from sqlalchemy import event
 
+    monkeypatch.setattr(auth, "REFRESH_SECONDS", 0.0)
     tokens = auth.TokenAuth(engine)
     issued = []
     async with engine.begin() as conn:
@@ -122,7 +135,6 @@ async def test_stale_entries_of_many_reviewers_refresh_in_one_batch(engine, proj
         assert await tokens.lookup(token) is not None
     async with engine.begin() as conn:
         assert await auth.revoke_token(conn, issued[0][1])
-    monkeypatch.setattr(tokens.cache, "fresh_seconds", 0.0)  # every entry is stale at once
     statements: list[str] = []
 
     def count(conn, cursor, statement, *args) -> None:
@@ -130,25 +142,23 @@ async def test_stale_entries_of_many_reviewers_refresh_in_one_batch(engine, proj
 
     event.listen(engine.sync_engine, "before_cursor_execute", count)
     try:
-        for token, _ in issued:
-            assert await tokens.lookup(token) is not None  # stale answers, no waiting
-        await tokens.settle()
+        await tokens.keep_fresh()
+        answers = [await tokens.lookup(t) for t, _ in issued]  # fresh: no query
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", count)
     assert len(statements) == 3
-    assert await tokens.lookup(issued[0][0]) is None  # the revocation was seen
-    assert all([await tokens.lookup(t) is not None for t, _ in issued[1:]])
+    assert answers[0] is None and all(a is not None for a in answers[1:])
 
 
 @pytest.mark.integration
 async def test_forget_wins_over_a_refresh_in_flight(engine, project, monkeypatch):
     """The process that revokes a token refuses it at once, even when a background refresh
     that read the token before the revocation finishes after it."""
+    monkeypatch.setattr(auth, "REFRESH_SECONDS", 0.0)
     tokens = auth.TokenAuth(engine)
     async with engine.begin() as conn:
         live, live_id = await auth.issue_token(conn, f"f-{project}", "labeler", project, 1)
     assert await tokens.lookup(live) is not None
-    monkeypatch.setattr(tokens.cache, "fresh_seconds", 0.0)
     gate = asyncio.Event()
     load = tokens._load
 
@@ -158,12 +168,12 @@ async def test_forget_wins_over_a_refresh_in_flight(engine, project, monkeypatch
         return loaded
 
     monkeypatch.setattr(tokens, "_load", slow_load)
-    assert await tokens.lookup(live) is not None  # stale answer; the refresh starts
+    refresh = asyncio.ensure_future(tokens.keep_fresh())
     await asyncio.sleep(0.2)
     async with engine.begin() as conn:
         assert await auth.revoke_token(conn, live_id)
     tokens.forget()
     gate.set()
-    await tokens.settle()
-    monkeypatch.setattr(tokens.cache, "fresh_seconds", auth.CACHE_SECONDS)
+    await refresh
+    monkeypatch.setattr(tokens, "_load", load)
     assert await tokens.lookup(live) is None

@@ -82,6 +82,27 @@ async def test_stop_cancels_and_awaits_every_loop_and_job():
         supervisor.spawn("late", forever("late"))
 
 
+async def test_stop_ends_a_loop_whose_library_turns_the_cancellation_into_an_error():
+    """A Redis client cancelled mid-call may raise its own error (connection closed) instead
+    of CancelledError: that is no failure to sleep on, and stop() still ends promptly."""
+    sup = Supervisor("test")
+    started = asyncio.Event()
+
+    async def call() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise ConnectionError("connection closed") from None
+
+    sup.every("redis call", 30.0, call, immediately=True)
+    await started.wait()
+    before = metrics.BACKGROUND_FAILURES.labels("test", "redis call")._value.get()
+    await asyncio.wait_for(sup.stop(), 2.0)
+    assert sup.running == []
+    assert metrics.BACKGROUND_FAILURES.labels("test", "redis call")._value.get() == before
+
+
 async def test_a_failing_job_is_logged_and_counted_not_raised():
     supervisor = Supervisor("test-job")
     before = failures("test-job", "retrain")
