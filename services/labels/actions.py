@@ -34,6 +34,7 @@ from .revert import RevertSelector
 from .tables import import_refs
 
 Publish = Callable[[str, Sequence[Event]], Awaitable[list[str]]]
+PUBLISH_CHUNK = 5_000  # events a round trip
 # (project, item ids) -> the scorer's known items among them, with their payloads.
 LookupItems = Callable[[str, list[str]], Awaitable[dict[str, dict[str, Any]]]]
 
@@ -78,7 +79,8 @@ async def _published(ctx: Context, stream: str, events: Sequence[Event]) -> None
     """After the commit: every consumer of ``stream`` sees what was stored. The ids are
     stable, so a retry after a failure here stores and counts nothing twice."""
     try:
-        await ctx.publish(stream, events)
+        for start in range(0, len(events), PUBLISH_CHUNK):  # a large import: in pieces
+            await ctx.publish(stream, events[start:start + PUBLISH_CHUNK])
     except Exception as exc:
         raise NotPublished(
             f"stored, but not yet published to {stream} ({type(exc).__name__}: {exc}); "
