@@ -1,3 +1,3 @@
-from loopwise.cli import app
+from loopwise.cli import main
 
-app()
+main()

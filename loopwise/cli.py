@@ -11,7 +11,8 @@ import typer
 
 from shared.settings import SERVICES, Settings, get_settings
 
-app = typer.Typer(help="loopwise: human-in-the-loop machine learning.", no_args_is_help=True)
+app = typer.Typer(help="loopwise: human-in-the-loop machine learning.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks (results go to BENCHMARKS.md).", no_args_is_help=True)
@@ -515,5 +516,39 @@ def evaluate_review(
                     threshold=threshold, accuracy=accuracy, defer=defer))
 
 
+def _one_line(exc: BaseException) -> str:
+    """Why a command failed, in one line an operator can act on."""
+    if isinstance(exc, FileNotFoundError | IsADirectoryError | PermissionError):
+        return f"{exc.strerror}: {exc.filename}"
+    name = type(exc).__module__.split(".")[0]
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if name == "sqlalchemy" or isinstance(exc, ConnectionRefusedError | TimeoutError):
+        url = get_settings().database_url.split("@")[-1]
+        return f"cannot use the database ({url}): {first}"
+    if name == "redis":
+        url = get_settings().redis_url.split("@")[-1]
+        return f"cannot use Redis ({url}): {first}"
+    return f"{type(exc).__name__}: {first}"
+
+
+def main() -> None:
+    """The ``loopwise`` command. A command that fails says why in one line on stderr and
+    exits 1 (usage errors: 2), instead of a traceback; LOOPWISE_DEBUG=1 shows it."""
+    import os
+    import sys
+
+    try:
+        app()
+    except Exception as exc:
+        if os.environ.get("LOOPWISE_DEBUG") == "1":
+            raise
+        failure: BaseException = exc
+        cause = exc.__cause__ or exc.__context__
+        if type(exc).__module__.startswith("alembic") and cause is not None:
+            failure = cause  # the migration could not run: say why, not where
+        print(f"loopwise: error: {_one_line(failure)}", file=sys.stderr)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -203,3 +203,20 @@ def _consumers(client) -> list[dict]:
         return client.xinfo_consumers(streams.PREDICTIONS, streams.GROUP_ROUTER)
     except ResponseError:  # the group does not exist yet
         return []
+
+
+@pytest.mark.parametrize(("args", "env", "says"), [
+    (["labels", "versions", "--project", "x"],
+     {"LOOPWISE_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/none"},
+     "cannot use the database"),
+    (["labels", "import", "--project", "x", "/no/such/export.json"], {}, "No such file"),
+    (["token", "revoke", "999999999"], {}, "no token 999999999"),
+])
+def test_a_failing_command_says_why_in_a_line_and_exits_non_zero(settings, args, env, says):
+    """No traceback for an operator's mistake or an outage: one line on stderr, exit != 0."""
+    run = subprocess.run([sys.executable, "-m", "loopwise", *args], capture_output=True,
+                         text=True, timeout=60, env={**os.environ, **service_env(settings),
+                                                    "LOOPWISE_LOG_LEVEL": "WARNING", **env})
+    assert run.returncode != 0
+    assert says in run.stderr and "Traceback" not in run.stderr + run.stdout
+    assert len(run.stderr.strip().splitlines()) <= 6  # typer's usage box for exit 2 at most
