@@ -241,9 +241,7 @@ class Bus:
         if not refused:
             return
         await self._publish_dead(stream, [
-            DeadLetterEvent(event_id=stable_id("deadletter", stream, group, d.entry_id),
-                            stream=stream, entry_id=d.entry_id, group=group, reason=reason,
-                            fields={"data": d.event.to_json()})
+            self._dead_letter(stream, group, d.entry_id, reason, encode_event(d.event.to_json()))
             for d, reason in refused])
         metrics.EVENTS_DEADLETTERED.labels(self.service, stream, kind).inc(len(refused))
 

@@ -13,7 +13,6 @@ from sqlalchemy import select
 from shared import metrics, streams
 from shared.bus import Delivery
 from shared.events import (
-    DeadLetterEvent,
     ItemEvent,
     LabelEvent,
     LabelSource,
@@ -24,7 +23,7 @@ from shared.events import (
 from shared.logs import get_logger
 from shared.projects import KEEP_NEWEST, ProjectSettingsChanged, SelectionSettings
 from shared.service import Runtime
-from shared.wire import encode_event, text
+from shared.wire import text
 
 from . import store
 from .model import TrainedModel, build_pipeline, fit
@@ -129,7 +128,7 @@ class ScorerService:
         for d in batch:
             by_project[d.event.project].append(d)
         predictions: list[PredictionEvent] = []
-        dead: list[DeadLetterEvent] = []
+        dead: list[tuple[Delivery[ItemEvent], str]] = []
         for project, deliveries in by_project.items():
             model = await self.model_for(project)
             scorable, probs = self._score(model, deliveries, dead)
@@ -146,15 +145,15 @@ class ScorerService:
                     )
                 )
             metrics.PREDICTIONS.labels(project).inc(len(scorable))
-        if dead:
-            await self.runtime.bus.publish(streams.DEADLETTER, dead)
+        await self.runtime.bus.refuse(streams.ITEMS, streams.GROUP_SCORER, dead,
+                                      kind="incompatible")
         await self.runtime.bus.publish(streams.PREDICTIONS, predictions)
 
     def _score(
         self,
         model: TrainedModel | None,
         deliveries: list[Delivery[ItemEvent]],
-        dead: list[DeadLetterEvent],
+        dead: list[tuple[Delivery[ItemEvent], str]],
     ) -> tuple[list[Delivery[ItemEvent]], list[dict]]:
         if model is None:
             return deliveries, [{} for _ in deliveries]
@@ -172,17 +171,7 @@ class ScorerService:
             if reason is None:
                 scorable.append(d)
             else:
-                dead.append(
-                    DeadLetterEvent(
-                        event_id=stable_id("deadletter", streams.ITEMS, "scorer", d.entry_id),
-                        stream=streams.ITEMS,
-                        entry_id=d.entry_id,
-                        group=streams.GROUP_SCORER,
-                        reason=reason,
-                        fields=encode_event(e.to_json()),
-                    )
-                )
-                metrics.EVENTS_DEADLETTERED.labels("scorer", streams.ITEMS, "incompatible").inc()
+                dead.append((d, reason))
         if not scorable:
             return [], []
         inputs = [d.event.text if model.kind == "text" else d.event.features for d in scorable]
