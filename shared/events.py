@@ -135,6 +135,25 @@ class ItemEvent(Event):
         return self
 
 
+def check_distribution(probs: dict[str, float]) -> dict[str, float]:
+    """Class probabilities the store and the scripts can hold: storable labels, each in
+    [0, 1] (no NaN or infinity), summing to 1; empty means no model yet."""
+    if not probs:
+        return probs
+    for label in probs:  # every label may become a stored label
+        if not 0 < len(label) <= 256 or "\x00" in label:
+            raise ValueError(f"label {label[:40]!r}: 1-256 characters, no NUL byte")
+    values = probs.values()
+    if not (min(values) >= 0 and max(values) <= 1):  # builtins first: the common case
+        for label, p in probs.items():
+            if not math.isfinite(p) or p < 0 or p > 1:
+                raise ValueError(f"probability of {label!r} is {p}, not in [0, 1]")
+    total = sum(values)
+    if not abs(total - 1.0) <= 1e-3:  # written so that a NaN fails too
+        raise ValueError(f"probabilities sum to {total:.6f}, not 1")
+    return probs
+
+
 class PredictionEvent(Event):
     """A model's class probabilities for one item. Empty ``probs``: no model yet."""
 
@@ -168,20 +187,7 @@ class PredictionEvent(Event):
     @field_validator("probs")
     @classmethod
     def _is_distribution(cls, probs: dict[str, float]) -> dict[str, float]:
-        if not probs:
-            return probs
-        for label in probs:  # every label may become a stored label
-            if not 0 < len(label) <= 256 or "\x00" in label:
-                raise ValueError(f"label {label[:40]!r}: 1-256 characters, no NUL byte")
-        values = probs.values()
-        if not (min(values) >= 0 and max(values) <= 1):  # builtins first: the common case
-            for label, p in probs.items():
-                if not math.isfinite(p) or p < 0 or p > 1:
-                    raise ValueError(f"probability of {label!r} is {p}, not in [0, 1]")
-        total = sum(values)
-        if not abs(total - 1.0) <= 1e-3:  # written so that a NaN fails too
-            raise ValueError(f"probabilities sum to {total:.6f}, not 1")
-        return probs
+        return check_distribution(probs)
 
     def top(self) -> tuple[str | None, float]:
         """The most probable label and its probability (None, 0.0 without a model)."""

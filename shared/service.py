@@ -11,6 +11,7 @@ then the service stops and the connections close.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.auth import REFRESH_SECONDS, TokenAuth
+from shared.auth import REFRESH_SECONDS, TokenAuth, authorize_global
 from shared.bus import Bus
 from shared.db import make_engine
 from shared.logs import configure_logging, get_logger
@@ -67,6 +68,17 @@ def mark_consumer_only(app: FastAPI) -> None:
     """This process only consumes the service's streams (``loopwise consume``, a forked
     stream worker): the service's own loops run in the process that serves HTTP."""
     app.state.consumer_only = True
+
+
+async def authorize_metrics(request: Request, settings: Settings) -> None:
+    """401/403 unless the request carries the metrics token or a global token."""
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    expected = settings.metrics_token
+    if expected and scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode(), expected.encode()):
+        return
+    principal = await request.app.state.auth(request)
+    authorize_global(principal, "reviewer")
 
 
 def runtime_of(request: Request) -> Runtime:
@@ -141,7 +153,11 @@ def create_service_app(
         )
 
     @app.get("/metrics", tags=["ops"])
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics, for ``LOOPWISE_METRICS_TOKEN`` or a ``*`` admin or service
+        token: per-labeler gold and correction rates and queue depths would let a
+        labeler tell gold tasks from others, so the scrape is authenticated too."""
+        await authorize_metrics(request, settings)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     for router in routers:

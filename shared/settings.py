@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     # Calls between services (HTTP, with a service token). Unset: a service that calls
     # another makes itself a short-lived `service` token at start and revokes it at stop.
     service_token: str | None = Field(None, description="bearer token for service calls")
+    metrics_token: str | None = Field(
+        None, description="bearer token Prometheus scrapes /metrics with (besides '*' tokens)")
     peer_timeout_seconds: float = Field(30.0, gt=0)
 
     log_level: str = "INFO"

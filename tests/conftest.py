@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import make_engine, upgrade
 from shared.settings import Settings
+from tests.helpers import METRICS_TOKEN
 
 ROOT = Path(__file__).resolve().parents[1]
 # Several test runs may share a machine (CI, a developer's tree): give each its own
@@ -88,6 +89,7 @@ def settings(redis_url: str, database_url: str) -> Settings:
         quality_port=TEST_PORTS["quality"],
         reclaim_idle_ms=3000,
         retrain_every=40,
+        metrics_token=METRICS_TOKEN,
     )
 
 
@@ -102,6 +104,7 @@ def service_env(settings: Settings) -> dict[str, str]:
         "LOOPWISE_RECLAIM_IDLE_MS": str(settings.reclaim_idle_ms),
         "LOOPWISE_RETRAIN_EVERY": str(settings.retrain_every),
         "LOOPWISE_LOG_LEVEL": "WARNING",
+        "LOOPWISE_METRICS_TOKEN": METRICS_TOKEN,
     }
 
 

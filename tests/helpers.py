@@ -24,6 +24,17 @@ def client(settings: Settings, service: str, bearer: str | None = None) -> httpx
     return httpx.AsyncClient(base_url=settings.url_of(service), headers=headers, timeout=30)
 
 
+METRICS_TOKEN = "test-metrics-token"
+
+
+async def metrics_text(settings: Settings, service: str) -> str:
+    """A service's /metrics, scraped as Prometheus does (with the metrics token)."""
+    async with client(settings, service, settings.metrics_token) as http:
+        r = await http.get("/metrics")
+        assert r.status_code == 200, r.text
+        return r.text
+
+
 async def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not await predicate():

@@ -356,6 +356,20 @@ def test_prometheus_scrapes_the_compose_services(services: dict[str, dict[str, A
             assert host in services or host == "localhost", f"{job}: unknown host {host}"
 
 
+def test_prometheus_scrapes_with_the_token_the_services_expect(
+        services: dict[str, dict[str, Any]]) -> None:
+    """/metrics answers only the metrics token (or a '*' token): the file Prometheus sends
+    and the services' LOOPWISE_METRICS_TOKEN must be the same value."""
+    config = _load_yaml(PROMETHEUS_FILE)
+    token = (PROMETHEUS_DIR / "metrics-token").read_text().strip()
+    for job in config["scrape_configs"]:
+        if job["job_name"] in SERVICES:
+            assert job["authorization"]["credentials_file"] == "metrics-token", job
+    for name in SERVICES:
+        env = _environment(services[name])
+        assert _interpolate_defaults(env["LOOPWISE_METRICS_TOKEN"]) == token, name
+
+
 def test_prometheus_loads_the_alert_rules(services: dict[str, dict[str, Any]]) -> None:
     config = _load_yaml(PROMETHEUS_FILE)
     rule_files = [PROMETHEUS_DIR / Path(p).name for p in config.get("rule_files", [])]

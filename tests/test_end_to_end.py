@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from services.labels.tables import label_events
 from shared import streams
-from tests.helpers import client, groups_idle, token
+from tests.helpers import client, groups_idle, metrics_text, token
 
 pytestmark = pytest.mark.integration
 N = 1000
@@ -148,15 +148,14 @@ async def test_predictions_from_redis_cli_are_routed_reviewed_stored_and_bad_one
     for name in ("scorer", "router", "labels", "quality"):
         async with client(settings, name) as http:
             assert (await http.get("/healthz")).status_code == 200
-    async with client(settings, "router") as http:
-        text = (await http.get("/metrics")).text
+    text = await metrics_text(settings, "router")
     assert f'loopwise_routed_total{{decision="auto",project="{project}"}}' in text
     assert "loopwise_events_deadlettered_total" in text
 
 
 async def test_every_v1_route_needs_a_token_for_its_project(services, engine, project):
     settings = services
-    mine = await token(engine, "carol", "labeler", project)
+    mine = await token(engine, "carol", "reviewer", project)
     routes = [("router", "GET", f"/v1/projects/{project}/tasks/next"),
               ("labels", "GET", f"/v1/projects/{project}/labels"),
               ("quality", "GET", f"/v1/projects/{project}/quality"),
@@ -173,6 +172,6 @@ async def test_every_v1_route_needs_a_token_for_its_project(services, engine, pr
             r = await http.request(method, other)
             assert r.status_code == 403 and "not valid for this project" in r.json()["detail"]
             assert (await http.request(method, path)).status_code in (200, 204)
-    async with client(settings, "scorer", mine) as http:  # a labeler may not train
+    async with client(settings, "scorer", mine) as http:  # a reviewer may not train
         r = await http.post(f"/v1/projects/{project}/train")
         assert r.status_code == 403 and "admin" in r.json()["detail"]

@@ -96,9 +96,20 @@ async def get_current_labels(
     limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
-    """The current label of every item (or as of a version or moment), with its provenance."""
+    """The current label of every item (or as of a version or moment), with its provenance.
+
+    Reviewers and admins read every item's deciding label with all of its provenance
+    (the model's guess, gold answer, planted and audit marks). A labeler reads only
+    their own labels, with no field that tells the model's guess or which tasks were
+    gold or audits: what others answered, or the model, must not reach a labeler who
+    may hold the same item blind."""
     async with _engine(request).connect() as conn:
         view = await _view(conn, project, version, as_of)
+        if not principal.may_in(project, "reviewer"):
+            rows = await store.own_labels(conn, project, principal.user_id, view,
+                                          limit=limit, offset=offset)
+            return {"project": project, "view": view.description, "version": view.version,
+                    "count": len(rows), "labeler_id": principal.user_id, "labels": rows}
         rows = await store.current_labels(
             conn, project, include_auto=include_auto, limit=limit, offset=offset, view=view
         )
@@ -213,7 +224,7 @@ class VersionIn(BaseModel):
 
 
 @router.get("/projects/{project}/versions")
-async def list_versions(project: str, request: Request, principal: Labeler) -> dict[str, Any]:
+async def list_versions(project: str, request: Request, principal: Reviewer) -> dict[str, Any]:
     async with _engine(request).connect() as conn:
         return {"project": project, "versions": await store.list_versions(conn, project)}
 
@@ -232,7 +243,7 @@ async def create_version(
 
 @router.get("/projects/{project}/versions/{version}")
 async def get_version(
-    project: str, version: str, request: Request, principal: Labeler
+    project: str, version: str, request: Request, principal: Reviewer
 ) -> dict[str, Any]:
     async with _engine(request).connect() as conn:
         try:
@@ -245,7 +256,7 @@ async def get_version(
 async def diff_versions(
     project: str,
     request: Request,
-    principal: Labeler,
+    principal: Reviewer,
     from_: Annotated[str, Query(alias="from", description="version number, name or 'head'")],
     to: Annotated[str, Query(description="version number, name or 'head'")] = "head",
 ) -> dict[str, Any]:
@@ -308,7 +319,7 @@ async def trace_item(
     project: str,
     item_id: str,
     request: Request,
-    principal: Labeler,
+    principal: Reviewer,
     version: str | None = None,
     as_of: datetime | None = None,
 ) -> dict[str, Any]:
@@ -328,7 +339,7 @@ async def trace_item(
 async def export_labels(
     project: str,
     request: Request,
-    principal: Labeler,
+    principal: Reviewer,
     format: Literal["jsonl", "csv", "labelstudio"] = "jsonl",
     version: str | None = None,
     as_of: datetime | None = None,

@@ -283,6 +283,36 @@ async def current_labels(
     return [dict(r._mapping) for r in (await conn.execute(query)).all()]
 
 
+# What a labeler may read of their own labels: never the model's guess, the gold answer,
+# whether a task was gold, planted or an audit (those would tell which tasks are gold or
+# what the model thinks of an item someone else holds blind).
+OWN_LABEL_FIELDS = ("event_id", "item_id", "label", "labeler_id", "source", "mode",
+                    "revised_after_reveal", "supersedes", "late_submit", "guideline_version",
+                    "task_id", "batch_id", "duration_ms", "created_at", "stored_at")
+
+
+async def own_labels(
+    conn: AsyncConnection, project: str, labeler_id: str, view: View, *,
+    limit: int | None = None, offset: int = 0,
+) -> list[dict[str, Any]]:
+    """One row per item the labeler labelled: their newest label counting in ``view``,
+    with :data:`OWN_LABEL_FIELDS` only."""
+    c = label_events.c
+    ranked = select(
+        *(c[name] for name in OWN_LABEL_FIELDS),
+        func.row_number().over(
+            partition_by=c.item_id,
+            order_by=(c.created_at.desc(), c.stored_at.desc(), c.event_id.desc()),
+        ).label("rank"),
+    ).where(*counting(project, view), c.labeler_id == labeler_id)
+    sub = ranked.subquery()
+    query = (select(*(sub.c[name] for name in OWN_LABEL_FIELDS)).where(sub.c.rank == 1)
+             .order_by(sub.c.item_id).offset(offset))
+    if limit is not None:
+        query = query.limit(limit)
+    return [dict(r._mapping) for r in (await conn.execute(query)).all()]
+
+
 async def count_current(conn: AsyncConnection, project: str, view: View) -> int:
     """How many items have a label in ``view`` (for export progress)."""
     return (

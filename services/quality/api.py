@@ -22,9 +22,10 @@ class ClearFlagIn(BaseModel):
 async def get_quality(
     project: str,
     request: Request,
-    principal: Annotated[Principal, Depends(project_access("labeler"))],
+    principal: Annotated[Principal, Depends(project_access("reviewer"))],
 ) -> dict[str, Any]:
-    """Counts and running pairwise agreement among human labels."""
+    """Counts, agreement, consensus and per-labeler gold and deference figures (reviewers
+    and admins: a labeler's own gold count, read after a submit, would tell gold apart)."""
     return service_of(request).summary(project)
 
 

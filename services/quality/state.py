@@ -59,6 +59,7 @@ class ProjectState:
     alerts: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
     consensus: dict[str, Any] = field(default_factory=dict)
+    model_checked: set[str] = field(default_factory=set)  # gold items the model is judged on
     _error_cache: tuple[tuple[int, int], float] = ((-1, -1), 0.0)
 
     def cautious_error_rate(self) -> float:
@@ -91,7 +92,12 @@ class ProjectState:
         gold.add(label=label, gold_label=row.get("gold_label"), task=task,
                  revised_after_reveal=bool(row.get("revised_after_reveal")))
         error_rate = self.cautious_error_rate()
-        self.model_errors.add(row.get("model_label"), row.get("gold_label"))
+        if (row.get("gold_label") is not None and row.get("model_label") is not None
+                and item not in self.model_checked):
+            # The model's guess for an item is one observation, however many labelers
+            # were shown it (counting it per labeler would narrow the posterior falsely).
+            self.model_checked.add(item)
+            self.model_errors.add(row.get("model_label"), row.get("gold_label"))
         if task is None:
             return None
         monitor = self.monitors.get(who)

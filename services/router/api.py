@@ -163,8 +163,10 @@ async def skip(task_id: str, request: Request, principal: CurrentPrincipal) -> d
 
 @router.get("/projects/{project}/policy")
 async def get_policy(project: str, request: Request,
-                     principal: Annotated[Principal, Depends(project_access("labeler"))]
+                     principal: Annotated[Principal, Depends(project_access("reviewer"))]
                      ) -> dict[str, Any]:
+    """The routing policy, threshold and calibration (reviewers and admins: the count of
+    calibration observations moves with ordinary submits, not gold ones)."""
     svc = _svc(request)
     policy = await svc.policy(project)
     return {**policy.model_dump(), "threshold_in_force": await svc.threshold(project, policy),
@@ -202,8 +204,10 @@ async def list_gold(project: str, request: Request,
 
 @router.get("/projects/{project}/queue")
 async def queue_state(project: str, request: Request,
-                      principal: Annotated[Principal, Depends(project_access("labeler"))]
+                      principal: Annotated[Principal, Depends(project_access("reviewer"))]
                       ) -> dict[str, Any]:
+    """Queue depths (reviewers and admins; dropped tasks and pauses for admins). Not for
+    labelers: a gold task leaves the depth unchanged, which would tell it apart."""
     svc = _svc(request)
     body: dict[str, Any] = {"project": project, "depth": await svc.queue.depth(project),
                             "adjudication_depth": await svc.queue.depth(project, "adjudication")}

@@ -46,7 +46,7 @@ from shared.projects import (
 from shared.service import Runtime
 from shared.wire import text
 
-from .gold import GoldItem, gold_prelabel, should_salt
+from .gold import GoldItem, GoldPrediction, gold_showing, pick_gold, should_salt
 from .queue import PREFIX, NewTask, Paused, QueuedTask, ReviewQueue
 from .routing import label_order, present, route
 from .tasks import ReviewTask
@@ -102,6 +102,7 @@ class _ProjectBatch:
     now: datetime
     created_at: str
     batch_id: str
+    gold: dict[str, GoldItem] = field(default_factory=dict)
     _templates: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def auto_label(self, pred: PredictionEvent, event_id: str, label: str,
@@ -305,7 +306,8 @@ class RouterService:
                 policy=policy, threshold=threshold,
                 audit_rate=audit_rate, audit_rate_text=repr(audit_rate),
                 options=options, options_json=options_json, now=now,
-                created_at=now.isoformat(), batch_id=batch_id)
+                created_at=now.isoformat(), batch_id=batch_id,
+                gold=await self._gold_cache(project) if policy.gold_rate else {})
         return out
 
     async def on_predictions(self, batch: list[Delivery[PredictionEvent]]) -> None:
@@ -317,10 +319,15 @@ class RouterService:
         tasks: list[QueuedTask] = []
         writes: list[asyncio.Future] = []
         decisions: Counter[tuple[str, str]] = Counter()
+        gold_predictions: dict[str, dict[str, bytes]] = {}
         for i, delivery in enumerate(batch, 1):
             pred = delivery.event
             ctx = contexts[pred.project]
             event_id = str(pred.event_id)
+            if ctx.gold and pred.item_id in ctx.gold and pred.probs:
+                gold_predictions.setdefault(pred.project, {})[pred.item_id] = orjson.dumps(
+                    {"model_version": pred.model_version, "probs": pred.probs,
+                     "payload": pred.payload})
             decision = route(pred, ctx.threshold, ctx.audit_rate)
             if decision.auto_accept and decision.label is not None:
                 auto_labels.append(
@@ -351,6 +358,8 @@ class RouterService:
                     tasks, cap=caps, labels=(streams.LABELS, auto_labels))))
                 auto_labels, tasks = [], []
                 await asyncio.sleep(0)
+        if gold_predictions:
+            await self._keep_gold_predictions(gold_predictions)
         dropped: Counter[str] = Counter()
         for _, chunk_dropped in await asyncio.gather(*writes):
             dropped.update(chunk_dropped)
@@ -406,8 +415,8 @@ class RouterService:
         return len(items)
 
     async def gold_items(self, project: str) -> list[GoldItem]:
-        raw = await self.redis.hvals(self._key("gold", project))
-        return [GoldItem.model_validate_json(r) for r in raw]
+        """The gold set as salting sees it (with the model's prediction where one came)."""
+        return sorted((await self._load_gold(project)).values(), key=lambda g: g.item_id)
 
     async def _sensitive(self, project: str) -> bool:
         """Whether the project's settings mark it sensitive (only members see payloads)."""
@@ -418,27 +427,47 @@ class RouterService:
         return await self._gold.get(project)
 
     async def _load_gold(self, project: str) -> dict[str, GoldItem]:
-        raw = await self.redis.hgetall(self._key("gold", project))
-        return {text(k): GoldItem.model_validate_json(v) for k, v in raw.items()}
+        """The gold set with the model's newest prediction for each item, where one came."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self._key("gold", project))
+        pipe.hgetall(self._key("gold-predictions", project))
+        raw, predicted = await pipe.execute()
+        items = {text(k): GoldItem.model_validate_json(v) for k, v in raw.items()}
+        for k, v in predicted.items():
+            item = items.get(text(k))
+            if item is not None:
+                seen = orjson.loads(v)
+                items[item.item_id] = item.model_copy(update={
+                    "prediction": GoldPrediction(model_version=seen["model_version"],
+                                                 probs=seen["probs"]),
+                    "payload": item.payload if seen["payload"] is None else seen["payload"]})
+        return items
+
+    async def _keep_gold_predictions(self, found: dict[str, dict[str, bytes]]) -> None:
+        """Keep the model's prediction for gold items, so a gold task shows and records
+        the model's real guess, exactly like a task routed from that prediction."""
+        pipe = self.redis.pipeline(transaction=False)
+        for project, rows in found.items():
+            pipe.hset(self._key("gold-predictions", project), mapping=rows)
+        await pipe.execute()
+        for project in found:
+            self._gold.drop(project)
 
     def _gold_task(self, project: str, labeler: str, policy: RoutingPolicy,
-                   fresh: list[GoldItem], options: list[str], model_version: str
-                   ) -> NewTask | None:
+                   fresh: list[GoldItem], options: list[str]) -> NewTask | None:
         """Maybe salt a gold task into this labeler's stream (at the policy's gold rate)."""
         if not should_salt(self.rng, policy.gold_rate, len(fresh)):
             return None
-        item = self.rng.choice(fresh)
-        showing = gold_prelabel(item, policy.mode, policy.gold_planted_share, options, self.rng)
-        model_label = showing.prelabel or item.label
-        confidence = round(self.rng.uniform(0.55, 0.95), 3)
+        item = pick_gold(self.rng, fresh)
+        shown = gold_showing(item, policy, options, self.rng)
         nonce = f"{time.time_ns()}"
         task_id = str(stable_id("task", "gold", project, item.item_id, labeler, nonce))
         task = ReviewTask(
             task_id=task_id, project=project, item_id=item.item_id, kind="gold",
-            mode=ReviewMode.prelabel if showing.prelabel else ReviewMode.blind,
-            options=options, payload_json=json.dumps(item.payload),
-            prelabel=showing.prelabel, model_version=model_version, model_label=model_label,
-            confidence=confidence, gold_label=item.label, planted=showing.planted,
+            mode=ReviewMode(shown.mode), options=shown.options,
+            payload_json=orjson.dumps(item.payload).decode(), prelabel=shown.prelabel,
+            model_version=shown.model_version, model_label=shown.model_label,
+            confidence=shown.confidence, gold_label=item.label, planted=shown.planted,
             created_at=datetime.now(UTC).isoformat())
         return NewTask(task_id=task_id, project=project, item_id=item.item_id, priority=0.0,
                        needed=1, fields=task.fields())
@@ -463,12 +492,10 @@ class RouterService:
             pipe = self.redis.pipeline(transaction=False)
             pipe.smembers(seen_key)
             pipe.smembers(self._key("options", project))
-            pipe.get(self._key("model", project))
-            seen, options, model = await pipe.execute()
+            seen, options = await pipe.execute()
             fresh = [g for item_id, g in gold.items() if item_id.encode() not in seen]
             direct = self._gold_task(project, labeler, policy, fresh,
-                                     sorted((o.decode() for o in options), key=label_order),
-                                     (model or b"none").decode())
+                                     LabelOptions.of(options).ordered)
         try:
             leased = await self.queue.next(
                 project, labeler, self.settings.lease_seconds, kind=kind, direct=direct,

@@ -72,9 +72,10 @@ async def predict(
     project: str,
     body: PredictIn,
     request: Request,
-    principal: Annotated[Principal, Depends(project_access("labeler"))],
+    principal: Annotated[Principal, Depends(project_access("reviewer"))],
 ) -> dict:
-    """Score inputs with the project's current model, synchronously (for evaluation)."""
+    """Score inputs with the project's current model, synchronously (for evaluation).
+    Reviewers and admins only: a labeler could ask the model about a task held blind."""
     inputs = body.features if body.features is not None else body.texts
     if not inputs:
         raise HTTPException(

@@ -99,14 +99,14 @@ def routes(project: str) -> list[tuple[str, str, str, dict[str, Any]]]:
         ("PUT", p, "admin", {"json": {"label_options": OPTIONS, "sensitive": "-s" in project}}),
         ("GET", f"{p}/members", "admin", {}),
         ("PUT", f"{p}/members/zed", "admin", {"json": {"role": "labeler"}}),
-        ("GET", f"{p}/versions", "labeler", {}),
+        ("GET", f"{p}/versions", "reviewer", {}),
         ("POST", f"{p}/versions", "reviewer", {"json": {"message": "m"}}),
-        ("GET", f"{p}/versions/1", "labeler", {}),
-        ("GET", f"{p}/diff?from=1", "labeler", {}),
+        ("GET", f"{p}/versions/1", "reviewer", {}),
+        ("GET", f"{p}/diff?from=1", "reviewer", {}),
         ("POST", f"{p}/reverts", "admin", {"json": {"labeler_id": "nobody", "dry_run": True}}),
         ("POST", f"{p}/versions/2/revert", "admin", {"json": {"dry_run": True}}),
-        ("GET", f"{p}/items/6141/trace", "labeler", {}),
-        ("GET", f"{p}/export?format=csv", "labeler", {}),
+        ("GET", f"{p}/items/6141/trace", "reviewer", {}),
+        ("GET", f"{p}/export?format=csv", "reviewer", {}),
         ("POST", f"{p}/imports/labelstudio?dry_run=true", "reviewer", {"content": ls_export}),
         ("GET", f"/v1/audit?project={project}", "admin", {}),
     ]
@@ -185,7 +185,7 @@ async def test_global_routes_need_a_global_admin(app, world):
 async def test_sensitive_payloads_are_for_members_only(app, world):
     sensitive = world["projects"]["sensitive"]
     path = f"/v1/projects/{sensitive}/export?format=labelstudio"
-    async with http(app, world["tokens"][(sensitive, "labeler")]) as member:
+    async with http(app, world["tokens"][(sensitive, "reviewer")]) as member:
         tasks = (await member.get(path)).json()
     async with http(app, world["root"]) as outsider:
         hidden = (await outsider.get(path)).json()

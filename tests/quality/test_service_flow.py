@@ -19,7 +19,7 @@ from services.quality.service import QualityService
 from shared import streams
 from shared.events import LabelEvent
 from shared.wire import encode_event
-from tests.helpers import client, groups_idle, token, wait_for
+from tests.helpers import client, groups_idle, metrics_text, token, wait_for
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -171,8 +171,7 @@ async def test_a_rubber_stamper_is_flagged_paused_and_their_labels_sent_for_re_r
     assert report["labelers"]["honest"]["gold_catch_rate"] == 1.0
     assert not report["labelers"]["honest"]["flagged"]
     assert report["labelers"]["honest"]["correction_rate"] > 0
-    async with client(settings, "quality") as http:
-        text = (await http.get("/metrics")).text
+    text = await metrics_text(settings, "quality")
     assert f'loopwise_flagged_labelers{{project="{project}"}} 1.0' in text
     assert f'loopwise_gold_catch_rate{{labeler="stamper",project="{project}"}} 0.0' in text
 

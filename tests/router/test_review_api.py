@@ -13,7 +13,7 @@ from services.labels.tables import label_events
 from shared import streams
 from shared.events import NONE_OF_THESE, AdjudicationRequestEvent, LabelerFlagEvent
 from shared.wire import encode_event
-from tests.helpers import client, configure, groups_idle, token
+from tests.helpers import client, configure, groups_idle, metrics_text, token
 
 pytestmark = pytest.mark.integration
 IMAGE = [[0, 3, 9, 12, 9, 2, 0, 0]] * 8
@@ -172,7 +172,7 @@ async def test_target_precision_calibrates_the_threshold_from_reviews(services, 
     async with client(services, "router", admin) as http:
         forced = (await http.post(f"/v1/projects/{project}/policy/recalibrate")).json()
         policy = (await http.get(f"/v1/projects/{project}/policy")).json()
-        metrics = (await http.get("/metrics")).text
+    metrics = await metrics_text(services, "router")
     calibration = policy["calibration"]
     assert forced["threshold_in_force"] == 0.95 == policy["threshold_in_force"]
     assert calibration["calibrated"] and calibration["threshold"] == 0.95

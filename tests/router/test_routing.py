@@ -1,4 +1,4 @@
-from services.router.gold import GoldItem, gold_prelabel
+from services.router.gold import GoldItem, GoldPrediction, gold_showing
 from services.router.routing import margin, present, route, uncertainty
 from shared.events import NONE_OF_THESE, PredictionEvent
 from shared.projects import RoutingPolicy
@@ -62,13 +62,41 @@ def test_gold_prelabels_are_planted_wrong_at_the_configured_share():
 
     rng = random.Random(1)
     item = GoldItem(item_id="g", label="cat")
-    shown = [gold_prelabel(item, "prelabel", 0.5, ["cat", "dog", "bird"], rng)
-             for _ in range(4000)]
+    options = ["bird", "cat", "dog"]
+    policy = RoutingPolicy(mode="prelabel", gold_planted_share=0.5)
+    shown = [gold_showing(item, policy, options, rng) for _ in range(4000)]
     planted = [s for s in shown if s.planted]
     assert 0.45 < len(planted) / len(shown) < 0.55
     assert all(s.prelabel != "cat" for s in planted)
     assert all(s.prelabel == "cat" for s in shown if not s.planted)
-    assert gold_prelabel(item, "blind", 0.5, ["cat", "dog"], rng).prelabel is None
+    # No prediction known: nothing of the model is recorded, and never a made-up number.
+    assert all(s.model_label is None and s.confidence is None for s in shown)
+    blind = gold_showing(item, RoutingPolicy(mode="blind"), options, rng)
+    assert blind.prelabel is None and blind.mode == "blind"
+
+
+def test_a_gold_task_is_shown_like_a_task_routed_from_the_same_prediction():
+    """Same mode, options and pre-label as routing would give that prediction (the
+    planted share apart), and the model's real label, confidence and version recorded."""
+    import random
+
+    rng = random.Random(2)
+    options = ["bird", "cat", "dog"]
+    probs = {"bird": 0.1, "cat": 0.3, "dog": 0.6}
+    item = GoldItem(item_id="g", label="cat",
+                    prediction=GoldPrediction(model_version="m7", probs=probs))
+    for policy in (RoutingPolicy(mode="prelabel", gold_planted_share=0.0),
+                   RoutingPolicy(mode="blind"),
+                   RoutingPolicy(mode="prelabel", choice_margin=0.5, gold_planted_share=0.0)):
+        routed = present(policy, probs, options, audit=False)
+        gold = gold_showing(item, policy, options, rng)
+        assert (gold.mode, gold.options, gold.prelabel) == (
+            routed.mode, routed.options, routed.prelabel)
+        assert (gold.model_label, gold.confidence, gold.model_version) == ("dog", 0.6, "m7")
+        assert not gold.planted
+    planted = gold_showing(item, RoutingPolicy(mode="prelabel", gold_planted_share=1.0),
+                           options, rng)
+    assert planted.planted and planted.prelabel != "cat" and planted.model_label == "dog"
 
 
 def test_items_selected_for_review_are_never_auto_accepted():
