@@ -63,3 +63,59 @@ async def test_a_rubber_stamper_is_flagged_and_paused_while_an_honest_reviewer_g
     assert report["labelers"]["honest"]["gold_catch_rate"] == 1.0
     async with client(settings, "router", admin) as http:
         assert (await http.get(f"/v1/projects/{project}/queue")).json()["paused"] == ["stamper"]
+
+
+async def test_cautious_honest_reviewers_are_not_paused_and_a_stamper_is(
+        services, engine, redis, project):
+    """The case the suite once missed: the model is wrong on 15% of items (gold included,
+    recorded with its real prediction), 5% gold with half the pre-labels planted wrong,
+    and honest reviewers of accuracy 0.8 who keep the pre-label whenever they are unsure.
+    Through the real router and quality service none of them is paused in 600 tasks;
+    a full rubber-stamper is."""
+    settings = services
+    admin = await token(engine, "admin", "admin", project)
+    await configure(settings, admin, project, label_options=["a", "b", "c"], routing={
+        "mode": "prelabel", "gold_rate": 0.05, "gold_planted_share": 0.5})
+    rng = random.Random(11)
+    labels = ["a", "b", "c"]
+
+    def model_probs(truth: str) -> dict[str, float]:
+        guess = truth if rng.random() < 0.85 else rng.choice([x for x in labels if x != truth])
+        return {x: 0.6 if x == guess else 0.2 for x in labels}
+
+    truth = {f"n{i}": rng.choice(labels) for i in range(3000)}
+    gold = {f"g{i}": rng.choice(labels) for i in range(150)}
+    async with client(settings, "router", admin) as http:
+        r = await http.post(f"/v1/projects/{project}/gold", json={"items": [
+            {"item_id": item, "label": answer, "payload": {"text": item},
+             "prediction": {"model_version": "m-real", "probs": model_probs(answer)}}
+            for item, answer in gold.items()]})
+        assert r.json()["stored"] == len(gold)
+    for item, answer in truth.items():
+        body = {"project": project, "item_id": item, "model_version": "m-real",
+                "probs": model_probs(answer), "payload": {"text": item}}
+        await redis.xadd(streams.PREDICTIONS, {"data": json.dumps(body)})
+    await groups_idle(redis, (streams.PREDICTIONS, streams.GROUP_ROUTER))
+    answers = {**truth, **gold}
+
+    async def work(name: str, sure: float, tasks: int) -> int | None:
+        """Label ``tasks`` tasks; knowing the answer with probability ``sure``, else keeping
+        the pre-label. Returns the task count at which the reviewer was paused."""
+        bearer = await token(engine, name, "labeler", project)
+        async with client(settings, "router", bearer) as http:
+            for n in range(tasks):
+                r = await http.get(f"/v1/projects/{project}/tasks/next")
+                if r.status_code == 423:
+                    return n
+                assert r.status_code == 200, r.text
+                task = r.json()
+                label = answers[task["item_id"]] if rng.random() < sure else task["prelabel"]
+                r = await http.post(f"/v1/tasks/{task['task_id']}/submit", json={"label": label})
+                assert r.status_code == 200, r.text
+        return None
+
+    for who in ("careful-1", "careful-2", "careful-3"):
+        assert await work(who, 0.8, 600) is None, f"{who}, an honest reviewer, was paused"
+    paused_after = await work("stamper", 0.0, 600)
+    assert paused_after is not None, "the rubber-stamper was never paused"
+    print(f"rubber-stamper paused after {paused_after} tasks")
