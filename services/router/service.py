@@ -319,7 +319,7 @@ class RouterService:
         tasks: list[QueuedTask] = []
         writes: list[asyncio.Future] = []
         decisions: Counter[tuple[str, str]] = Counter()
-        gold_predictions: dict[str, dict[str, bytes]] = {}
+        gold_predictions: dict[str, dict[Any, bytes]] = {}
         for i, delivery in enumerate(batch, 1):
             pred = delivery.event
             ctx = contexts[pred.project]
@@ -443,7 +443,7 @@ class RouterService:
                     "payload": item.payload if seen["payload"] is None else seen["payload"]})
         return items
 
-    async def _keep_gold_predictions(self, found: dict[str, dict[str, bytes]]) -> None:
+    async def _keep_gold_predictions(self, found: dict[str, dict[Any, bytes]]) -> None:
         """Keep the model's prediction for gold items, so a gold task shows and records
         the model's real guess, exactly like a task routed from that prediction."""
         pipe = self.redis.pipeline(transaction=False)
