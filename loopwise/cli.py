@@ -249,6 +249,26 @@ def bench_quality(
     typer.echo(run(n_items=items, runs=runs, write=write))
 
 
+@bench_app.command("review")
+def bench_review(
+    per_population: Annotated[int, typer.Option(help="reviewers of each kind")] = 10,
+    tasks: Annotated[int, typer.Option(help="tasks each reviewer labels")] = 2000,
+    seed: Annotated[int, typer.Option()] = 1,
+    concurrency: Annotated[int, typer.Option(help="reviewers working at once")] = 8,
+    redis_url: Annotated[str, typer.Option(
+        help="a Redis database of its own: it is FLUSHED at start")] = "redis://127.0.0.1:6379/8",
+    database_url: Annotated[str | None, typer.Option(help="default: SQLite in a temp dir")] = None,
+    write: Annotated[bool, typer.Option(help="update BENCHMARKS.md")] = True,
+) -> None:
+    """Reviewer-quality detection through the four running services (BENCHMARKS.md)."""
+    from bench.review import SECTION, run
+
+    body = run(per_population, tasks, seed, concurrency, redis_url, database_url)
+    command = (f"loopwise bench review --per-population {per_population} --tasks {tasks} "
+               f"--seed {seed}")
+    typer.echo(_record(SECTION, command, body, write))
+
+
 # --- labels store commands (issue 5): operator tools acting on the database directly ----------
 
 labels_app = typer.Typer(

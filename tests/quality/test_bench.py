@@ -42,3 +42,17 @@ def test_write_section_replaces_only_its_own_section(tmp_path):
     assert "old" not in text and "new" in text
     assert "keep me\n" in text and "keep me too" in text
     assert text.index("## Other") < text.index(quality.SECTION) < text.index("## Later")
+
+
+def test_the_review_benchmark_runs_its_populations_through_the_services(settings):
+    """``loopwise bench review`` on a small size: the services start, every population
+    labels, a stamper is caught; it uses a Redis database of its own (it flushes it)."""
+    from bench import review
+
+    own_redis = settings.redis_url.rsplit("/", 1)[0] + "/7"
+    body = review.run(per_population=1, tasks=600, seed=3, redis_url=own_redis,
+                      port_base=18700)
+    rows = {line.split("|")[1].strip(): line for line in body.splitlines()
+            if line.startswith("| ") and "population" not in line}
+    assert set(rows) == set(review.POPULATIONS)
+    assert "| stamper | 1 | 100.0% |" in rows["stamper"], body
