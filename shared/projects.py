@@ -50,7 +50,11 @@ class RoutingPolicy(BaseModel):
                               description="share of would-be auto-accepts audited blind")
     default_threshold: float = Field(0.99, ge=0.0, le=1.0,
                                      description="conservative threshold until calibrated")
-    min_audits: int = Field(30, ge=1, description="effective observations needed to calibrate")
+    min_audits: int = Field(
+        30, ge=1, description="effective observations a candidate threshold needs to be tested")
+    recalibration_seconds: float = Field(
+        600.0, ge=0.0, description="a new threshold is decided at most this often, from the "
+                                   "reviews since the last decision")
     overlap: int = Field(default_factory=lambda: get_settings().overlap, ge=1, le=5,
                          description="labelers per item (default: LOOPWISE_OVERLAP)")
     mode: Literal["blind", "prelabel"] = "blind"

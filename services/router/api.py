@@ -177,13 +177,18 @@ async def get_policy(project: str, request: Request,
 async def recalibrate(project: str, request: Request,
                       principal: Annotated[Principal, Depends(project_access("admin"))]
                       ) -> dict[str, Any]:
-    """Re-estimate the auto-accept threshold from the reviews so far, now (admin)."""
+    """Decide the auto-accept threshold now from the reviews since the last decision
+    (admin), instead of when the window is due. ``decided`` False: there was too little
+    evidence to test (or the policy is fixed) and the threshold in force stays."""
     svc = _svc(request)
-    estimate = await svc.recalibrate(project)
-    return {"threshold_in_force": await svc.threshold(project),
-            "estimate": {"threshold": estimate.threshold, "precision": estimate.precision,
-                         "lower_bound": estimate.lower_bound,
-                         "effective_n": estimate.effective_n, "calibrated": estimate.calibrated}}
+    estimate = await svc.recalibrate(project, force=True)
+    out: dict[str, Any] = {"decided": bool(estimate and estimate.tested)}
+    if estimate is not None:
+        out["estimate"] = {"threshold": estimate.threshold, "precision": estimate.precision,
+                           "lower_bound": estimate.lower_bound,
+                           "effective_n": estimate.effective_n,
+                           "calibrated": estimate.calibrated, "tested": estimate.tested}
+    return {"threshold_in_force": await svc.threshold(project), **out}
 
 
 @router.post("/projects/{project}/gold")

@@ -155,8 +155,9 @@ return false
 
 # Records a submission. KEYS: queue, leases index. ARGV: prefix, task id, labeler, now,
 # event id, label stream, the event's JSON on time, its JSON late, observation list key
-# ('' for none), observation, observations kept (the list's ``:n`` key counts every
-# observation ever pushed, so a reader can fetch only the ones it has not seen).
+# ('' for none), observation (confidence|correct|weight|blind|audit), observations kept
+# (the list's ``:n`` key counts every observation ever pushed, so a reader can fetch only
+# the ones it has not seen).
 # Decides the standing as _STATE does, then records the submission, publishes the label
 # event and keeps the calibration observation in one atomic step: the event is on the
 # stream if and only if the submission is recorded. Returns {'duplicate', first event

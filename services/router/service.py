@@ -48,9 +48,23 @@ from shared.wire import text
 
 from .gold import GoldItem, GoldPrediction, gold_showing, pick_gold, should_salt
 from .queue import PREFIX, NewTask, Paused, QueuedTask, ReviewQueue
+from .recalibration import (
+    BLIND,
+    CONFIDENCE,
+    CORRECT,
+    WEIGHT,
+    decision_due,
+    monitored_precision,
+)
 from .routing import label_order, present, route
 from .tasks import ReviewTask
-from .thresholds import Observations, ThresholdEstimate, estimate_threshold
+from .thresholds import (
+    LEVEL,
+    PROCEDURE,
+    Observations,
+    ThresholdEstimate,
+    estimate_threshold,
+)
 
 log = get_logger(__name__)
 SETTINGS_CACHE_SECONDS = 2.0
@@ -63,6 +77,28 @@ HANDED_CACHE = 20_000  # fields of the tasks this process handed out most recent
 NOT_HANDED = "this task was not handed to you; take one with tasks/next"
 SKIPPED = "you skipped this task: it is no longer yours to label; take one with tasks/next"
 WRITE_CHUNK = 125  # predictions routed per script call; chunks overlap with routing
+
+# Adopts a calibration decision if no other decision was adopted since the one its window
+# started from. KEYS: calibration hash. ARGV: the window's start ("since", JSON), then
+# field/value pairs. Returns 1 if adopted, 0 if another process decided first.
+_ADOPT = """
+local since = redis.call('HGET', KEYS[1], 'since') or '0'
+if since ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1
+"""
+
+
+def _observation(task: ReviewTask, label: str) -> str:
+    """A calibration observation: confidence|correct|weight|blind|audit. Weight is the
+    inverse of the chance the prediction was reviewed, fixed when it was routed (audits
+    1/audit_rate, the rest 1). Blind: the model's label was not shown (blind and choice
+    tasks, and every audit); a shown label makes the verdict no evidence (automation
+    bias), and the row only marks where evidence is missing."""
+    weight = 1.0 / task.audit_rate if task.audit else 1.0
+    correct = label == task.model_label and label != NONE_OF_THESE
+    blind = task.prelabel is None and task.mode is not ReviewMode.prelabel
+    return f"{task.confidence:.6f}|{int(correct)}|{weight:.6f}|{int(blind)}|{int(task.audit)}"
 
 
 class ReviewError(Exception):
@@ -144,6 +180,9 @@ class RouterService:
         self._projects: set[str] = set()
         self._uncalibrated: set[str] = set()
         self._observations: dict[str, Observations] = {}
+        self._calibrating: dict[str, asyncio.Lock] = {}  # one recalibration at a time
+        self._pending: set[str] = set()  # projects whose open window is not yet decided
+        self._adopt = self.redis.register_script(_ADOPT)
         self._handed: dict[str, dict[str, str]] = {}  # task id -> fields, of tasks handed out
         self._options = RefreshingCache.batched(self._load_options, OPTIONS_CACHE_SECONDS)
         self._model_written: dict[str, str] = {}  # project -> model version written
@@ -172,9 +211,10 @@ class RouterService:
                 metrics.QUEUE_DEPTH.labels(project).set(await self.queue.depth(project))
 
     async def _recalibrate(self) -> None:
-        """Re-estimate thresholds (once a second) for projects with new reviews. Reviews
-        are submitted over HTTP, so the process serving it is the one that knows."""
-        projects, self._uncalibrated = self._uncalibrated, set()
+        """Once a second, for projects with new reviews or a window awaiting its decision:
+        take in observations, update the gauges, decide when due. Reviews are submitted
+        over HTTP, so the process serving it is the one that knows."""
+        projects, self._uncalibrated = self._uncalibrated | self._pending, set()
         for project in projects:
             with self.runtime.supervisor.guard("recalibration", project=project):
                 await self.recalibrate(project)
@@ -218,38 +258,95 @@ class RouterService:
         policy = policy or await self.policy(project)
         if policy.kind == "fixed":
             return policy.auto_accept_threshold
-        calibration = await self.calibration(project)
+        return self._in_force(await self.calibration(project), policy)
+
+    @staticmethod
+    def _in_force(calibration: dict[str, Any], policy: RoutingPolicy) -> float:
+        """The calibrated threshold if one was certified for the policy's target, else the
+        conservative default (fixed policies never get here)."""
         if calibration.get("calibrated") and calibration.get("target") == policy.target_precision:
             return float(calibration["threshold"])
         return policy.default_threshold
 
-    async def recalibrate(self, project: str) -> ThresholdEstimate:
+    async def recalibrate(self, project: str, force: bool = False) -> ThresholdEstimate | None:
+        """Take in new observations, update the precision gauges and, when a decision is
+        due (or ``force``), decide the threshold from the window (see ``recalibration``).
+        Returns the decision's estimate, None when none was due.
+
+        One at a time per project: two overlapping calls would both fetch the rows after
+        the same ``seen`` count and add them twice. Other processes keep their own copy;
+        their decisions are adopted only if none was adopted since their window began.
+        """
+        lock = self._calibrating.setdefault(project, asyncio.Lock())
+        async with lock:
+            return await self._recalibrate_project(project, force)
+
+    async def _recalibrate_project(self, project: str, force: bool) -> ThresholdEstimate | None:
         policy = await self.policy(project)
+        if policy.kind == "fixed":  # nothing audited, nothing to estimate or to export
+            for gauge in (metrics.AUTO_ACCEPT_PRECISION, metrics.AUTO_ACCEPT_PRECISION_LOWER):
+                gauge.remove(project)
+            metrics.AUTO_ACCEPT_THRESHOLD.labels(project).set(policy.auto_accept_threshold)
+            return None
         key = self._key("observations", project)
         obs = self._observations.setdefault(project, Observations(MAX_OBSERVATIONS))
         total, fresh = await self.queue.observations_since(key, obs.seen, MAX_OBSERVATIONS)
         if total < obs.seen:  # the count went back (the data were reset): start over
             obs = self._observations[project] = Observations(MAX_OBSERVATIONS)
         obs.take(total, fresh)
-        parsed = obs.rows
-        target = policy.target_precision or policy.auto_accept_threshold
+        calibration_key = self._key("calibration", project)
+        record = await self.calibration(project)
+        since = int(record.get("since", 0))
+        if since > obs.seen:  # decided on data since reset
+            since = 0
+        window = obs.since(since)
+        now = time.time()
+        opened_at = record.get("opened_at")
+        if opened_at is None and len(window):  # the first window opens with its first row
+            await self.redis.hsetnx(calibration_key, "opened_at", json.dumps(now))
+            opened_at = json.loads(await self.redis.hget(calibration_key, "opened_at") or "null")
+        in_force = self._in_force(record, policy)
+        self._export_precision(project, obs.rows, in_force, policy)
+        metrics.AUTO_ACCEPT_THRESHOLD.labels(project).set(in_force)
+        due = decision_due(opened_at, now, policy.recalibration_seconds, force)
+        (self._pending.add if len(window) and not due else self._pending.discard)(project)
+        if not due:
+            return None
+        assert policy.target_precision is not None  # checked by the policy's validator
         # In a worker thread: with tens of thousands of observations it takes milliseconds
         # (and its first call imports scipy.special) that reviewers' requests would wait on.
         estimate = await asyncio.to_thread(
-            estimate_threshold, parsed[:, 0], parsed[:, 1], parsed[:, 2], target=target,
-            default_threshold=policy.default_threshold, min_effective_n=policy.min_audits)
-        record = {"threshold": estimate.threshold, "precision": estimate.precision,
-                  "lower_bound": estimate.lower_bound, "effective_n": estimate.effective_n,
-                  "calibrated": estimate.calibrated, "target": policy.target_precision,
-                  "observations": len(parsed), "updated_at": datetime.now(UTC).isoformat()}
-        await self.redis.hset(self._key("calibration", project),
-                              mapping={k: json.dumps(v) for k, v in record.items()})
-        if estimate.precision is not None:
-            metrics.AUTO_ACCEPT_PRECISION.labels(project).set(estimate.precision)
-        if estimate.lower_bound is not None:
-            metrics.AUTO_ACCEPT_PRECISION_LOWER.labels(project).set(estimate.lower_bound)
-        metrics.AUTO_ACCEPT_THRESHOLD.labels(project).set(await self.threshold(project, policy))
+            estimate_threshold, window[:, CONFIDENCE], window[:, CORRECT], window[:, WEIGHT],
+            target=policy.target_precision, default_threshold=policy.default_threshold,
+            min_effective_n=policy.min_audits, blind=window[:, BLIND] > 0)
+        if not estimate.tested:  # too little evidence to test: the window stays open
+            self._pending.add(project)
+            return estimate
+        decided = {"threshold": estimate.threshold, "precision": estimate.precision,
+                   "lower_bound": estimate.lower_bound, "effective_n": estimate.effective_n,
+                   "calibrated": estimate.calibrated, "target": policy.target_precision,
+                   "observations": len(window), "tested": estimate.tested,
+                   "procedure": PROCEDURE, "level": LEVEL, "since": obs.seen,
+                   "opened_at": now, "updated_at": datetime.now(UTC).isoformat()}
+        flat = [x for k, v in decided.items() for x in (k, json.dumps(v))]
+        if await self._adopt(keys=[calibration_key], args=[json.dumps(since), *flat]):
+            in_force = self._in_force(decided, policy)
+            self._export_precision(project, obs.rows, in_force, policy)
+            metrics.AUTO_ACCEPT_THRESHOLD.labels(project).set(in_force)
         return estimate
+
+    @staticmethod
+    def _export_precision(project: str, rows: Any, threshold: float,
+                          policy: RoutingPolicy) -> None:
+        """Precision gauges of what is auto-accepted now, from blind reviews and audits at
+        or above the threshold; none for a policy that audits nothing."""
+        monitored = monitored_precision(rows, threshold) if policy.audit_rate > 0 else None
+        if monitored is None:
+            for gauge in (metrics.AUTO_ACCEPT_PRECISION, metrics.AUTO_ACCEPT_PRECISION_LOWER):
+                gauge.remove(project)
+            return
+        metrics.AUTO_ACCEPT_PRECISION.labels(project).set(monitored.precision)
+        metrics.AUTO_ACCEPT_PRECISION_LOWER.labels(project).set(monitored.lower_bound)
 
     async def _load_options(self, projects: set[str]) -> dict[str, LabelOptions]:
         pipe = self.redis.pipeline(transaction=False)
@@ -593,10 +690,7 @@ class RouterService:
             duration_ms=duration_ms, guideline_version=guideline_version)
         observation = None
         if task.kind == "review" and task.model_label and task.confidence is not None:
-            weight = 1.0 / task.audit_rate if task.audit else 1.0
-            correct = label == task.model_label and label != NONE_OF_THESE
-            observation = (self._key("observations", project),
-                           f"{task.confidence:.6f}|{int(correct)}|{weight:.6f}",
+            observation = (self._key("observations", project), _observation(task, label),
                            MAX_OBSERVATIONS)
         # One atomic step decides the standing (on time or late: the script picks which
         # JSON to publish) and records the submission, the label event and the calibration
