@@ -67,7 +67,7 @@ class ServiceGroup:
                         self.stop()
                         raise RuntimeError(f"{name} exited with code {proc.returncode} at start")
                     try:
-                        if client.get(self.settings.url_of(name) + "/healthz").status_code == 200:
+                        if client.get(self.settings.url_of(name) + "/readyz").status_code == 200:
                             pending.discard(name)
                     except httpx.HTTPError:
                         pass

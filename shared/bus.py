@@ -1,70 +1,55 @@
 """Stream I/O: publish events in the wire format; consume streams in batches.
 
-Consumption runs on FastStream's batch stream subscriber (XREADGROUP in
-batches, acknowledged only when the handler returns; a handler error leaves
-the entries pending) plus a second subscriber in the same group that
-reclaims entries a dead consumer or a failed handler left pending
-(XAUTOCLAIM). Validation happens here, per entry, so one bad entry is
-dead-lettered with its reason and never blocks the rest of the batch. A
-reclaimed batch that fails again is handled entry by entry, and an entry
-still failing after ``max_deliveries`` is dead-lettered with the error, so a
-poison entry is never retried forever.
+Each (stream, consumer group) a service consumes is read by one
+:class:`shared.consumer.StreamConsumer` task: XREADGROUP in batches, acknowledged only
+when the handler returns, entries left pending reclaimed in batches (XAUTOCLAIM), bad
+entries and poison entries dead-lettered, infrastructure failures waited out with
+backoff and never held against the entries, a vanished group recreated. The bus owns
+those tasks (they stop before the service's other background work) and the
+housekeeping of the streams they read (trimming, lag and pending gauges).
 """
 
 from __future__ import annotations
 
-import logging
+import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from collections.abc import Sequence
+from contextlib import suppress
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-from faststream.redis import RedisBroker, StreamSub
-from faststream.redis.annotations import RedisBatchStreamMessage
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from shared import metrics, streams
-from shared.events import DeadLetterEvent, Event, stable_id
+from shared.consumer import (
+    BatchHandler,
+    Delivery,
+    StreamConsumer,
+    body_error,
+    dead_letter,
+    publish_dead,
+    validation_reason,
+)
+from shared.events import Event
 from shared.logs import get_logger
+from shared.readiness import ConsumerHealth
 from shared.retention import GroupPosition, trim_point
 from shared.settings import Settings
 from shared.supervisor import Supervisor
-from shared.wire import (
-    MALFORMED_KEY,
-    encode_event,
-    entry_body,
-    original_fields,
-    text,
-)
+from shared.wire import encode_event, text
 
 # An event model, or a RootModel over a union of them (shared.events.QualityEvent).
 E = TypeVar("E", bound=BaseModel)
 log = get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery(Generic[E]):
-    """A validated event and the stream entry it came in."""
-
-    entry_id: str
-    event: E
-
-
-BatchHandler = Callable[[list[Delivery[E]]], Awaitable[None]]
-
-
-_UNION_TAG = ("union_tag_invalid", "union_tag_not_found")
-
-
-def validation_reason(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors(include_url=False):
-        # A union picked by its "type" field (QualityEvent) says what was wrong with it.
-        where = ".".join(str(p) for p in err["loc"]) or (
-            "type" if err["type"] in _UNION_TAG else "event")
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
+__all__ = [
+    "BatchHandler",
+    "Bus",
+    "Delivery",
+    "body_error",
+    "group_drained",
+    "publish",
+    "validation_reason",
+]
 
 
 async def group_drained(redis: aioredis.Redis, stream: str, group: str) -> bool:
@@ -78,36 +63,6 @@ async def group_drained(redis: aioredis.Redis, stream: str, group: str) -> bool:
         if name == group:
             return int(g.get("pending", 0)) == 0 and int(g.get("lag") or 0) == 0
     return False
-
-
-async def keep_raw_entries(raw: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
-    """FastStream's batch parser, minus its per-entry decode and re-encode.
-
-    The stock parser JSON-decodes every entry, re-encodes the whole batch and
-    decodes it again (about 15% of the router's time). We let it build the
-    message (which binds the consumer group for acks) from an empty batch and
-    keep the raw entries; ``decode_entries`` then decodes each entry once.
-    """
-    message = await original({**raw, "data": []})
-    message.raw_message = raw
-    return message
-
-
-async def decode_entries(message: Any) -> list[bytes | dict[str, Any]]:
-    """Each entry's JSON bytes, left for the model to parse and validate in one pass
-    (pydantic's JSON validation, in Rust); an entry without a body becomes a marker."""
-    return [entry_body(fields) for fields in message.raw_message["data"]]
-
-
-def body_error(exc: ValidationError) -> tuple[str, str]:
-    """(reason, kind) for an entry whose bytes did not validate: malformed or invalid."""
-    first = exc.errors(include_url=False)[0]
-    if first["type"] == "json_invalid":
-        return f"'data' is not JSON: {first['msg']}", "malformed"
-    if first["type"] in ("model_type", "dict_type") and not first["loc"]:
-        got = type(first.get("input")).__name__
-        return f"'data' must be a JSON object, got {got}", "malformed"
-    return validation_reason(exc), "validation"
 
 
 async def publish(redis: aioredis.Redis, stream: str, events: Sequence[Event]) -> list[str]:
@@ -125,12 +80,8 @@ async def publish(redis: aioredis.Redis, stream: str, events: Sequence[Event]) -
     return [text(i) for i in ids]
 
 
-class HandlerFailed(Exception):
-    """Some reclaimed entries still fail: they stay pending and are tried again later."""
-
-
 class Bus:
-    """One per process: the FastStream broker for consuming, a redis client for publishing.
+    """One per process: the stream consumers it runs, a redis client for publishing.
 
     Its housekeeping (trimming the consumed streams) runs on ``supervisor``, in every
     process; without one the bus keeps a supervisor of its own and stops it on close.
@@ -142,41 +93,40 @@ class Bus:
         self.service = service
         self._own_supervisor = supervisor is None
         self.supervisor = supervisor or Supervisor(service)
-        broker_log = logging.getLogger("loopwise.faststream")
-        broker_log.setLevel(logging.WARNING)  # per-batch and shutdown chatter is not news
-        self.broker = RedisBroker(
-            settings.redis_url,
-            logger=broker_log,
-            log_level=logging.DEBUG,
-        )
         self.redis: aioredis.Redis = aioredis.from_url(settings.redis_url)
-        self._consumed: set[str] = set()
-        self._groups: set[tuple[str, str]] = set()
-        self._consuming = False
+        self._consumers: list[StreamConsumer[Any]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def consumers(self) -> list[ConsumerHealth]:
+        """What each consumer is doing, for readiness and ``loopwise_consumer_up``."""
+        return [c.health for c in self._consumers]
 
     async def start(self) -> None:
-        # A new consumer group starts at the stream's first entry, not its newest (FastStream
-        # would create it at "$"): entries a producer wrote before the service first started
-        # are consumed, not skipped forever with a lag of 0; a service that starts after a
-        # project was configured still learns its settings. A group that exists keeps its
-        # position.
-        for stream, group in sorted(self._groups):
-            try:
-                await self.redis.xgroup_create(stream, group, id="0", mkstream=True)
-            except aioredis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-        await self.broker.start()
-        self._consuming = True
-        if self._consumed:
+        # A new consumer group starts at the stream's first entry, not its newest: entries
+        # a producer wrote before the service first started are consumed, not skipped
+        # forever with a lag of 0; a service that starts after a project was configured
+        # still learns its settings. A group that exists keeps its position.
+        for consumer in self._consumers:
+            await consumer.ensure_group()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(c.run(), name=f"{self.service}:consume {c.stream}")
+                       for c in self._consumers]
+        if self._consumers:
             self.supervisor.every("stream trim", self.settings.trim_interval_seconds,
                                   self._trim_consumed, immediately=True, each_process=True)
 
     async def stop_consuming(self) -> None:
-        """Stop reading the streams (publishing still works until ``close``)."""
-        if self._consuming:
-            self._consuming = False
-            await self.broker.stop()
+        """Stop reading the streams (publishing still works until ``close``). A batch in
+        its handler is cancelled; its entries stay pending and are reclaimed."""
+        tasks, self._tasks = self._tasks, []
+        while tasks:
+            for task in tasks:
+                task.cancel()
+            # Cancelled again until they end (a client may turn a cancellation into an
+            # error of its own, which the consumer then waits out).
+            await asyncio.wait(tasks, timeout=0.1)
+            tasks = [t for t in tasks if not t.done()]
 
     async def close(self) -> None:
         await self.stop_consuming()
@@ -187,10 +137,20 @@ class Bus:
     async def trim(self, stream: str, approximate: bool = True) -> int:
         """Drop the entries every consumer group has acknowledged and the retention
         no longer keeps (:func:`shared.retention.trim_point`); how many went. Exports
-        each group's lag and pending count and the stream's length on the way."""
+        each group's lag and pending count and the stream's length on the way; a group
+        that is gone, or whose lag Redis cannot tell, has no lag series rather than a
+        stale one."""
         try:
             groups = await self.redis.xinfo_groups(stream)
-        except aioredis.ResponseError:  # no such stream (yet)
+        except aioredis.ResponseError:  # no such stream (yet, or any more)
+            groups = []
+        gone = {c.group for c in self._consumers if c.stream == stream} - {
+            text(g["name"]) for g in groups}
+        for group in gone:
+            _forget(metrics.STREAM_LAG, stream, group)
+            _forget(metrics.STREAM_PENDING, stream, group)
+        if not groups:
+            metrics.STREAM_LENGTH.labels(stream).set(0)
             return 0
         pipe = self.redis.pipeline(transaction=False)
         for g in groups:
@@ -204,6 +164,8 @@ class Bus:
             metrics.STREAM_PENDING.labels(stream, name).set(int(p["pending"]))
             if g.get("lag") is not None:  # Redis cannot always tell (7.0+ only)
                 metrics.STREAM_LAG.labels(stream, name).set(int(g["lag"]))
+            else:
+                _forget(metrics.STREAM_LAG, stream, name)
         point = trim_point(positions, int(time.time() * 1000),
                            self.settings.stream_retention_seconds * 1000)
         trimmed = 0
@@ -216,7 +178,7 @@ class Bus:
 
     async def _trim_consumed(self) -> None:
         """Trim the streams this process consumes, now and then, off the hot path."""
-        for stream in sorted(self._consumed):
+        for stream in sorted({c.stream for c in self._consumers}):
             with self.supervisor.guard("stream trim", stream=stream):  # one at a time
                 await self.trim(stream)
 
@@ -224,82 +186,16 @@ class Bus:
         """XADD each event as ``data=<json>``; one round trip for the whole batch."""
         return await publish(self.redis, stream, events)
 
-    def _dead_letter(self, stream: str, group: str, entry_id: str, reason: str,
-                     raw: Any) -> DeadLetterEvent:
-        return DeadLetterEvent(event_id=stable_id("deadletter", stream, group, entry_id),
-                               stream=stream, entry_id=entry_id, group=group, reason=reason,
-                               fields=original_fields(raw))
-
-    async def _publish_dead(self, stream: str, dead: list[DeadLetterEvent]) -> None:
-        await self.publish(streams.DEADLETTER, dead)
-        log.warning("deadlettered", stream=stream, count=len(dead), first=dead[0].reason)
-
     async def refuse(self, stream: str, group: str,
                      refused: Sequence[tuple[Delivery[Any], str]], kind: str = "schema") -> None:
         """Dead-letter valid events a handler will not take (a label outside its project's
         schema), with the reason and the event as it was read; the caller acks them."""
         if not refused:
             return
-        await self._publish_dead(stream, [
-            self._dead_letter(stream, group, d.entry_id, reason, encode_event(d.event.to_json()))
+        await publish_dead(self.publish, stream, [
+            dead_letter(stream, group, d.entry_id, reason, encode_event(d.event.to_json()))
             for d, reason in refused])
         metrics.EVENTS_DEADLETTERED.labels(self.service, stream, kind).inc(len(refused))
-
-    async def _delivery_counts(self, stream: str, group: str, entry_ids: list[str]
-                               ) -> dict[str, int]:
-        """How often each pending entry was delivered (XPENDING); absent: no longer pending."""
-        if not entry_ids:
-            return {}
-        pipe = self.redis.pipeline(transaction=False)
-        for entry_id in entry_ids:
-            pipe.xpending_range(stream, group, entry_id, entry_id, 1)
-        counts: dict[str, int] = {}
-        for entry_id, rows in zip(entry_ids, await pipe.execute(), strict=True):
-            if rows:
-                counts[entry_id] = int(rows[0]["times_delivered"])
-        return counts
-
-    async def _isolate(self, stream: str, group: str, handler: BatchHandler[E],
-                       deliveries: list[Delivery[E]], raws: dict[str, Any],
-                       batch_error: Exception) -> None:
-        """Handle each delivery alone after its batch failed (with ``batch_error``). Those
-        that succeed are acked; those that failed ``max_deliveries`` times are
-        dead-lettered with the error and acked; if any is left, raise, so that it stays
-        pending for another try."""
-        done: list[str] = []
-        failed: list[tuple[Delivery[E], Exception]] = []
-        if len(deliveries) == 1:  # the batch was this delivery alone
-            failed.append((deliveries[0], batch_error))
-        else:
-            for delivery in deliveries:
-                try:
-                    await handler([delivery])
-                    done.append(delivery.entry_id)
-                except Exception as exc:
-                    failed.append((delivery, exc))
-        limit = self.settings.max_deliveries
-        counts = await self._delivery_counts(stream, group, [d.entry_id for d, _ in failed])
-        given_up = [(d, exc) for d, exc in failed if counts.get(d.entry_id, 0) >= limit]
-        if given_up:
-            await self._publish_dead(stream, [
-                self._dead_letter(
-                    stream, group, d.entry_id,
-                    f"the handler failed on all {counts[d.entry_id]} deliveries "
-                    f"(max_deliveries {limit}); last error: {type(exc).__name__}: {exc}",
-                    raws[d.entry_id])
-                for d, exc in given_up])
-            metrics.EVENTS_DEADLETTERED.labels(self.service, stream, "handler").inc(
-                len(given_up))
-        acked = done + [d.entry_id for d, _ in given_up]
-        if acked:
-            await self.redis.xack(stream, group, *acked)
-        retry = [(d, exc) for d, exc in failed if counts.get(d.entry_id, 0) < limit]
-        if retry:
-            delivery, first_error = retry[0]
-            raise HandlerFailed(
-                f"{len(retry)} of {len(deliveries)} reclaimed entries of {stream} still fail "
-                f"(first: {delivery.entry_id}, delivered {counts.get(delivery.entry_id, 0)} "
-                f"times); they stay pending") from first_error
 
     def consume(self, stream: str, group: str, model: type[E], handler: BatchHandler[E]) -> None:
         """Register ``handler`` for ``stream``: new entries in batches, and reclaimed ones.
@@ -307,81 +203,10 @@ class Bus:
         Each entry is validated with ``model.model_validate_json``; an entry it refuses
         is dead-lettered with the reason.
         """
-        service = self.service
-        self._consumed.add(stream)
-        self._groups.add((stream, group))
+        self._consumers.append(StreamConsumer(self.redis, self.settings, self.service, stream,
+                                              group, model, handler, self.publish))
 
-        def accept(bodies: list[Any], message: RedisBatchStreamMessage
-                   ) -> tuple[list[str], list[Delivery[E]], list[DeadLetterEvent]]:
-            """Validate each entry: the deliveries, and the dead letters of bad entries."""
-            entry_ids = [i.decode() for i in message.raw_message["message_ids"]]
-            deliveries: list[Delivery[E]] = []
-            dead: list[DeadLetterEvent] = []
-            for entry_id, body, raw in zip(entry_ids, bodies, message.raw_message["data"],
-                                           strict=True):
-                if isinstance(body, bytes):
-                    try:
-                        event = model.model_validate_json(body, context={"raw": body})
-                        deliveries.append(Delivery(entry_id, event))
-                        continue
-                    except ValidationError as exc:
-                        reason, kind = body_error(exc)
-                elif isinstance(body, dict) and MALFORMED_KEY in body:
-                    reason, kind = body[MALFORMED_KEY], "malformed"
-                else:
-                    reason, kind = "entry is not a JSON object", "malformed"
-                dead.append(self._dead_letter(stream, group, entry_id, reason, raw))
-                metrics.EVENTS_DEADLETTERED.labels(service, stream, kind).inc()
-            return entry_ids, deliveries, dead
 
-        async def handle(bodies: list[Any], message: RedisBatchStreamMessage,
-                         reclaimed: bool) -> None:
-            started = time.perf_counter()
-            entry_ids, deliveries, dead = accept(bodies, message)
-            if dead:
-                await self._publish_dead(stream, dead)
-            try:
-                if deliveries:
-                    await handler(deliveries)
-            except Exception as exc:
-                if not reclaimed:
-                    raise  # left pending; the reclaiming subscriber tries again
-                raws = dict(zip(entry_ids, message.raw_message["data"], strict=True))
-                await self._isolate(stream, group, handler, deliveries, raws, exc)
-            metrics.EVENTS_CONSUMED.labels(service, stream).inc(len(entry_ids))
-            metrics.HANDLER_SECONDS.labels(service, stream).observe(time.perf_counter() - started)
-
-        async def on_batch(bodies: list[Any], message: RedisBatchStreamMessage) -> None:
-            await handle(bodies, message, reclaimed=False)
-
-        async def on_reclaimed(bodies: list[Any], message: RedisBatchStreamMessage) -> None:
-            """Entries left pending (a dead consumer, or a handler that failed): as a batch,
-            and if that fails, one at a time, so that one bad entry holds no other back.
-            An entry still failing after ``max_deliveries`` is dead-lettered with its error."""
-            await handle(bodies, message, reclaimed=True)
-
-        consumer = f"{service}-{self.settings.consumer_name}"
-        self.broker.subscriber(
-            stream=StreamSub(
-                stream,
-                group=group,
-                consumer=consumer,
-                batch=True,
-                max_records=self.settings.batch_size,
-                polling_interval=self.settings.poll_ms,
-            ),
-            parser=keep_raw_entries,
-            decoder=decode_entries,
-        )(on_batch)
-        self.broker.subscriber(
-            stream=StreamSub(
-                stream,
-                group=group,
-                consumer=f"{consumer}-reclaim",
-                batch=True,
-                min_idle_time=self.settings.reclaim_idle_ms,
-                polling_interval=max(self.settings.poll_ms, 1000),
-            ),
-            parser=keep_raw_entries,
-            decoder=decode_entries,
-        )(on_reclaimed)
+def _forget(gauge: Any, *labels: str) -> None:
+    with suppress(KeyError):
+        gauge.remove(*labels)

@@ -22,6 +22,27 @@ HANDLER_SECONDS = Histogram(
     ["service", "stream"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+EVENTS_RECLAIMED = Counter(
+    "loopwise_events_reclaimed",
+    "Pending stream entries claimed again (a dead consumer's, or a batch that failed)",
+    ["service", "stream"],
+)
+CONSUMER_UP = Gauge(
+    "loopwise_consumer_up",
+    "1 while a stream consumer is consuming; 0 while it backs off, is stalled or stopped",
+    ["service", "stream", "group"],
+)
+CONSUMER_BACKOFFS = Counter(
+    "loopwise_consumer_backoffs",
+    "Pauses of a stream consumer after a failure that was not its entries' "
+    "(reason: infrastructure, a store unavailable; error, anything else)",
+    ["service", "stream", "reason"],
+)
+CONSUMER_GROUP_RECREATED = Counter(
+    "loopwise_consumer_group_recreated",
+    "Consumer groups found gone (Redis restarted empty, failed over, flushed) and recreated",
+    ["stream", "group"],
+)
 STREAM_TRIMMED = Counter(
     "loopwise_stream_trimmed",
     "Stream entries trimmed after every consumer group acknowledged them",

@@ -1,4 +1,4 @@
-"""What every service process shares: lifespan wiring, /healthz, /metrics, auth.
+"""What every service process shares: lifespan wiring, /livez, /readyz, /metrics, auth.
 
 A service supplies an object with ``start()`` (register its consumers and its
 background loops on ``runtime.supervisor``) and ``stop()``; this module owns the
@@ -11,8 +11,10 @@ then the service stops and the connections close.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -28,8 +30,24 @@ from shared.bus import Bus
 from shared.db import make_engine
 from shared.logs import configure_logging, get_logger
 from shared.peers import Peers
+from shared.readiness import all_consuming
 from shared.settings import Settings
 from shared.supervisor import Supervisor
+
+CHECK_TIMEOUT_SECONDS = 2.0  # a hung store makes readiness fail, not hang
+
+
+async def _check(call: Awaitable[Any]) -> str:
+    try:
+        await asyncio.wait_for(call, CHECK_TIMEOUT_SECONDS)
+        return "ok"
+    except Exception as exc:
+        return f"error: {type(exc).__name__}: {exc}"
+
+
+async def _select_one(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
 
 
 @dataclass
@@ -131,26 +149,36 @@ def create_service_app(
 
     app = FastAPI(title=f"loopwise {name}", description=description, lifespan=lifespan)
 
+    @app.get("/livez", tags=["ops"])
+    async def livez() -> JSONResponse:
+        """Liveness: the process answers. Restart it only if this fails."""
+        return JSONResponse({"status": "ok", "service": name})
+
+    async def readiness(request: Request) -> JSONResponse:
+        runtime = runtime_of(request)
+        checks = {"redis": await _check(runtime.bus.redis.ping()),
+                  "database": await _check(_select_one(runtime.engine))}
+        stall = runtime.settings.consumer_stall_seconds
+        now = time.monotonic()
+        consumers = runtime.bus.consumers
+        ready = all(v == "ok" for v in checks.values()) and all_consuming(consumers, now, stall)
+        return JSONResponse(
+            {"status": "ok" if ready else "unhealthy", "service": name, "checks": checks,
+             "consumers": [c.report(now, stall) for c in consumers]},
+            status_code=200 if ready else 503,
+        )
+
+    @app.get("/readyz", tags=["ops"])
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness: Redis and the database answer and every stream consumer of this
+        process is consuming (not backing off, stalled or stopped); 503 with each
+        consumer's state otherwise."""
+        return await readiness(request)
+
     @app.get("/healthz", tags=["ops"])
     async def healthz(request: Request) -> JSONResponse:
-        runtime = runtime_of(request)
-        checks: dict[str, str] = {}
-        try:
-            await runtime.bus.redis.ping()
-            checks["redis"] = "ok"
-        except Exception as exc:
-            checks["redis"] = f"error: {exc}"
-        try:
-            async with runtime.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-            checks["database"] = "ok"
-        except Exception as exc:
-            checks["database"] = f"error: {exc}"
-        healthy = all(v == "ok" for v in checks.values())
-        return JSONResponse(
-            {"status": "ok" if healthy else "unhealthy", "service": name, "checks": checks},
-            status_code=200 if healthy else 503,
-        )
+        """The readiness check under its older name (``/readyz``)."""
+        return await readiness(request)
 
     @app.get("/metrics", tags=["ops"])
     async def metrics(request: Request) -> Response:

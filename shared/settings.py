@@ -37,6 +37,18 @@ class Settings(BaseSettings):
         5, ge=2, description="a reclaimed entry whose handler still fails after this many "
         "deliveries is dead-lettered with the error, so that it cannot hold others back",
     )
+    consumer_backoff_seconds: float = Field(
+        0.2, gt=0, description="a consumer's first pause after a failure that is not the "
+        "entries' (database or Redis unavailable, a timeout); doubles while it lasts",
+    )
+    consumer_backoff_max_seconds: float = Field(
+        5.0, gt=0, description="the longest such pause: a consumer notices a store that "
+        "is back within about this long",
+    )
+    consumer_stall_seconds: float = Field(
+        60.0, gt=0, description="a consumer that has neither read nor finished a batch "
+        "for this long is reported stalled (not ready)",
+    )
     stream_retention_seconds: int = Field(
         3600, ge=0, description="acknowledged stream entries are kept this long, then "
         "trimmed; an entry a consumer group still needs is never trimmed",

@@ -63,6 +63,10 @@ CONTRACT_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "loopwise_stream_pending": ("gauge", frozenset({"stream", "group"})),
     "loopwise_stream_length": ("gauge", frozenset({"stream"})),
     "loopwise_background_failures_total": ("counter", frozenset({"service", "loop"})),
+    # Additions to the design contract: whether each consumer consumes, and groups that
+    # Redis lost and the consumers recreated (the consumer alerts).
+    "loopwise_consumer_up": ("gauge", frozenset({"service", "stream", "group"})),
+    "loopwise_consumer_group_recreated_total": ("counter", frozenset({"stream", "group"})),
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
 METRIC_NAME = re.compile(r"\bloopwise_[a-z0-9_]+")
@@ -260,12 +264,13 @@ def test_published_ports_match_settings(services: dict[str, dict[str, Any]]) -> 
         )
 
 
-def test_service_healthchecks_hit_healthz(services: dict[str, dict[str, Any]]) -> None:
+def test_service_healthchecks_hit_readyz(services: dict[str, dict[str, Any]]) -> None:
+    """Readiness, not liveness: a service whose consumers are not consuming is unhealthy."""
     for name in SERVICES:
         check = services[name].get("healthcheck") or {}
         test = " ".join(_as_argv(check.get("test")))
         assert "urllib" in test and "python" in test, name
-        assert f":{_default_port(name)}/healthz" in test, name
+        assert f":{_default_port(name)}/readyz" in test, name
 
 
 def test_migration_runs_once_before_services(services: dict[str, dict[str, Any]]) -> None:

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from shared import streams
-from shared.bus import Bus, Delivery, HandlerFailed
+from shared.bus import Bus, Delivery
 from shared.events import LabelEvent
 from shared.settings import Settings
 from shared.wire import encode_event
@@ -33,9 +33,11 @@ async def consuming(redis, settings: Settings
     buses: list[Bus] = []
     names: list[str] = []
 
-    async def start(handler, max_deliveries: int = 3) -> str:
+    async def start(handler, max_deliveries: int = 3, before=None) -> str:
         stream = f"loopwise:test-reclaim-{uuid.uuid4().hex[:10]}"
         await redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+        if before is not None:  # what happened to the stream before this consumer started
+            await before(stream)
         bus = Bus(settings.model_copy(update={
             "reclaim_idle_ms": 150, "poll_ms": 20, "max_deliveries": max_deliveries}), "test")
         bus.consume(stream, GROUP, LabelEvent, handler)
@@ -92,7 +94,9 @@ async def test_an_entry_that_keeps_failing_is_dead_lettered_and_holds_no_other_b
     assert "all 3 deliveries" in dead["reason"]
     assert "RuntimeError: cannot store this one" in dead["reason"]
     assert orjson.loads(dead["fields"]["data"])["item_id"] == "poison"  # the original entry
-    assert calls["poison"] == 3  # its first batch, then reclaimed (one entry a claim) twice
+    # Delivery 1 in its batch; delivery 2 reclaimed with the others as a batch, then alone
+    # (that batch is split); delivery 3 alone: the limit, dead-lettered.
+    assert calls["poison"] == 4
 
 
 async def test_an_entry_that_fails_once_is_retried_not_dead_lettered(redis, consuming):
@@ -117,37 +121,23 @@ async def test_an_entry_that_fails_once_is_retried_not_dead_lettered(redis, cons
     assert await _dead_letters(redis, stream) == []
 
 
-async def test_a_failed_batch_is_retried_entry_by_entry(redis, settings):
-    """FastStream 0.7 reclaims one entry at a time; a batch of several (another version, or
-    Redis 8.4's claiming reads) is split so that only the failing entry stays behind."""
-    stream = f"loopwise:test-reclaim-{uuid.uuid4().hex[:10]}"
-    await redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
-    bus = Bus(settings.model_copy(update={"max_deliveries": 3}), "test")
-    events = [_label("a"), _label("poison"), _label("b")]
-    ids = await _publish(redis, stream, events)
-    await redis.xreadgroup(GROUP, "c1", {stream: ">"}, count=10)  # delivery 1 of each
-    handled: list[str] = []
+async def test_entries_a_dead_consumer_left_pending_are_reclaimed_in_batches(redis, consuming):
+    """Work left pending (a consumer that died, a batch that failed) comes back a batch at
+    a time (XAUTOCLAIM with the batch size), not one entry per claim."""
+    batches: list[int] = []
 
     async def handler(batch: list[Delivery[LabelEvent]]) -> None:
-        if any(d.event.item_id == "poison" for d in batch):
-            raise RuntimeError("cannot store this one")
-        handled.extend(d.event.item_id for d in batch)
+        batches.append(len(batch))
 
-    deliveries = [Delivery(i, e) for i, e in zip(ids, events, strict=True)]
-    raws = {i: {b"data": e.to_json().encode()} for i, e in zip(ids, events, strict=True)}
-    try:
-        with pytest.raises(HandlerFailed, match="1 of 3"):
-            await bus._isolate(stream, GROUP, handler, deliveries, raws, RuntimeError("batch"))
-        assert handled == ["a", "b"]
-        rows = await redis.xpending_range(stream, GROUP, "-", "+", 10)
-        assert [r["message_id"].decode() for r in rows] == [ids[1]]  # only poison waits
-        # Two more deliveries reach the limit: dead-lettered with its error, and acked.
-        await redis.xclaim(stream, GROUP, "c2", 0, [ids[1]])
-        await redis.xclaim(stream, GROUP, "c2", 0, [ids[1]])
-        await bus._isolate(stream, GROUP, handler, deliveries[1:2], raws, RuntimeError("x"))
-        assert await _pending(redis, stream) == 0
-        [dead] = await _dead_letters(redis, stream)
-        assert dead["entry_id"] == ids[1] and "all 3 deliveries" in dead["reason"]
-    finally:
-        await bus.close()
-        await redis.delete(stream)
+    async def a_consumer_read_them_and_died(stream: str) -> None:
+        await _publish(redis, stream, [_label(f"i{n}") for n in range(120)])
+        await redis.xreadgroup(GROUP, "doomed", {stream: ">"}, count=200)
+        assert await _pending(redis, stream) == 120
+
+    stream = await consuming(handler, before=a_consumer_read_them_and_died)
+
+    async def settled() -> bool:
+        return await _pending(redis, stream) == 0
+
+    await wait_for(settled, timeout=30, what="the pending entries to be reclaimed")
+    assert batches == [120]

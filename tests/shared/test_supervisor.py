@@ -148,7 +148,7 @@ async def test_a_service_started_and_stopped_leaves_no_task_behind(settings, ser
         await asyncio.sleep(0.3)  # the loops and consumers are running
         assert runtime.supervisor.running
     left = [t for t in asyncio.all_tasks() - before if not t.done()]
-    if left:  # FastStream's subscriber tasks may still be finishing their cancellation
+    if left:  # a task may still be finishing a cancellation under way
         await asyncio.wait(left, timeout=2.0)
         left = [t for t in left if not t.done()]
     assert left == [], left

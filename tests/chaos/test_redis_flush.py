@@ -1,0 +1,74 @@
+"""Redis coming back empty (no persistence, a failover to an empty replica, a flush) while
+the services run: their consumers recreate their groups, say so, and go on consuming.
+The Redis is the test's own (it is flushed); the database is the suite's."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis.asyncio as aioredis
+from sqlalchemy import func, select
+
+from services.labels.tables import label_events
+from shared import streams
+from shared.events import LabelEvent
+from shared.wire import encode_event
+from tests.chaos.conftest import chaos_settings, metric, readiness, start_services
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.integration
+RECREATED = "loopwise_consumer_group_recreated_total"
+
+
+async def test_consumers_recover_when_redis_comes_back_empty(private_redis, settings, engine):
+    chaos = chaos_settings(private_redis.url, settings.database_url)
+    project = f"flush-{uuid.uuid4().hex[:8]}"
+    group = start_services(chaos, "labels", "quality")
+    redis = aioredis.from_url(chaos.redis_url)
+
+    async def post(items: range) -> None:
+        pipe = redis.pipeline(transaction=False)
+        for n in items:
+            pipe.xadd(streams.LABELS, encode_event(LabelEvent(
+                project=project, item_id=f"i{n}", label="cat", labeler_id="alice",
+                source="human", mode="blind").to_json()))
+        await pipe.execute()
+
+    def stored(count: int):
+        async def check() -> bool:
+            async with engine.connect() as conn:
+                return (await conn.execute(select(func.count()).select_from(label_events).where(
+                    label_events.c.project == project))).scalar_one() == count
+        return check
+
+    try:
+        await post(range(10))
+        await wait_for(stored(10), 30, "the labels posted before the flush")
+        assert metric(chaos, "labels", RECREATED, stream=streams.LABELS,
+                      group=streams.GROUP_LABELS) == 0
+
+        await redis.flushdb()  # every stream and consumer group is gone
+        await post(range(10, 30))
+        await wait_for(stored(30), 30, "the labels posted after the flush")
+
+        for service, pairs in {"labels": [(streams.LABELS, streams.GROUP_LABELS)],
+                               "quality": [(streams.LABELS, streams.GROUP_QUALITY),
+                                           (streams.PROJECTS, streams.GROUP_QUALITY)]}.items():
+            for stream, name in pairs:
+                assert metric(chaos, service, RECREATED, stream=stream, group=name) == 1
+
+            async def ready(service: str = service) -> bool:
+                return readiness(chaos, service)[0] == 200
+            await wait_for(ready, 30, f"{service} to be ready")
+            _, body = readiness(chaos, service)
+            assert {c["status"] for c in body["consumers"]} == {"consuming"}
+            assert all(c["group_recreated"] == 1 for c in body["consumers"])
+            assert metric(chaos, service, "loopwise_consumer_up", service=service,
+                          stream=streams.LABELS) == 1
+        groups = {g["name"].decode(): g for g in await redis.xinfo_groups(streams.LABELS)}
+        assert set(groups) == {streams.GROUP_LABELS, streams.GROUP_QUALITY}
+        assert all(g["pending"] == 0 for g in groups.values())
+    finally:
+        group.stop()
+        await redis.aclose()
