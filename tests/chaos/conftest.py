@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from shared.db import upgrade
 from shared.settings import Settings
 from tests.conftest import PORT_BASE, ROOT, service_env
-from tests.helpers import require_tool
+from tests.helpers import METRICS_TOKEN, require_tool
 
 REDIS_PORT = PORT_BASE + 40
 POSTGRES_PORT = PORT_BASE + 41
@@ -133,7 +133,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
 def chaos_settings(redis_url: str, database_url: str) -> Settings:
     return Settings(redis_url=redis_url, database_url=database_url,
                     **{f"{name}_port": port for name, port in SERVICE_PORTS.items()},
-                    reclaim_idle_ms=3000)
+                    reclaim_idle_ms=3000, metrics_token=METRICS_TOKEN)
 
 
 def start_services(settings: Settings, *names: str):
@@ -149,7 +149,8 @@ def start_services(settings: Settings, *names: str):
 
 def metric(settings: Settings, at: str, name: str, **labels: str) -> float:
     """One sample of the /metrics of service ``at`` (0 when absent)."""
-    text = httpx.get(settings.url_of(at) + "/metrics", timeout=5).text
+    text = httpx.get(settings.url_of(at) + "/metrics", timeout=5,
+                     headers={"Authorization": f"Bearer {settings.metrics_token}"}).text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == name and all(sample.labels.get(k) == v
