@@ -113,10 +113,10 @@ async def test_an_entry_that_fails_once_is_retried_not_dead_lettered(redis, cons
     stream = await consuming(handler)
     await _publish(redis, stream, [_label("flaky"), _label("c")])
 
-    async def settled() -> bool:
-        return await _pending(redis, stream) == 0
+    async def settled() -> bool:  # pending is 0 before the first read too: wait for both
+        return len(handled) >= 2 and await _pending(redis, stream) == 0
 
-    await wait_for(settled, timeout=30, what="the retried entries to be acked")
+    await wait_for(settled, timeout=30, what="the retried entries to be stored and acked")
     assert sorted(handled) == ["c", "flaky"]
     assert await _dead_letters(redis, stream) == []
 
