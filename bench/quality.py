@@ -29,7 +29,7 @@ from scipy.stats import beta
 from bench import report
 from services.quality.agreement import Triples
 from services.quality.consensus import DawidSkene, MajorityVote
-from services.quality.detection import DeferenceTest, first_crossing
+from services.quality.detection import DeferenceTest, Evidence, first_crossing
 
 SECTION = "## Quality (loopwise bench quality)"
 
@@ -206,7 +206,8 @@ def rubber_stamp(setup: StampSetup, thresholds: list[float]) -> dict[str, Any]:
     outcomes: dict[str, dict[float, list[np.ndarray]]] = {"combined": {}, "gold only": {}}
     for _ in range(setup.runs):
         planted, changed, error_rate, honest = simulate_reviews(setup, rng)
-        llr = base.llr(planted, changed, error_rate)
+        llr, _ = base.llr(np.where(planted, Evidence.KNOWN_WRONG, Evidence.ORDINARY),
+                          changed, error_rate)
         for variant, steps in (("combined", llr), ("gold only", np.where(planted, llr, 0.0))):
             for h in thresholds:
                 crossed, _ = first_crossing(steps, h)
@@ -394,12 +395,13 @@ def render(
         f"**{floor['min_tasks']:.0f} tasks** on average "
         f"({floor['min_tasks_gold_only']:.0f} with planted gold alone). That floor assumes "
         "the detector knows each honest reviewer's accuracy; the default test assumes "
-        f"only that an honest reviewer corrects >= {test.judging_share:.0%} as many "
-        "pre-labels as the model gets wrong (a reviewer whose answer does not depend on "
-        "the pre-label corrects at least that many) and catches >= "
-        f"{test.catch_judging:.0%} of planted ones, and its threshold "
-        f"log(2000/0.01) = {default_h:.2f} guarantees the false-positive rate for *any* "
-        "such reviewer, not just the simulated ones.",
+        f"only that an honest reviewer keeps at most {test.honest_deference:.0%} of "
+        "pre-labels without judging them (so corrects at least "
+        f"{1 - test.honest_deference:.0%} as many as the model gets wrong, and catches at "
+        f"least {1 - test.honest_deference:.0%} of planted ones), and its threshold "
+        f"log(2000/0.005) = {default_h:.2f} guarantees the false-positive rate for *any* "
+        "such reviewer, not just the simulated ones. (This table is the full-deference "
+        "test alone; `loopwise bench review` measures both tests together.)",
         "",
         f"Reproduce: `loopwise bench quality` (items={n_items}, runs={setup.runs}).",
         "",

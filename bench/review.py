@@ -193,16 +193,80 @@ async def _run(settings: Settings, per_population: int, tasks: int, seed: int,
         await engine.dispose()
 
 
-def render(reviewers: list[Reviewer], info: dict[str, Any], tasks: int,
-           threshold: str) -> str:
-    labelers = info["summary"].get("labelers", {})
+def simulate(per_population: int, tasks: int, seed: int) -> list[Reviewer]:
+    """The same project and populations fed straight into the quality service's state
+    (``services.quality.state.ProjectState``, what the service runs on each stored label),
+    without HTTP: enough reviewers for a false-flag rate with a useful interval.
+
+    Each row is what the labels service stores for a submit: the shown pre-label, whether
+    it was planted, the gold answer and the model's real label on gold. Reviewers take
+    turns task by task (the model's error rate is learnt from all of them, as live); a
+    flagged reviewer stops, as the router pauses them.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from services.quality.alerts import GuidelineWatch
+    from services.quality.config import QualityConfig
+    from services.quality.detection import DeferenceTest
+    from services.quality.state import ProjectState
+
+    rng = random.Random(seed)
+    config = QualityConfig()
+    state = ProjectState(test=DeferenceTest(threshold=config.cusum_threshold,
+                                            partial_threshold=config.partial_cusum_threshold),
+                         watch=GuidelineWatch())
+    reviewers = [Reviewer(f"{pop}-{i}", pop, rng.uniform(0.80, 0.97))
+                 for pop in POPULATIONS for i in range(per_population)]
+    gold = {}
+    for i in range(max(400, tasks // 5)):
+        answer = rng.choice(LABELS)
+        probs = _model_probs(rng, answer)
+        gold[f"g{i}"] = (answer, max(probs, key=probs.__getitem__))
+    gold_items = list(gold)
+    streams_of = [random.Random(seed * 1000 + i) for i in range(len(reviewers))]
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    active = list(range(len(reviewers)))
+    for n in range(tasks):
+        at = t0 + timedelta(seconds=n)
+        still = []
+        for i in active:
+            r, r_rng = reviewers[i], streams_of[i]
+            if r_rng.random() < 0.05:  # a gold task, half of them with a planted pre-label
+                item = r_rng.choice(gold_items)
+                truth, model_label = gold[item]
+                planted = r_rng.random() < 0.5
+                shown = (r_rng.choice([x for x in LABELS if x != truth]) if planted
+                         else model_label)
+                gold_label: str | None = truth
+            else:
+                item, truth = f"{r.name}-{n}", r_rng.choice(LABELS)
+                probs = _model_probs(r_rng, truth)
+                shown = model_label = max(probs, key=probs.__getitem__)
+                planted, gold_label = False, None
+            label = _answer(r, r_rng, truth, shown)
+            flag = state.apply({
+                "source": "human", "item_id": item, "labeler_id": r.name, "label": label,
+                "mode": "prelabel", "shown_prelabel": shown, "planted_prelabel": planted,
+                "gold_label": gold_label, "model_label": model_label, "created_at": at})
+            r.done = n + 1
+            if flag is not None:
+                r.paused_at = n + 1
+            else:
+                still.append(i)
+        active = still
+        if n % 500 == 499:
+            say(f"simulated {n + 1:,} of {tasks:,} tasks per reviewer, "
+                f"{len(reviewers) - len(active)} flagged")
+    return reviewers
+
+
+def _table(reviewers: list[Reviewer], flagged_of: Any) -> list[str]:
     rows = ["| population | reviewers | flagged within the run | 95% interval | "
             "median tasks to flag (95% CI) | p90 tasks to flag (95% CI) |",
             "|---|---:|---:|---:|---:|---:|"]
     for pop in POPULATIONS:
         group = [r for r in reviewers if r.population == pop]
-        flagged = [r for r in group if r.paused_at is not None
-                   or labelers.get(r.name, {}).get("flagged")]
+        flagged = [r for r in group if flagged_of(r)]
         low, high = clopper_pearson(len(flagged), len(group))
         at = [r.paused_at for r in flagged if r.paused_at is not None]
         med = p90 = "—"
@@ -212,42 +276,75 @@ def render(reviewers: list[Reviewer], info: dict[str, Any], tasks: int,
             med, p90 = f"{m:.0f} ({ml:.0f}-{mh:.0f})", f"{q:.0f} ({ql:.0f}-{qh:.0f})"
         rows.append(f"| {pop} | {len(group)} | {len(flagged) / len(group):.1%} | "
                     f"{low:.1%}-{high:.1%} | {med} | {p90} |")
-    return "\n".join([
-        f"{len(reviewers)} simulated reviewers x {tasks:,} tasks through the four services "
-        f"(HTTP lease and submit; quality flags; router pauses): {info['tasks']:,} tasks in "
-        f"{info['elapsed']:.0f} s. Model right on 85% of items; 5% gold, half planted; "
-        f"CUSUM threshold {threshold}.",
-        "",
-        *rows,
-        "",
-        "Evidence: planted gold caught or kept, and changes of ordinary pre-labels against "
-        "the model's error rate measured on gold items' real predictions (10% posterior "
-        "quantile). Goals (issue 12): honest and cautious false flags <= 1%; stampers "
-        "median <= 100 tasks, p90 <= 200; half-stampers >= 80% within 2,000 tasks.",
-    ])
+    return rows
+
+
+EVIDENCE = (
+    "Evidence the detector uses (services/quality/detection.py): two CUSUMs per reviewer. "
+    "The full-deference test reads known-wrong gold pre-labels (planted, or the model's "
+    "real guess that the gold answer shows wrong) caught or kept, and the changes of "
+    "ordinary pre-labels against the model's error rate measured on gold items' real "
+    "predictions (10% posterior quantile); the partial-deference test reads the "
+    "known-wrong gold alone. Honest means keeping at most 20% of pre-labels unjudged "
+    "(a cautious reviewer who knows 80% of the answers). Goals (issue 12): honest and "
+    "cautious false flags <= 1%; stampers median <= 100 tasks, p90 <= 200; half-stampers "
+    ">= 80% within 2,000 tasks.")
+
+
+def render(reviewers: list[Reviewer], info: dict[str, Any], simulated: list[Reviewer],
+           tasks: int) -> str:
+    from services.quality.config import QualityConfig
+
+    config = QualityConfig()
+    lines = [
+        f"Project: model right on 85% of items, every task pre-labelled, 5% gold, half of it "
+        f"with a planted wrong pre-label, 5 classes. CUSUM thresholds: full deference "
+        f"{config.cusum_threshold:.2f} (log(2000/0.005)), partial deference "
+        f"{config.partial_cusum_threshold:.2f} (log(100/0.005)). Intervals: exact "
+        "(Clopper-Pearson) for shares, bootstrap for task counts.", ""]
+    if simulated:
+        lines += [
+            f"**The quality service's own state, {len(simulated):,} reviewers x {tasks:,} "
+            "tasks** (`services.quality.state.ProjectState` fed the rows the label store "
+            "keeps, no HTTP: enough reviewers to bound the false-flag rate):", "",
+            *_table(simulated, lambda r: r.paused_at is not None), ""]
+    if reviewers:
+        labelers = info["summary"].get("labelers", {})
+        lines += [
+            f"**Through the four services, {len(reviewers)} reviewers x {tasks:,} tasks** "
+            "(HTTP lease and submit; the quality service flags; the router pauses): "
+            f"{info['tasks']:,} tasks in {info['elapsed']:.0f} s.", "",
+            *_table(reviewers, lambda r: r.paused_at is not None
+                    or labelers.get(r.name, {}).get("flagged")), ""]
+    lines.append(EVIDENCE)
+    return "\n".join(lines)
 
 
 def run(per_population: int = 10, tasks: int = 2000, seed: int = 1, concurrency: int = 8,
         redis_url: str = "redis://127.0.0.1:6379/8", database_url: str | None = None,
-        port_base: int = 18500) -> str:
-    """Run the populations through freshly started services; the section's body."""
-    import os
-
+        port_base: int = 18500, simulated: int = 500) -> str:
+    """Simulate ``simulated`` reviewers of each kind against the quality state, then run
+    ``per_population`` of each through freshly started services; the section's body."""
     import redis as sync_redis
 
-    say(f"flushing {redis_url} (this benchmark's own Redis database)")
-    sync_redis.Redis.from_url(redis_url).flushdb()
-    tmp = Path(tempfile.mkdtemp(prefix="loopwise-bench-review-"))
-    database_url = database_url or f"sqlite+aiosqlite:///{tmp}/review.db"
-    settings = Settings(redis_url=redis_url, database_url=database_url,
-                        scorer_port=port_base + 1, router_port=port_base + 2,
-                        labels_port=port_base + 3, quality_port=port_base + 4)
-    upgrade(database_url)
-    env = {"LOOPWISE_REDIS_URL": redis_url, "LOOPWISE_DATABASE_URL": database_url,
-           "LOOPWISE_SCORER_PORT": str(port_base + 1), "LOOPWISE_ROUTER_PORT": str(port_base + 2),
-           "LOOPWISE_LABELS_PORT": str(port_base + 3),
-           "LOOPWISE_QUALITY_PORT": str(port_base + 4), "LOOPWISE_LOG_LEVEL": "WARNING"}
-    threshold = os.environ.get("LOOPWISE_QUALITY_CUSUM_THRESHOLD", "default (12.21)")
-    with ServiceGroup(settings, env=env, log_dir=tmp / "logs"):
-        reviewers, info = asyncio.run(_run(settings, per_population, tasks, seed, concurrency))
-    return render(reviewers, info, tasks, threshold)
+    sim = simulate(simulated, tasks, seed) if simulated else []
+    reviewers: list[Reviewer] = []
+    info: dict[str, Any] = {}
+    if per_population:
+        say(f"flushing {redis_url} (this benchmark's own Redis database)")
+        sync_redis.Redis.from_url(redis_url).flushdb()
+        tmp = Path(tempfile.mkdtemp(prefix="loopwise-bench-review-"))
+        database_url = database_url or f"sqlite+aiosqlite:///{tmp}/review.db"
+        settings = Settings(redis_url=redis_url, database_url=database_url,
+                            scorer_port=port_base + 1, router_port=port_base + 2,
+                            labels_port=port_base + 3, quality_port=port_base + 4)
+        upgrade(database_url)
+        env = {"LOOPWISE_REDIS_URL": redis_url, "LOOPWISE_DATABASE_URL": database_url,
+               "LOOPWISE_SCORER_PORT": str(port_base + 1),
+               "LOOPWISE_ROUTER_PORT": str(port_base + 2),
+               "LOOPWISE_LABELS_PORT": str(port_base + 3),
+               "LOOPWISE_QUALITY_PORT": str(port_base + 4), "LOOPWISE_LOG_LEVEL": "WARNING"}
+        with ServiceGroup(settings, env=env, log_dir=tmp / "logs"):
+            reviewers, info = asyncio.run(
+                _run(settings, per_population, tasks, seed, concurrency))
+    return render(reviewers, info, sim, tasks)

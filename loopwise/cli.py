@@ -255,17 +255,21 @@ def bench_review(
     tasks: Annotated[int, typer.Option(help="tasks each reviewer labels")] = 2000,
     seed: Annotated[int, typer.Option()] = 1,
     concurrency: Annotated[int, typer.Option(help="reviewers working at once")] = 8,
+    simulated: Annotated[int, typer.Option(
+        help="reviewers of each kind fed to the quality state directly (0: none)")] = 500,
     redis_url: Annotated[str, typer.Option(
         help="a Redis database of its own: it is FLUSHED at start")] = "redis://127.0.0.1:6379/8",
     database_url: Annotated[str | None, typer.Option(help="default: SQLite in a temp dir")] = None,
     write: Annotated[bool, typer.Option(help="update BENCHMARKS.md")] = True,
 ) -> None:
-    """Reviewer-quality detection through the four running services (BENCHMARKS.md)."""
+    """Reviewer-quality detection: many reviewers against the quality service's state,
+    and a few through the four running services (BENCHMARKS.md)."""
     from bench.review import SECTION, run
 
-    body = run(per_population, tasks, seed, concurrency, redis_url, database_url)
+    body = run(per_population, tasks, seed, concurrency, redis_url, database_url,
+               simulated=simulated)
     command = (f"loopwise bench review --per-population {per_population} --tasks {tasks} "
-               f"--seed {seed}")
+               f"--simulated {simulated} --seed {seed}")
     typer.echo(_record(SECTION, command, body, write))
 
 

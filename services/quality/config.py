@@ -22,7 +22,12 @@ class QualityConfig(BaseSettings):
     guideline_threshold: float = Field(0.6, description="class agreement (alpha) alert level")
     guideline_min_items: int = Field(20, ge=1)
     auto_pause: bool = True
-    cusum_threshold: float = Field(threshold_for(2000, 0.01), gt=0)
+    cusum_threshold: float = Field(
+        threshold_for(2000, 0.005), gt=0,
+        description="full-deference CUSUM: 0.5% false flags per 2,000 pre-labelled tasks")
+    partial_cusum_threshold: float = Field(
+        threshold_for(100, 0.005), gt=0,
+        description="partial-deference CUSUM: 0.5% false flags per 100 known-wrong gold tasks")
     n_boot: int = Field(200, ge=10)
     quiet_seconds: float = Field(2.0, ge=0)
     max_delay_seconds: float = Field(30.0, ge=0)

@@ -1,29 +1,40 @@
 """Automation bias: does a labeler judge the pre-label, or defer to the model?
 
-Two kinds of pre-labelled task carry evidence:
+The model of a labeler: on a share ``d`` of pre-labelled tasks they keep the pre-label
+without judging it (deference); on the others they judge, and may err. A labeler who
+keeps the pre-label only when unsure of the answer (a *cautious* honest reviewer) has
+``d`` up to one minus their accuracy; the test calls ``d <= honest_deference`` (0.2)
+honest, so a cautious reviewer who knows 80% of the answers is honest by definition.
 
-* a **planted** gold task shows a pre-label known to be wrong. A labeler who judges
-  rejects it most of the time (catch rate ``catch_judging``); one who defers accepts
-  it (catch rate ``catch_deferring``);
-* an **ordinary** pre-labelled task shows the model's own label, wrong with the
-  model's error rate ``e`` on that queue. A labeler who judges changes at least about
-  ``e`` of them (every wrong pre-label they see through, plus their own mistakes);
-  a deferring one changes far fewer. The hypotheses are ``judging_share * e`` and
-  ``deferring_share * e``. Why "at least ``e``": a labeler whose own answer (right
-  with probability ``a``) does not depend on the pre-label changes
-  ``e * (1 - (1 - a) / (k - 1)) + (1 - e) * (1 - a)`` of them, which is ``>= e``
-  whenever ``e <= 0.8``; ``judging_share = 0.9`` leaves room for some anchoring, and
-  the service feeds a cautious (low) estimate of ``e``.
+Three kinds of pre-labelled task carry evidence:
 
-Each task adds its log-likelihood ratio "deferring : judging" to Page's CUSUM,
-``S_t = max(0, S_{t-1} + llr_t)``: a repeated sequential probability ratio test that
-never stops watching (a labeler can start rubber-stamping after a good first week)
-and whose current run, the tasks since ``S`` last left 0, is the evidence; those are
-the labels to re-review. The labeler is flagged when ``S`` reaches ``threshold``.
-Lorden's bound puts the mean run length of a judging labeler to a false alarm at
-``>= exp(threshold)`` tasks, so ``threshold = log(horizon / false_positive_rate)``
-keeps false flags under that rate over ``horizon`` tasks; a labeler who judges
-better than the judging hypothesis drifts down, and is flagged far less often.
+* **known wrong**: a gold task whose shown pre-label is not the gold answer (every
+  planted one, and real predictions the model got wrong). A judging labeler rejects it
+  unless their own error lands on it, so catches it with probability >= ``1 - d``;
+* **ordinary**: the model's own label on a queue where the model errs with rate ``e``
+  (measured on gold, read cautiously low). Such a labeler changes at least
+  ``(1 - d) * e`` of them: every wrong pre-label they see through, plus their own
+  mistakes on the right ones;
+* **known right** (gold whose pre-label is the gold answer): neutral here.
+
+Two Page CUSUMs watch each labeler, ``S_t = max(0, S_{t-1} + llr_t)``, repeated
+sequential probability ratio tests that never stop watching (a labeler can start
+rubber-stamping after a good first week); the current run of one, the tasks since it
+last left 0, is the evidence and the labels to re-review:
+
+* **full deference** (``d = full_deference``, 0.9) against ``d = honest_deference``,
+  on known-wrong and ordinary tasks: catches a rubber-stamper within tens of tasks;
+* **partial deference** (``d = partial_deference``, 0.55) against the same honest
+  bound, on known-wrong tasks only: ordinary changes cannot tell a labeler who stamps
+  half the time from a cautious one (their own errors add changes), a known wrong
+  pre-label can.
+
+Lorden's bound puts the mean run to a false alarm of a labeler at the honest bound at
+``>= exp(threshold)`` observations of a statistic, so ``log(horizon / rate)`` keeps
+its false flags under ``rate`` over ``horizon`` observations; a labeler who judges
+better than the bound drifts down and is flagged far less often. The defaults split a
+1% budget: the full test over 2,000 pre-labelled tasks, the partial test over 100
+known-wrong gold tasks (about 3,500 tasks at 5% gold, half planted).
 """
 
 from __future__ import annotations
@@ -31,71 +42,87 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import IntEnum
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "Cusum",
     "DeferenceMonitor",
     "DeferenceTest",
+    "Evidence",
     "first_crossing",
     "threshold_for",
 ]
 
 
-def threshold_for(horizon_tasks: int, false_positive_rate: float) -> float:
-    """CUSUM threshold whose false-alarm run length is at least ``horizon / rate`` tasks."""
-    if horizon_tasks < 1 or not 0 < false_positive_rate < 1:
-        raise ValueError("need horizon_tasks >= 1 and 0 < false_positive_rate < 1")
-    return math.log(horizon_tasks / false_positive_rate)
+class Evidence(IntEnum):
+    """What the shown pre-label is known to be."""
+
+    ORDINARY = 0  # the model's label, right or wrong unknown
+    KNOWN_WRONG = 1  # gold, and the pre-label is not the gold answer
+    KNOWN_RIGHT = 2  # gold, and the pre-label is the gold answer
+
+
+def threshold_for(horizon: int, false_positive_rate: float) -> float:
+    """CUSUM threshold whose false-alarm run is at least ``horizon / rate`` observations."""
+    if horizon < 1 or not 0 < false_positive_rate < 1:
+        raise ValueError("need horizon >= 1 and 0 < false_positive_rate < 1")
+    return math.log(horizon / false_positive_rate)
 
 
 @dataclass(frozen=True)
 class DeferenceTest:
-    """The two hypotheses about a labeler and the flagging threshold."""
+    """The hypotheses about a labeler's deference and the two flagging thresholds."""
 
-    catch_judging: float = 0.8
-    catch_deferring: float = 0.1
-    judging_share: float = 0.9
-    deferring_share: float = 0.2
-    threshold: float = threshold_for(2000, 0.01)
+    honest_deference: float = 0.2
+    full_deference: float = 0.9
+    partial_deference: float = 0.55
+    threshold: float = threshold_for(2000, 0.005)
+    partial_threshold: float = threshold_for(100, 0.005)
     min_error_rate: float = 0.02
     max_error_rate: float = 0.5
 
     def __post_init__(self) -> None:
-        if not 0 < self.catch_deferring < self.catch_judging < 1:
-            raise ValueError("need 0 < catch_deferring < catch_judging < 1")
-        if not 0 < self.deferring_share < self.judging_share:
-            raise ValueError("need 0 < deferring_share < judging_share")
-        if self.judging_share * self.max_error_rate >= 1:
-            raise ValueError("judging_share * max_error_rate must stay below 1")
-        if self.threshold <= 0:
-            raise ValueError("threshold must be positive")
+        if not 0 <= self.honest_deference < self.partial_deference < self.full_deference < 1:
+            raise ValueError(
+                "need 0 <= honest_deference < partial_deference < full_deference < 1")
+        if self.threshold <= 0 or self.partial_threshold <= 0:
+            raise ValueError("thresholds must be positive")
+        if not 0 < self.min_error_rate <= self.max_error_rate < 1:
+            raise ValueError("need 0 < min_error_rate <= max_error_rate < 1")
 
     def llr(
         self,
-        planted: npt.ArrayLike,
+        evidence: npt.ArrayLike,
         changed: npt.ArrayLike,
         model_error_rate: npt.ArrayLike,
-    ) -> npt.NDArray[np.float64]:
-        """Log-likelihood ratio, deferring over judging, of each pre-labelled task.
-
-        ``planted``: the pre-label was planted wrong; ``changed``: the labeler did not
-        keep the pre-label; ``model_error_rate``: the model's error rate on the queue
-        (ignored for planted tasks). Broadcasts over arrays.
-        """
-        planted = np.asarray(planted, dtype=bool)
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Log-likelihood ratios (full, partial), deferring over honest, of each
+        pre-labelled task. ``evidence``: :class:`Evidence` codes; ``changed``: the labeler
+        did not keep the pre-label; ``model_error_rate``: on the queue (used for ordinary
+        tasks only). Broadcasts over arrays."""
+        kind = np.asarray(evidence, dtype=np.intp)
         changed = np.asarray(changed, dtype=bool)
-        error = np.clip(
-            np.asarray(model_error_rate, dtype=float), self.min_error_rate, self.max_error_rate
-        )
-        p_change_judging = np.where(planted, self.catch_judging, self.judging_share * error)
-        p_change_deferring = np.where(planted, self.catch_deferring, self.deferring_share * error)
-        return np.where(
-            changed,
-            np.log(p_change_deferring / p_change_judging),
-            np.log((1 - p_change_deferring) / (1 - p_change_judging)),
-        )
+        error = np.clip(np.asarray(model_error_rate, dtype=float),
+                        self.min_error_rate, self.max_error_rate)
+        keep0 = 1 - self.honest_deference
+        wrong_full = _bernoulli_llr(changed, 1 - self.full_deference, keep0)
+        wrong_partial = _bernoulli_llr(changed, 1 - self.partial_deference, keep0)
+        ordinary = _bernoulli_llr(changed, (1 - self.full_deference) * error, keep0 * error)
+        known_wrong = kind == Evidence.KNOWN_WRONG
+        full = np.where(known_wrong, wrong_full,
+                        np.where(kind == Evidence.ORDINARY, ordinary, 0.0))
+        partial = np.where(known_wrong, wrong_partial, 0.0)
+        return full, partial
+
+
+def _bernoulli_llr(changed: npt.NDArray[np.bool_], p1: npt.ArrayLike,
+                   p0: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """log P(changed | p1) / P(changed | p0) for change probabilities p1 (deferring), p0."""
+    p1, p0 = np.asarray(p1, dtype=float), np.asarray(p0, dtype=float)
+    return np.where(changed, np.log(p1 / p0), np.log((1 - p1) / (1 - p0)))
 
 
 def first_crossing(
@@ -105,7 +132,7 @@ def first_crossing(
 
     Returns, per row, the index of the task at which the statistic first reaches
     ``threshold`` (-1 if never) and the index where that run of evidence began.
-    Same arithmetic as :class:`DeferenceMonitor`, step by step.
+    Same arithmetic as :class:`Cusum`, step by step.
     """
     steps = np.atleast_2d(np.asarray(llr, dtype=float))
     rows, n = steps.shape
@@ -124,32 +151,69 @@ def first_crossing(
 
 
 @dataclass
-class DeferenceMonitor:
-    """One labeler's running CUSUM; ``observe`` one pre-labelled task at a time."""
+class Cusum:
+    """One running CUSUM statistic and where its current run of evidence began."""
 
-    test: DeferenceTest = field(default_factory=DeferenceTest)
+    threshold: float
     statistic: float = 0.0
     run_started: datetime | None = None
     run_tasks: int = 0
+
+    def add(self, llr: float, at: datetime) -> bool:
+        """Add one task's evidence; True when the statistic is at or above the threshold."""
+        if self.statistic <= 0:
+            self.run_started, self.run_tasks = at, 0
+        self.statistic = max(0.0, self.statistic + llr)
+        self.run_tasks += 1
+        return self.statistic >= self.threshold
+
+    def reset(self) -> None:
+        self.statistic, self.run_started, self.run_tasks = 0.0, None, 0
+
+
+@dataclass
+class DeferenceMonitor:
+    """One labeler's two CUSUMs; ``observe`` one pre-labelled task at a time."""
+
+    test: DeferenceTest = field(default_factory=DeferenceTest)
+    full: Cusum = field(init=False)
+    partial: Cusum = field(init=False)
     tasks: int = 0
     flagged_at: datetime | None = None
     evidence_since: datetime | None = None
+    flagged_by: Cusum | None = None
+
+    def __post_init__(self) -> None:
+        self.full = Cusum(self.test.threshold)
+        self.partial = Cusum(self.test.partial_threshold)
 
     def observe(
-        self, planted: bool, changed: bool, model_error_rate: float, at: datetime
+        self, evidence: Evidence, changed: bool, model_error_rate: float, at: datetime
     ) -> bool:
         """Add one task; True exactly when this task makes the labeler flagged."""
-        if self.statistic <= 0:
-            self.run_started, self.run_tasks = at, 0
-        self.statistic = max(
-            0.0, self.statistic + float(self.test.llr(planted, changed, model_error_rate))
-        )
+        full, partial = self.test.llr(int(evidence), changed, model_error_rate)
+        full_crossed = self.full.add(float(full), at)
+        partial_crossed = self.partial.add(float(partial), at)  # 0 unless known wrong
         self.tasks += 1
-        self.run_tasks += 1
-        if self.flagged_at is None and self.statistic >= self.test.threshold:
-            self.flagged_at, self.evidence_since = at, self.run_started
+        if self.flagged_at is None and (full_crossed or partial_crossed):
+            # The full test's run, when both cross, is the shorter and the surer.
+            self.flagged_by = self.full if full_crossed else self.partial
+            self.flagged_at, self.evidence_since = at, self.flagged_by.run_started
             return True
         return False
+
+    @property
+    def statistic(self) -> float:
+        """The evidence so far, as a share of the way to a flag (1.0 = flagged)."""
+        return max(self.full.statistic / self.full.threshold,
+                   self.partial.statistic / self.partial.threshold)
+
+    @property
+    def run_tasks(self) -> int:
+        """Tasks in the evidence of the flag (or of the statistic nearest to one)."""
+        if self.flagged_by is not None:
+            return self.flagged_by.run_tasks
+        return self.full.run_tasks
 
     @property
     def flagged(self) -> bool:
@@ -157,5 +221,6 @@ class DeferenceMonitor:
 
     def clear(self) -> None:
         """After a review cleared the labeler: start collecting evidence afresh."""
-        self.statistic, self.run_started, self.run_tasks = 0.0, None, 0
-        self.flagged_at = self.evidence_since = None
+        self.full.reset()
+        self.partial.reset()
+        self.flagged_at = self.evidence_since = self.flagged_by = None

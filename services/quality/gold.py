@@ -23,6 +23,8 @@ from typing import Any
 
 from scipy.stats import beta
 
+from services.quality.detection import Evidence
+
 __all__ = ["LabelerGold", "ModelErrorRate", "PrelabelTask", "prelabel_task"]
 
 
@@ -32,15 +34,25 @@ class PrelabelTask:
 
     planted: bool
     changed: bool
+    evidence: Evidence = Evidence.ORDINARY
 
 
 def prelabel_task(
-    mode: str | None, shown_prelabel: str | None, label: str, planted_prelabel: bool
+    mode: str | None, shown_prelabel: str | None, label: str, planted_prelabel: bool,
+    gold_label: str | None = None,
 ) -> PrelabelTask | None:
-    """The evidence in one label, or None when no pre-label was shown."""
+    """The evidence in one label, or None when no pre-label was shown. A gold task's
+    pre-label is known right or wrong (planted, or the model's real guess)."""
     if mode != "prelabel" or shown_prelabel is None:
         return None
-    return PrelabelTask(planted=planted_prelabel, changed=label != shown_prelabel)
+    if planted_prelabel or (gold_label is not None and shown_prelabel != gold_label):
+        evidence = Evidence.KNOWN_WRONG
+    elif gold_label is not None:
+        evidence = Evidence.KNOWN_RIGHT
+    else:
+        evidence = Evidence.ORDINARY
+    return PrelabelTask(planted=planted_prelabel, changed=label != shown_prelabel,
+                        evidence=evidence)
 
 
 @dataclass

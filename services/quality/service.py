@@ -121,7 +121,8 @@ class QualityService:
         state = self.projects.get(project)
         if state is None:
             state = self.projects[project] = ProjectState(
-                test=DeferenceTest(threshold=self.config.cusum_threshold),
+                test=DeferenceTest(threshold=self.config.cusum_threshold,
+                                   partial_threshold=self.config.partial_cusum_threshold),
                 watch=GuidelineWatch(
                     threshold=self.config.guideline_threshold_of(
                         self.project_settings(project).quality),
@@ -248,6 +249,7 @@ class QualityService:
         for project, flag in flags:
             state = self.state(project)
             monitor, who = flag.monitor, flag.labeler_id
+            crossed = monitor.flagged_by or monitor.full
             since = monitor.evidence_since
             gold = state.gold[who]
             event_id = stable_id("labeler_flag", project, who, since.isoformat() if since else "")
@@ -255,8 +257,8 @@ class QualityService:
                 event_id=event_id, project=project, labeler_id=who,
                 pause=self.config.auto_pause_of(self.project_settings(project).quality),
                 evidence_since=since,
-                flagged_at=monitor.flagged_at, statistic=round(monitor.statistic, 4),
-                threshold=round(monitor.test.threshold, 4), tasks_in_evidence=monitor.run_tasks,
+                flagged_at=monitor.flagged_at, statistic=round(crossed.statistic, 4),
+                threshold=round(crossed.threshold, 4), tasks_in_evidence=crossed.run_tasks,
                 gold_catch_rate=gold.gold_catch_rate, correction_rate=gold.correction_rate,
                 model_error_rate=state.cautious_error_rate(),
                 re_review_items=state.items_since(who, since))
@@ -502,5 +504,6 @@ class QualityService:
                     self.project_settings(project).quality),
                 "adjudication_min_confidence": self.config.min_confidence,
                 "cusum": self.config.cusum_threshold,
+                "cusum_partial": self.config.partial_cusum_threshold,
             },
         }

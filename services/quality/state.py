@@ -88,7 +88,7 @@ class ProjectState:
             gold.revisions_after_reveal += 1
             return None
         task = prelabel_task(row.get("mode"), row.get("shown_prelabel"), label,
-                             bool(row.get("planted_prelabel")))
+                             bool(row.get("planted_prelabel")), row.get("gold_label"))
         gold.add(label=label, gold_label=row.get("gold_label"), task=task,
                  revised_after_reveal=bool(row.get("revised_after_reveal")))
         error_rate = self.cautious_error_rate()
@@ -103,7 +103,7 @@ class ProjectState:
         monitor = self.monitors.get(who)
         if monitor is None:
             monitor = self.monitors[who] = DeferenceMonitor(test=self.test)
-        flagged = monitor.observe(task.planted, task.changed, error_rate, row["created_at"])
+        flagged = monitor.observe(task.evidence, task.changed, error_rate, row["created_at"])
         due = self.clears_due.get(who)
         if due and monitor.tasks >= due[0]:  # replay: a review cleared the flag here
             due.pop(0)

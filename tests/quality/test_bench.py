@@ -45,14 +45,18 @@ def test_write_section_replaces_only_its_own_section(tmp_path):
 
 
 def test_the_review_benchmark_runs_its_populations_through_the_services(settings):
-    """``loopwise bench review`` on a small size: the services start, every population
-    labels, a stamper is caught; it uses a Redis database of its own (it flushes it)."""
+    """``loopwise bench review`` on a small size: the simulation and the services both
+    run every population and catch a stamper; it uses a Redis database of its own (it
+    flushes it)."""
     from bench import review
 
     own_redis = settings.redis_url.rsplit("/", 1)[0] + "/7"
     body = review.run(per_population=1, tasks=600, seed=3, redis_url=own_redis,
-                      port_base=18700)
-    rows = {line.split("|")[1].strip(): line for line in body.splitlines()
-            if line.startswith("| ") and "population" not in line}
-    assert set(rows) == set(review.POPULATIONS)
-    assert "| stamper | 1 | 100.0% |" in rows["stamper"], body
+                      port_base=18700, simulated=20)
+    simulated, served = body.split("**Through the four services")
+    for part, n in ((simulated, 20), (served, 1)):
+        rows = {line.split("|")[1].strip(): line for line in part.splitlines()
+                if line.startswith("| ") and "population" not in line}
+        assert set(rows) == set(review.POPULATIONS), body
+        assert f"| stamper | {n} | 100.0% |" in rows["stamper"], body
+    assert "| honest | 20 | 0.0% |" in simulated, body

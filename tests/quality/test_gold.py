@@ -56,3 +56,13 @@ def test_model_error_rate_from_gold_and_its_cautious_bound():
     assert rate.checked == 100 and rate.errors == 15
     assert rate.mean == pytest.approx(16 / 105)
     assert rate.lower(0.1) < rate.mean < 0.2
+
+
+def test_a_gold_pre_label_is_known_right_or_wrong_whether_planted_or_the_models_guess():
+    from services.quality.detection import Evidence
+
+    assert prelabel_task("prelabel", "b", "b", True, "a").evidence is Evidence.KNOWN_WRONG
+    # The model's real guess on a gold item, wrong: as telling as a planted one.
+    assert prelabel_task("prelabel", "b", "a", False, "a").evidence is Evidence.KNOWN_WRONG
+    assert prelabel_task("prelabel", "a", "a", False, "a").evidence is Evidence.KNOWN_RIGHT
+    assert prelabel_task("prelabel", "a", "b", False, None).evidence is Evidence.ORDINARY
