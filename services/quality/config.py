@@ -30,7 +30,12 @@ class QualityConfig(BaseSettings):
         description="partial-deference CUSUM: 0.5% false flags per 100 known-wrong gold tasks")
     n_boot: int = Field(200, ge=10)
     quiet_seconds: float = Field(2.0, ge=0)
-    max_delay_seconds: float = Field(30.0, ge=0)
+    max_delay_seconds: float = Field(
+        5.0, ge=0, description="consensus under a steady stream: at most this late")
+    stats_max_delay_seconds: float = Field(
+        60.0, ge=0, description="agreement intervals under a steady stream: at most this late")
+    stats_min_interval_seconds: float = Field(
+        15.0, ge=0, description="agreement intervals: at most once in this many seconds")
 
     def guideline_threshold_of(self, project: QualitySettings) -> float:
         chosen = project.guideline_threshold

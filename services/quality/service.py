@@ -3,9 +3,10 @@
 The consumer stores each batch of labels (``quality_label_votes``), updates the
 per-project counters and deference monitors, and publishes a ``labeler_flag`` the
 moment a monitor crosses its threshold. Consensus (Dawid-Skene), adjudication
-requests, agreement with bootstrap intervals and guideline alerts read all of a
-project's votes, so they run on a debounced schedule in a worker thread, never
-per batch (see :mod:`services.quality.scheduling`).
+requests read all of a project's votes, so they run on a debounced schedule in a
+worker thread, never per batch (see :mod:`services.quality.scheduling`). Agreement
+with its bootstrap intervals and guideline alerts run on a schedule of their own,
+slower and in another loop: a long bootstrap never holds back a consensus.
 
 Everything said on a stream is recorded in ``quality_consensus`` /
 ``quality_findings`` after it is published, under a deterministic event id: a
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -68,9 +70,14 @@ class QualityService:
         self.runtime = runtime
         self.config = config or QualityConfig()
         self.projects: dict[str, ProjectState] = {}
-        self.schedule = RecomputeSchedule(
+        self.schedule = RecomputeSchedule(  # consensus and adjudication requests
             quiet_seconds=self.config.quiet_seconds,
             max_delay_seconds=self.config.max_delay_seconds,
+        )
+        self.stats_schedule = RecomputeSchedule(  # agreement report and guideline alerts
+            quiet_seconds=self.config.quiet_seconds,
+            max_delay_seconds=self.config.stats_max_delay_seconds,
+            min_interval_seconds=self.config.stats_min_interval_seconds,
         )
         self.settings: dict[str, ProjectSettingsChanged] = {}  # the newest of each project
 
@@ -83,7 +90,9 @@ class QualityService:
         self.runtime.bus.consume(streams.PROJECTS, streams.GROUP_QUALITY, ProjectSettingsChanged,
                                  self.on_settings)
         self.runtime.supervisor.every("quality recompute", RECOMPUTE_TICK_SECONDS,
-                                      self._recompute_due, immediately=True)
+                                      self._settle_due, immediately=True)
+        self.runtime.supervisor.every("quality statistics", RECOMPUTE_TICK_SECONDS,
+                                      self._statistics_due, immediately=True)
 
     async def stop(self) -> None:
         return None
@@ -176,7 +185,7 @@ class QualityService:
         if missing:
             await self._publish_flags(missing)
         for project in self.projects:
-            self.schedule.touch(project, time.monotonic(), backlog=True)
+            self._touch(project, time.monotonic(), backlog=True)
             self._export_metrics(project)
 
     # ------------------------------------------------------------------ consumer
@@ -217,7 +226,7 @@ class QualityService:
         for project in {r["project"] for r in fresh}:
             self._export_metrics(project)
             if any(r["project"] == project and r["source"] != "consensus" for r in fresh):
-                self.schedule.touch(project, now)
+                self._touch(project, now)
         for r in fresh:
             if r["source"] == LabelSource.adjudicated.value:
                 await self._resolve(r["project"], "adjudication_request", r["item_id"])
@@ -332,47 +341,73 @@ class QualityService:
 
     # ------------------------------------------------------------------ recompute
 
-    async def _recompute_due(self) -> None:
-        """Recompute every project that is due, then wait for the next tick."""
-        while due := self.schedule.due(time.monotonic()):
+    def _touch(self, project: str, now: float, backlog: bool = False) -> None:
+        self.schedule.touch(project, now, backlog)
+        self.stats_schedule.touch(project, now, backlog)
+
+    async def _settle_due(self) -> None:
+        await self._run_due(self.schedule, "quality recompute", self.settle)
+
+    async def _statistics_due(self) -> None:
+        await self._run_due(self.stats_schedule, "quality statistics", self.statistics)
+
+    async def _run_due(self, schedule: RecomputeSchedule, name: str,
+                       run: Callable[[str], Awaitable[None]]) -> None:
+        """Run every project that is due, then wait for the next tick."""
+        while due := schedule.due(time.monotonic()):
             # One project at a time, asking again after each: a project that gets new
             # votes meanwhile goes ahead of what is left of a start-up backlog.
             project, started = due[0], time.monotonic()
-            with self.runtime.supervisor.guard("quality recompute", project=project):
-                await self.recompute(project)  # a failure: the next change retries
-            self.schedule.ran(project, started)
+            with self.runtime.supervisor.guard(name, project=project):
+                await run(project)  # a failure: the next change retries
+            schedule.ran(project, started)
 
     async def recompute(self, project: str) -> None:
-        """Consensus, adjudication requests, agreement report and guideline alerts."""
+        """Everything at once (tests, tools): consensus, then the statistics."""
+        await self.settle(project)
+        await self.statistics(project)
+
+    async def settle(self, project: str) -> None:
+        """Consensus and adjudication requests: what labelling waits for."""
         state = self.state(project)
         votes = state.plain_votes()
-        snapshot = state.snapshot()
         published, requested = dict(state.published), set(state.requested)
         adjudicated = dict(state.adjudicated)
-        schema = self.project_settings(project).quality
         config = self.config
 
-        def compute() -> tuple[Settlement, dict[str, Any], list[Any]]:
-            settlement = settle(votes, published=published, requested=requested,
-                                adjudicated=adjudicated, min_votes=config.min_votes,
-                                min_confidence=config.min_confidence)
-            report = agreement_report(snapshot, now=time.time(), level=schema.level,
-                                      categories=schema.categories, n_boot=config.n_boot)
-            return settlement, report, class_agreement(snapshot)
+        def compute() -> Settlement:
+            return settle(votes, published=published, requested=requested,
+                          adjudicated=adjudicated, min_votes=config.min_votes,
+                          min_confidence=config.min_confidence)
 
-        settlement, report, per_class = await asyncio.to_thread(compute)
+        settlement = await asyncio.to_thread(compute)
         await self._publish_consensus(project, settlement)
         await self._publish_adjudication(project, settlement)
-        await self._publish_alerts(project, per_class)
-        state.report = {"computed_at": utcnow().isoformat(), "windows": report}
         state.consensus = {
             "method": CONSENSUS_VERSION,
+            "computed_at": utcnow().isoformat(),
             "items_with_consensus": settlement.items_with_consensus,
             "mean_confidence": settlement.mean_confidence,
             "classes": settlement.classes,
             "labelers": settlement.labeler_agreement,
             "confusion": settlement.confusion,
         }
+
+    async def statistics(self, project: str) -> None:
+        """Agreement with bootstrap intervals, and guideline alerts: off the critical path."""
+        state = self.state(project)
+        snapshot = state.snapshot()
+        schema = self.project_settings(project).quality
+        config = self.config
+
+        def compute() -> tuple[dict[str, Any], list[Any]]:
+            report = agreement_report(snapshot, now=time.time(), level=schema.level,
+                                      categories=schema.categories, n_boot=config.n_boot)
+            return report, class_agreement(snapshot)
+
+        report, per_class = await asyncio.to_thread(compute)
+        await self._publish_alerts(project, per_class)
+        state.report = {"computed_at": utcnow().isoformat(), "windows": report}
 
     async def _publish_consensus(self, project: str, settlement: Settlement) -> None:
         if not settlement.publish:

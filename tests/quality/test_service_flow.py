@@ -118,7 +118,14 @@ async def test_conflicting_labels_are_adjudicated_and_consensus_is_published(
                                   label="dog", source="adjudicated", mode="adjudication",
                                   created_at=T0 + timedelta(seconds=200))])
     await groups_idle(redis, (streams.LABELS, streams.GROUP_QUALITY))
-    report = await summary(settings, engine, project)
+    report: dict = {}
+
+    async def statistics_ready() -> bool:  # on their own, slower schedule than consensus
+        nonlocal report
+        report = await summary(settings, engine, project)
+        return "windows" in report["agreement"]
+
+    await wait_for(statistics_ready, 60, "the agreement statistics")
     assert report["adjudication"]["labels"] == {"conflict": "dog"}
     assert report["adjudication"]["open"] == []
     assert report["consensus"]["items_with_consensus"] >= 30
