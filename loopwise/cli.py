@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -513,6 +514,51 @@ def bench_router(
     if write:
         write_section(report)
     typer.echo(report)
+
+
+@evaluate_app.callback(invoke_without_command=True)
+def evaluate_project(
+    ctx: typer.Context,
+    project: Annotated[str | None, typer.Option(
+        help="evaluate this project's review from its stored label events")] = None,
+    report: Annotated[Path | None, typer.Option(
+        help="also write a self-contained HTML report (index.html) into this folder")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON")] = False,
+) -> None:
+    """Does the project's review pay? Label error before and after each stage, per mode,
+    with intervals and verdicts (the same figures as GET :8004/v1/projects/{p}/evaluation).
+    ``loopwise evaluate review`` is the design-time simulation on digits."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if project is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(2)
+    from loopwise.evaluation_report import render_text, write_report
+    from services.quality.service import evaluation_of
+    from shared.db import make_engine
+
+    settings = _upgraded()
+
+    async def load() -> dict[str, Any]:
+        engine = make_engine(settings.database_url)
+        try:
+            return await evaluation_of(engine, project)
+        finally:
+            await engine.dispose()
+
+    result = asyncio.run(load())
+    if result["label_events"] == 0:
+        typer.echo(f"project {project!r} has no stored label events", err=True)
+        raise typer.Exit(1)
+    typer.echo(_json_text(result) if as_json else render_text(result))
+    if report is not None:
+        typer.echo(f"report: {write_report(result, report)}", err=as_json)
+
+
+def _json_text(value: object) -> str:
+    import json
+
+    return json.dumps(value, indent=2, default=str)
 
 
 @evaluate_app.command("review")

@@ -58,6 +58,7 @@ ROUTES: list[tuple[str, str, str, str, dict[str, Any]]] = [
     ("labels", "GET", "/v1/projects/{p}/members", "admin", {}),
     ("labels", "GET", "/v1/audit?project={p}", "admin", {}),
     ("quality", "GET", "/v1/projects/{p}/quality", "reviewer", {}),
+    ("quality", "GET", "/v1/projects/{p}/evaluation", "reviewer", {}),
     ("quality", "POST", "/v1/projects/{p}/flags/nobody/clear", "admin", {"json": {}}),
 ]
 # Routes of the table's services left out on purpose, and why.

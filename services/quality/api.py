@@ -10,6 +10,8 @@ from pydantic import BaseModel, Field
 from shared.auth import Principal, project_access
 from shared.service import service_of
 
+from .service import evaluation_of
+
 router = APIRouter(prefix="/v1", tags=["quality"])
 
 
@@ -27,6 +29,18 @@ async def get_quality(
     """Counts, agreement, consensus and per-labeler gold and deference figures (reviewers
     and admins: a labeler's own gold count, read after a submit, would tell gold apart)."""
     return service_of(request).summary(project)
+
+
+@router.get("/projects/{project}/evaluation")
+async def get_evaluation(
+    project: str,
+    request: Request,
+    principal: Annotated[Principal, Depends(project_access("reviewer"))],
+) -> dict[str, Any]:
+    """Does the project's review pay? Label error on gold and audits before review and
+    after each stage, per mode, with intervals and a verdict per stage (reviewers and
+    admins: it carries gold answers' outcomes)."""
+    return await evaluation_of(service_of(request).runtime.engine, project)
 
 
 @router.post("/projects/{project}/flags/{labeler_id}/clear")

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import metrics, streams
 from shared.bus import Delivery
@@ -49,6 +50,7 @@ from shared.service import Runtime
 from .alerts import GuidelineWatch
 from .config import QualityConfig
 from .detection import DeferenceTest
+from .evaluation import evaluate_review
 from .scheduling import RecomputeSchedule
 from .settlement import CONSENSUS_VERSION, Settlement, settle
 from .state import NewFlag, ProjectState
@@ -59,6 +61,19 @@ log = get_logger(__name__)
 CONSENSUS_LABELER = "quality:dawid-skene"
 SETTINGS_PREFIX = "loopwise:quality:settings:"  # the projects' settings, as kept here
 RECOMPUTE_TICK_SECONDS = 0.5  # how often the schedule is asked which projects are due
+
+
+async def evaluation_of(engine: AsyncEngine, project: str) -> dict[str, Any]:
+    """Does the project's review pay? From the stored label events alone
+    (:mod:`services.quality.evaluation`); what the HTTP route and ``loopwise evaluate``
+    both answer."""
+    async with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in (await conn.execute(
+            select(quality_label_votes).where(quality_label_votes.c.project == project)))]
+    for r in rows:
+        r["created_at"] = _aware(r["created_at"])
+    result = await asyncio.to_thread(evaluate_review, rows)
+    return {"project": project, "label_events": len(rows), **result}
 
 
 def _aware(at: datetime) -> datetime:
@@ -249,6 +264,10 @@ class QualityService:
             "guideline_version": event.guideline_version,
             "supersedes": event.supersedes,
             "created_at": _aware(event.created_at),
+            "audit_sample": event.audit_sample,
+            "duration_ms": event.duration_ms,
+            "model_version": event.model_version,
+            "confidence": event.confidence,
         }
 
     # ------------------------------------------------------------------ findings

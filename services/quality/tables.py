@@ -33,6 +33,11 @@ quality_label_votes = Table(
     Column("guideline_version", String(64), nullable=True),
     Column("supersedes", String(36), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # What the evaluation of review needs (migration 0005): audits, human time, the model.
+    Column("audit_sample", Boolean, nullable=False, default=False),
+    Column("duration_ms", Integer, nullable=True),
+    Column("model_version", String(64), nullable=True),
+    Column("confidence", Float, nullable=True),
     Index("ix_quality_label_votes_project_created", "project", "created_at"),
 )
 
