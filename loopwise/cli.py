@@ -157,6 +157,12 @@ def demo(
         start_services=start_services,
     )
     typer.echo(summary.render())
+    if summary.evaluation:
+        from loopwise.evaluation_report import write_report
+
+        where = write_report(summary.evaluation, Path("var") / "reports" / summary.project)
+        typer.echo(f"  evaluation report        {where.resolve()} (open it in a browser; "
+                   f"`loopwise evaluate --project {summary.project}` prints it again)")
 
 
 @token_app.command("create")

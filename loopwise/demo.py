@@ -56,6 +56,9 @@ class Summary:
     seed_labels: int = 0
     reviewer_accuracy: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    gold_items: int = 0
+    gold_labels: int = 0  # human labels on gold tasks (not counted in human_labels)
+    evaluation: dict[str, Any] = field(default_factory=dict)
 
     def render(self) -> str:
         auto_precision = self.auto_accept_correct / self.auto_accepted if self.auto_accepted else 0
@@ -68,7 +71,7 @@ class Summary:
             f"  sent to review           {self.review_tasks} tasks",
             f"  reviewed                 {self.reviewed} items, {self.human_labels} human labels",
             f"  labels stored            {self.labels_stored} ({self.seed_labels} seed, "
-            f"{self.auto_accepted} auto, {self.human_labels} human, "
+            f"{self.auto_accepted} auto, {self.human_labels} human, {self.gold_labels} on gold, "
             f"{self.consensus_labels} consensus)",
             f"  pairwise agreement       {agreement}",
             f"  training labels correct  {self.training_label_accuracy:.3f} (current labels by "
@@ -82,6 +85,10 @@ class Summary:
             f"after review; {self.holdout} held-out items)",
             f"  wall time                {self.seconds:.1f} s",
         ]
+        for name, stage in self.evaluation.get("stages", {}).items():
+            lines.append(f"  {name:24s} {stage['verdict']} (p = {stage['p_value']:.2g}; "
+                         f"{stage['errors_caught']} errors caught, {stage['errors_introduced']} "
+                         f"introduced, on {self.gold_items} gold items)")
         return "\n".join(lines)
 
 
@@ -106,9 +113,13 @@ class Api:
         await self.client.aclose()
 
 
+GOLD_ITEMS = 60
+GOLD_RATE = 0.1
+
+
 async def _reviewer(api: Api, project: str, name: str, accuracy: float, truth: dict[str, int],
                     done: asyncio.Event, stats: dict[str, list[int]], rng: random.Random,
-                    reviewed: set[str]) -> None:
+                    reviewed: list[str]) -> None:
     """Pull, look, submit — right with probability ``accuracy``, else a plausible confusion."""
     while True:
         response = await api.call("GET", "router", f"/v1/projects/{project}/tasks/next")
@@ -129,7 +140,7 @@ async def _reviewer(api: Api, project: str, name: str, accuracy: float, truth: d
                        json={"label": label, "duration_ms": int(rng.uniform(800, 4000)),
                              "guideline_version": "g1"})
         stats.setdefault(name, []).append(int(label == str(true_label)))
-        reviewed.add(task["item_id"])
+        reviewed.append(task["item_id"])
 
 
 async def _wait(predicate, timeout: float, what: str) -> None:
@@ -176,6 +187,9 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
     pool_idx, holdout_idx = train_test_split(idx, test_size=0.3, stratify=y, random_state=rng_seed)
     seed_idx, stream_idx = train_test_split(pool_idx, train_size=seed_labels, stratify=y[pool_idx],
                                             random_state=rng_seed)
+    # Gold: known answers salted into the queue, held out of the stream (and of training),
+    # so the evaluation can say what review did to label error.
+    gold_idx, stream_idx = stream_idx[:GOLD_ITEMS], stream_idx[GOLD_ITEMS:]
     item_id = {int(i): f"digit-{int(i):04d}" for i in idx}
     truth = {item_id[int(i)]: int(y[i]) for i in idx}
     summary.holdout, summary.seed_labels, summary.items = len(holdout_idx), len(seed_idx), len(
@@ -188,7 +202,8 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
     redis = aioredis.from_url(settings.redis_url)
     try:
         await admin.call("PATCH", "labels", f"/v1/projects/{project}", json={
-            "routing": {"auto_accept_threshold": threshold, "overlap": overlap}})
+            "routing": {"auto_accept_threshold": threshold, "overlap": overlap,
+                        "gold_rate": GOLD_RATE}})
         await _settings_applied(redis, project)
         _say(f"[1/6] seed: registering {len(seed_idx)} labeled items and training model v1")
         await admin.call("POST", "scorer", f"/v1/projects/{project}/items", json={"items": [
@@ -215,6 +230,16 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
         _say(f"      model {summary.model_before}: held-out accuracy "
              f"{summary.accuracy_before:.3f}")
 
+        gold_guess = (await admin.call("POST", "scorer", f"/v1/projects/{project}/predict",
+                                       json={"features": x[gold_idx].tolist()})).json()
+        await admin.call("POST", "router", f"/v1/projects/{project}/gold", json={"items": [
+            {"item_id": item_id[int(i)], "label": str(y[i]), "payload": payload(int(i)),
+             "prediction": {"model_version": gold_guess["model_version"],
+                            "probs": dict(zip(gold_guess["classes"], probs, strict=True))}}
+            for i, probs in zip(gold_idx, gold_guess["probs"], strict=True)]})
+        summary.gold_items = len(gold_idx)
+        _say(f"      {len(gold_idx)} gold items salted into the queue ({GOLD_RATE:.0%} of tasks)")
+
         _say(f"[2/6] streaming {len(stream_idx)} items on {streams.ITEMS}")
         pipe = redis.pipeline(transaction=False)
         for i in stream_idx:
@@ -227,7 +252,7 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
              f"(overlap {overlap})")
         done = asyncio.Event()
         stats: dict[str, list[int]] = {}
-        reviewed: set[str] = set()
+        reviewed: list[str] = []  # the item of every submit
         apis = {n: Api(settings, t) for n, t in reviewer_tokens.items()}
         workers = [asyncio.create_task(_reviewer(apis[n], project, n, accuracies[n], truth, done,
                                                  stats, random.Random(rng_seed + k), reviewed))
@@ -255,7 +280,9 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
         await asyncio.gather(*workers)
         for a in apis.values():
             await a.close()
-        summary.human_labels = sum(len(v) for v in stats.values())
+        gold_ids = {item_id[int(i)] for i in gold_idx}
+        summary.gold_labels = sum(item in gold_ids for item in reviewed)
+        summary.human_labels = sum(len(v) for v in stats.values()) - summary.gold_labels
         summary.reviewer_accuracy = {n: float(np.mean(v)) for n, v in stats.items() if v}
         _say(f"      {summary.human_labels} labels submitted; queue empty")
 
@@ -273,7 +300,7 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
             quality = (await admin.call("GET", "quality",
                                         f"/v1/projects/{project}/quality")).json()
             settled = quality.get("consensus", {}).get("items_with_consensus") or 0
-            return settled >= len(reviewed) and await all_stored()
+            return settled >= len(set(reviewed) - gold_ids) and await all_stored()
 
         try:
             await _wait(consensus_stored, 90, "consensus labels")
@@ -284,7 +311,7 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
         summary.auto_accepted = by_source.get("auto", 0)
         summary.labels_stored = sum(by_source.values())
         summary.consensus_labels = by_source.get("consensus", 0)
-        summary.reviewed = len(reviewed)
+        summary.reviewed = len(set(reviewed) - gold_ids)
         summary.review_tasks = summary.items - summary.auto_accepted
         summary.auto_accept_correct = sum(
             1 for r in labels["labels"] if r["source"] == "auto"
@@ -302,6 +329,8 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
         _say("[6/6] quality")
         quality = (await admin.call("GET", "quality", f"/v1/projects/{project}/quality")).json()
         summary.agreement = quality["pairwise_agreement"]
+        summary.evaluation = (await admin.call(
+            "GET", "quality", f"/v1/projects/{project}/evaluation")).json()
     finally:
         await admin.close()
         await redis.aclose()

@@ -60,6 +60,11 @@ async def test_the_demo_loop_improves_the_model(services, project):
     assert summary.reviewed == summary.review_tasks
     assert summary.human_labels == 2 * summary.review_tasks
     assert summary.labels_stored == summary.seed_labels + summary.auto_accepted + \
-        summary.human_labels + summary.consensus_labels
+        summary.human_labels + summary.gold_labels + summary.consensus_labels
+    # Gold salted into the queue: the evaluation judges the review stage on it.
+    assert summary.gold_labels > 0
+    stage = summary.evaluation["stages"]["review/blind"]
+    assert stage["items"] == summary.gold_labels
+    assert stage["verdict"] in ("reduced label error", "no measurable difference")
     assert summary.agreement is not None and 0.6 < summary.agreement < 1.0
     assert summary.accuracy_after > summary.accuracy_before + 0.03
