@@ -143,9 +143,17 @@ def demo(
     start_services: Annotated[
         bool, typer.Option(help="start the services (else use running ones)")
     ] = True,
+    scenario: Annotated[str | None, typer.Option(
+        help="automation-bias: a third of the reviewers rubber-stamp, prelabel then blind "
+             "mode (records EVALUATION.md with --write)")] = None,
+    write: Annotated[bool, typer.Option(help="record the scenario in EVALUATION.md")] = False,
 ) -> None:
     """The whole loop on scikit-learn's digits, with simulated reviewers, then a summary."""
     from loopwise.demo import run_demo
+
+    if scenario is not None:
+        _demo_scenario(scenario, max(reviewers, 6), seed_labels, threshold, write)
+        return
 
     summary = run_demo(
         get_settings(),
@@ -163,6 +171,28 @@ def demo(
         where = write_report(summary.evaluation, Path("var") / "reports" / summary.project)
         typer.echo(f"  evaluation report        {where.resolve()} (open it in a browser; "
                    f"`loopwise evaluate --project {summary.project}` prints it again)")
+
+
+def _demo_scenario(scenario: str, reviewers: int, seed_labels: int, threshold: float,
+                   write: bool) -> None:
+    if scenario != "automation-bias":
+        typer.echo(f"unknown scenario {scenario!r}: try automation-bias", err=True)
+        raise typer.Exit(2)
+    from bench import report
+    from loopwise.demo import SCENARIO_SECTION, run_automation_bias
+    from loopwise.evaluate import REPORT
+    from loopwise.evaluation_report import write_report
+
+    summaries, text = run_automation_bias(get_settings(), reviewers, seed_labels, threshold)
+    for summary in summaries:
+        typer.echo(summary.render())
+        where = write_report(summary.evaluation, Path("var") / "reports" / summary.project)
+        typer.echo(f"  evaluation report        {where.resolve()}")
+    body = "\n".join([SCENARIO_SECTION, "", *report.header(
+        f"loopwise demo --scenario automation-bias --reviewers {reviewers}"), "", text, ""])
+    typer.echo(body)
+    if write:
+        report.write_section(SCENARIO_SECTION, body, REPORT)
 
 
 @token_app.command("create")

@@ -58,6 +58,9 @@ class Summary:
     seconds: float = 0.0
     gold_items: int = 0
     gold_labels: int = 0  # human labels on gold tasks (not counted in human_labels)
+    mode: str = "blind"
+    paused: list[str] = field(default_factory=list)
+    flagged: list[str] = field(default_factory=list)
     evaluation: dict[str, Any] = field(default_factory=dict)
 
     def render(self) -> str:
@@ -84,6 +87,8 @@ class Summary:
             f"  held-out accuracy after  {self.accuracy_after:.3f} ({self.model_after}, "
             f"after review; {self.holdout} held-out items)",
             f"  wall time                {self.seconds:.1f} s",
+            f"  review mode              {self.mode}; flagged by the quality service: "
+            f"{', '.join(self.flagged) or 'none'}; paused: {', '.join(self.paused) or 'none'}",
         ]
         for name, stage in self.evaluation.get("stages", {}).items():
             lines.append(f"  {name:24s} {stage['verdict']} (p = {stage['p_value']:.2g}; "
@@ -117,28 +122,59 @@ GOLD_ITEMS = 60
 GOLD_RATE = 0.1
 
 
-async def _reviewer(api: Api, project: str, name: str, accuracy: float, truth: dict[str, int],
-                    done: asyncio.Event, stats: dict[str, list[int]], rng: random.Random,
-                    reviewed: list[str]) -> None:
-    """Pull, look, submit — right with probability ``accuracy``, else a plausible confusion."""
+@dataclass
+class Behaviour:
+    """What a simulated reviewer does, known exactly so every figure can be checked."""
+
+    accuracy: float  # right this often when judging
+    stamps: bool = False  # keeps any shown pre-label without looking
+    skip_rate: float = 0.0  # gives a task back
+    abandon_rate: float = 0.0  # walks away from a task; its lease expires
+
+
+async def _reviewer(api: Api, project: str, name: str, behaviour: Behaviour,
+                    truth: dict[str, int], done: asyncio.Event, stats: dict[str, list[int]],
+                    rng: random.Random, reviewed: list[str], paused: set[str]) -> None:
+    """Pull, look, submit: right with probability ``accuracy``, else a plausible confusion;
+    a stamper submits the pre-label when one is shown. Stops when paused (423)."""
     while True:
-        response = await api.call("GET", "router", f"/v1/projects/{project}/tasks/next")
+        response = await api.client.get(
+            api.settings.url_of("router") + f"/v1/projects/{project}/tasks/next")
+        if response.status_code == 423:
+            paused.add(name)
+            return
+        if response.status_code >= 400:
+            raise RuntimeError(f"tasks/next: {response.status_code} {response.text}")
         if response.status_code == 204:
             if done.is_set():
                 return
             await asyncio.sleep(0.2)
             continue
         task = response.json()
+        draw = rng.random()
+        if draw < behaviour.skip_rate:
+            await api.call("POST", "router", f"/v1/tasks/{task['task_id']}/skip")
+            continue
+        if draw < behaviour.skip_rate + behaviour.abandon_rate:
+            continue  # never submitted: the lease runs out and the task goes back
         true_label = truth[task["item_id"]]
-        if rng.random() < accuracy:
+        if behaviour.stamps and task.get("prelabel"):
+            label = str(task["prelabel"])
+        elif rng.random() < behaviour.accuracy:
             label = str(true_label)
         else:
             label = str(rng.choice([c for c in range(10) if c != true_label]))
         if label not in task["options"] and task["options"]:
             label = str(true_label)
-        await api.call("POST", "router", f"/v1/tasks/{task['task_id']}/submit",
-                       json={"label": label, "duration_ms": int(rng.uniform(800, 4000)),
-                             "guideline_version": "g1"})
+        submitted = await api.client.post(
+            api.settings.url_of("router") + f"/v1/tasks/{task['task_id']}/submit",
+            json={"label": label, "duration_ms": int(rng.uniform(800, 4000)),
+                  "guideline_version": "g1"})
+        if submitted.status_code == 423:
+            paused.add(name)
+            return
+        if submitted.status_code >= 400:
+            raise RuntimeError(f"submit: {submitted.status_code} {submitted.text}")
         stats.setdefault(name, []).append(int(label == str(true_label)))
         reviewed.append(task["item_id"])
 
@@ -169,15 +205,22 @@ async def _accuracy(api: Api, project: str, x: np.ndarray, y: np.ndarray) -> tup
         "model_version"]
 
 
+ACCURACIES = (0.97, 0.92, 0.85, 0.95, 0.9, 0.88, 0.93, 0.8, 0.96, 0.9)
+
+
 async def run_loop(settings: Settings, project: str, reviewers: int, overlap: int,
-                   threshold: float, seed_labels: int, rng_seed: int = 0) -> Summary:
+                   threshold: float, seed_labels: int, rng_seed: int = 0, mode: str = "blind",
+                   behaviours: dict[str, Behaviour] | None = None) -> Summary:
+    """The whole loop on one project; ``behaviours`` (default: honest reviewers of the
+    accuracies above) says what each simulated reviewer does."""
     started = time.perf_counter()
-    summary = Summary(project=project)
+    summary = Summary(project=project, mode=mode)
     engine = make_engine(settings.database_url)
     admin_token = await create_token(engine, "demo-admin", "admin", project)
-    reviewer_names = [f"reviewer-{i + 1}" for i in range(reviewers)]
-    accuracies = dict(zip(reviewer_names, [0.97, 0.92, 0.85, 0.95, 0.9, 0.88, 0.93, 0.8, 0.96,
-                                           0.9], strict=False))
+    if behaviours is None:
+        behaviours = {f"reviewer-{i + 1}": Behaviour(ACCURACIES[i % len(ACCURACIES)])
+                      for i in range(reviewers)}
+    reviewer_names = list(behaviours)
     reviewer_tokens = {n: await create_token(engine, n, "labeler", project) for n in reviewer_names}
     await engine.dispose()
 
@@ -203,7 +246,7 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
     try:
         await admin.call("PATCH", "labels", f"/v1/projects/{project}", json={
             "routing": {"auto_accept_threshold": threshold, "overlap": overlap,
-                        "gold_rate": GOLD_RATE}})
+                        "gold_rate": GOLD_RATE, "mode": mode}})
         await _settings_applied(redis, project)
         _say(f"[1/6] seed: registering {len(seed_idx)} labeled items and training model v1")
         await admin.call("POST", "scorer", f"/v1/projects/{project}/items", json={"items": [
@@ -254,8 +297,10 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
         stats: dict[str, list[int]] = {}
         reviewed: list[str] = []  # the item of every submit
         apis = {n: Api(settings, t) for n, t in reviewer_tokens.items()}
-        workers = [asyncio.create_task(_reviewer(apis[n], project, n, accuracies[n], truth, done,
-                                                 stats, random.Random(rng_seed + k), reviewed))
+        paused: set[str] = set()
+        workers = [asyncio.create_task(_reviewer(apis[n], project, n, behaviours[n], truth,
+                                                 done, stats, random.Random(rng_seed + k),
+                                                 reviewed, paused))
                    for k, n in enumerate(reviewer_names)]
 
         async def routed() -> bool:
@@ -284,6 +329,7 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
         summary.gold_labels = sum(item in gold_ids for item in reviewed)
         summary.human_labels = sum(len(v) for v in stats.values()) - summary.gold_labels
         summary.reviewer_accuracy = {n: float(np.mean(v)) for n, v in stats.items() if v}
+        summary.paused = sorted(paused)
         _say(f"      {summary.human_labels} labels submitted; queue empty")
 
         _say("[4/6] waiting for the labels and quality services to store everything")
@@ -303,7 +349,8 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
             return settled >= len(set(reviewed) - gold_ids) and await all_stored()
 
         try:
-            await _wait(consensus_stored, 90, "consensus labels")
+            if overlap > 1:  # one label an item: nothing to settle
+                await _wait(consensus_stored, 90, "consensus labels")
         except TimeoutError:
             _say("      (no consensus yet; retraining on the newest human labels)")
         labels = (await admin.call("GET", "labels", f"/v1/projects/{project}/labels")).json()
@@ -329,6 +376,7 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
         _say("[6/6] quality")
         quality = (await admin.call("GET", "quality", f"/v1/projects/{project}/quality")).json()
         summary.agreement = quality["pairwise_agreement"]
+        summary.flagged = sorted(f["labeler_id"] for f in quality.get("flags", []))
         summary.evaluation = (await admin.call(
             "GET", "quality", f"/v1/projects/{project}/evaluation")).json()
     finally:
@@ -367,4 +415,74 @@ def run_demo(settings: Settings, project: str | None = None, reviewers: int = 3,
             private.stop()
 
 
-__all__ = ["Summary", "run_demo"]
+SCENARIO_SECTION = "## Automation bias on a real project (loopwise demo --scenario automation-bias)"
+
+
+def _headline(summary: Summary) -> list[str]:
+    ev = summary.evaluation
+    stage = ev.get("stages", {}).get(f"review/{summary.mode}", {})
+    model = ev.get("before_review", {}).get("model_on_gold", {})
+    correction = ev.get("correction", {})
+
+    def pct(rate: dict[str, Any] | None) -> str:
+        if not rate or rate.get("rate") is None:
+            return "—"
+        low, high = rate["interval"]
+        return f"{rate['rate']:.1%} [{low:.1%}, {high:.1%}]"
+
+    lines = [
+        f"| {summary.mode} | {pct(model)} | {pct(stage.get('after'))} | "
+        f"{stage.get('errors_caught', 0)} / {stage.get('errors_introduced', 0)} | "
+        f"{stage.get('verdict', '—')} (p = {stage.get('p_value', 1.0):.2g}) | "
+        f"{pct(correction.get('correction_rate')) if summary.mode == 'prelabel' else '—'} | "
+        f"{', '.join(summary.flagged) or 'none'} |"
+    ]
+    return lines
+
+
+def run_automation_bias(settings: Settings, reviewers: int = 6, seed_labels: int = 50,
+                        threshold: float = 0.9) -> tuple[list[Summary], str]:
+    """The same reviewers, a third of them rubber-stampers, on two projects: prelabel
+    mode, then blind. Leases last 5 s (the reviewers sometimes walk away from a task)."""
+    stamp = set(range(0, reviewers, 3))  # a third of them
+    behaviours = {
+        f"{'stamper' if i in stamp else 'reviewer'}-{i + 1}": Behaviour(
+            ACCURACIES[i % len(ACCURACIES)], stamps=i in stamp, skip_rate=0.02,
+            abandon_rate=0.01)
+        for i in range(reviewers)}
+    stamp_names = [n for n in behaviours if n.startswith("stamper")]
+    env = {"LOOPWISE_DATABASE_URL": settings.database_url,
+           "LOOPWISE_REDIS_URL": settings.redis_url, "LOOPWISE_LEASE_SECONDS": "5"}
+    upgrade(settings.database_url)
+    stamp_text = ", ".join(stamp_names)
+    summaries = []
+    with ServiceGroup(settings, env=env):
+        for mode in ("prelabel", "blind"):
+            project = f"bias-{mode}-{datetime.now(UTC):%Y%m%d%H%M%S}"
+            _say(f"=== {mode} mode, project {project}: {reviewers} reviewers, "
+                 f"{stamp_text} keep every pre-label shown")
+            summaries.append(asyncio.run(run_loop(
+                settings, project, reviewers, overlap=1, threshold=threshold,
+                seed_labels=seed_labels, mode=mode, behaviours=behaviours)))
+    text = "\n".join([
+        f"{reviewers} simulated reviewers over HTTP on scikit-learn's digits, "
+        f"{stamp_text} keep every pre-label they are shown (otherwise they judge like the "
+        "others); single review (overlap 1), 10% gold (half of it planted wrong in "
+        "prelabel mode), reviewers skip 2% of tasks and walk away from 1% (leases of 5 s). "
+        "Figures from `GET :8004/v1/projects/{p}/evaluation` on each project's stored "
+        "events; error on gold with exact 95% intervals.",
+        "",
+        "| mode | model's error on gold | error after review | errors caught / introduced "
+        "| verdict of the review stage | pre-labels corrected | flagged |",
+        "|---|---:|---:|---:|---|---:|---|",
+        *(line for s in summaries for line in _headline(s)),
+        "",
+        "In prelabel mode the stampers keep the model's errors and the planted ones, so the "
+        "review stage corrects fewer pre-labels than the model gets wrong and the quality "
+        "service flags (and pauses) them; in blind mode the same people must judge, and the "
+        "stage's error falls.",
+    ])
+    return summaries, text
+
+
+__all__ = ["Behaviour", "Summary", "run_automation_bias", "run_demo"]

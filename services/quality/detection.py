@@ -22,7 +22,7 @@ sequential probability ratio tests that never stop watching (a labeler can start
 rubber-stamping after a good first week); the current run of one, the tasks since it
 last left 0, is the evidence and the labels to re-review:
 
-* **full deference** (``d = full_deference``, 0.9) against ``d = honest_deference``,
+* **full deference** (``d = full_deference``, 0.95) against ``d = honest_deference``,
   on known-wrong and ordinary tasks: catches a rubber-stamper within tens of tasks;
 * **partial deference** (``d = partial_deference``, 0.55) against the same honest
   bound, on known-wrong tasks only: ordinary changes cannot tell a labeler who stamps
@@ -77,7 +77,7 @@ class DeferenceTest:
     """The hypotheses about a labeler's deference and the two flagging thresholds."""
 
     honest_deference: float = 0.2
-    full_deference: float = 0.9
+    full_deference: float = 0.95
     partial_deference: float = 0.55
     threshold: float = threshold_for(2000, 0.005)
     partial_threshold: float = threshold_for(100, 0.005)
