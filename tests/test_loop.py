@@ -68,3 +68,35 @@ async def test_the_demo_loop_improves_the_model(services, project):
     assert stage["verdict"] in ("reduced label error", "no measurable difference")
     assert summary.agreement is not None and 0.6 < summary.agreement < 1.0
     assert summary.accuracy_after > summary.accuracy_before + 0.03
+
+
+async def test_gold_is_held_out_of_training_and_the_model_is_judged_on_it(
+        services, engine, redis, project):
+    """Labels a reviewer gave gold tasks never train the model: its gold accuracy is
+    measured on items it did not learn from."""
+    settings = services
+    x, y = load_digits(return_X_y=True)
+    admin = await token(engine, "admin", "admin", project)
+    gold = {f"s{i}": str(y[i]) for i in range(40, 60)}
+    async with client(settings, "router", admin) as http:
+        r = await http.post(f"/v1/projects/{project}/gold", json={"items": [
+            {"item_id": item, "label": label, "payload": {"n": item}}
+            for item, label in gold.items()]})
+        assert r.status_code == 200, r.text
+    async with client(settings, "scorer", admin) as http:
+        r = await http.post(f"/v1/projects/{project}/items", json={"items": [
+            {"item_id": f"s{i}", "features": x[i].tolist()} for i in range(60)]})
+        assert r.status_code == 200
+    pipe = redis.pipeline(transaction=False)
+    for i in range(60):  # every item labelled, gold ones too (as a reviewer would)
+        pipe.xadd(streams.LABELS, encode_event(LabelEvent(
+            project=project, item_id=f"s{i}", label=str(y[i]), labeler_id="alice",
+            source="human", mode="blind").to_json()))
+    await pipe.execute()
+    await groups_idle(redis, (streams.LABELS, streams.GROUP_LABELS))
+    async with client(settings, "scorer", admin) as http:
+        r = await http.post(f"/v1/projects/{project}/train")
+        assert r.status_code == 200, r.text
+        trained = r.json()
+    assert trained["label_count"] == 40  # the 20 gold items left out
+    assert trained["metrics"]["gold_accuracy"]["items"] == 20

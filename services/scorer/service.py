@@ -224,6 +224,10 @@ class ScorerService:
         async with self.locks[project]:
             config = await self.config(project)
             current, label_set_version = await self.current_labels(project, config.include_auto)
+            gold = await self._gold(project)
+            # Gold is what models are judged on: a label a reviewer gave a gold task never
+            # trains the model, or its gold accuracy would be measured on its own training set.
+            current = [r for r in current if r["item_id"] not in gold]
             async with self.runtime.engine.connect() as conn:
                 inputs, labels, kind, label_set = await store.training_set(
                     conn, project, current, label_set_version, include_auto=config.include_auto)
@@ -237,7 +241,7 @@ class ScorerService:
             model = await asyncio.to_thread(fit, version, inputs, labels, kind)
             model_metrics: dict[str, Any] = {
                 "cv_accuracy": await asyncio.to_thread(holdout_accuracy, inputs, labels, kind),
-                "gold_accuracy": await self._gold_accuracy(project, model),
+                "gold_accuracy": await self._gold_accuracy(project, model, gold),
                 "classes": model.classes, "kind": kind, "strategy": config.strategy,
                 "diversity": config.diversity, "label_set": label_set,
             }
@@ -252,10 +256,14 @@ class ScorerService:
                      cv_accuracy=model_metrics["cv_accuracy"])
             return {"version": version, "label_count": len(labels), "metrics": model_metrics}
 
-    async def _gold_accuracy(self, project: str, model: TrainedModel) -> dict[str, Any] | None:
-        """Accuracy on the project's gold items (known answers kept by the router)."""
+    async def _gold(self, project: str) -> dict[str, str]:
+        """The project's gold answers (the router keeps them)."""
         listed = await self.peers.get("router", f"/v1/projects/{project}/gold")
-        gold = {g["item_id"]: g["label"] for g in listed["items"]}
+        return {g["item_id"]: g["label"] for g in listed["items"]}
+
+    async def _gold_accuracy(self, project: str, model: TrainedModel,
+                             gold: dict[str, str]) -> dict[str, Any] | None:
+        """Accuracy on the project's gold items, held out of its training set."""
         if not gold or model.kind != "features":
             return None
         async with self.runtime.engine.connect() as conn:
