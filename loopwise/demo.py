@@ -93,7 +93,7 @@ class Summary:
         for name, stage in self.evaluation.get("stages", {}).items():
             lines.append(f"  {name:24s} {stage['verdict']} (p = {stage['p_value']:.2g}; "
                          f"{stage['errors_caught']} errors caught, {stage['errors_introduced']} "
-                         f"introduced, on {self.gold_items} gold items)")
+                         f"introduced, in {stage['items']} answers on gold)")
         return "\n".join(lines)
 
 
@@ -210,7 +210,8 @@ ACCURACIES = (0.97, 0.92, 0.85, 0.95, 0.9, 0.88, 0.93, 0.8, 0.96, 0.9)
 
 async def run_loop(settings: Settings, project: str, reviewers: int, overlap: int,
                    threshold: float, seed_labels: int, rng_seed: int = 0, mode: str = "blind",
-                   behaviours: dict[str, Behaviour] | None = None) -> Summary:
+                   behaviours: dict[str, Behaviour] | None = None,
+                   gold_rate: float = GOLD_RATE) -> Summary:
     """The whole loop on one project; ``behaviours`` (default: honest reviewers of the
     accuracies above) says what each simulated reviewer does."""
     started = time.perf_counter()
@@ -246,7 +247,7 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
     try:
         await admin.call("PATCH", "labels", f"/v1/projects/{project}", json={
             "routing": {"auto_accept_threshold": threshold, "overlap": overlap,
-                        "gold_rate": GOLD_RATE, "mode": mode}})
+                        "gold_rate": gold_rate, "mode": mode}})
         await _settings_applied(redis, project)
         _say(f"[1/6] seed: registering {len(seed_idx)} labeled items and training model v1")
         await admin.call("POST", "scorer", f"/v1/projects/{project}/items", json={"items": [
@@ -281,7 +282,7 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
                             "probs": dict(zip(gold_guess["classes"], probs, strict=True))}}
             for i, probs in zip(gold_idx, gold_guess["probs"], strict=True)]})
         summary.gold_items = len(gold_idx)
-        _say(f"      {len(gold_idx)} gold items salted into the queue ({GOLD_RATE:.0%} of tasks)")
+        _say(f"      {len(gold_idx)} gold items salted into the queue ({gold_rate:.0%} of tasks)")
 
         _say(f"[2/6] streaming {len(stream_idx)} items on {streams.ITEMS}")
         pipe = redis.pipeline(transaction=False)
@@ -415,6 +416,7 @@ def run_demo(settings: Settings, project: str | None = None, reviewers: int = 3,
             private.stop()
 
 
+SCENARIO_GOLD_RATE = 0.2  # enough answers on gold for the stage's test to have power
 SCENARIO_SECTION = "## Automation bias on a real project (loopwise demo --scenario automation-bias)"
 
 
@@ -463,12 +465,14 @@ def run_automation_bias(settings: Settings, reviewers: int = 6, seed_labels: int
                  f"{stamp_text} keep every pre-label shown")
             summaries.append(asyncio.run(run_loop(
                 settings, project, reviewers, overlap=1, threshold=threshold,
-                seed_labels=seed_labels, mode=mode, behaviours=behaviours)))
+                seed_labels=seed_labels, mode=mode, behaviours=behaviours,
+                gold_rate=SCENARIO_GOLD_RATE)))
     text = "\n".join([
         f"{reviewers} simulated reviewers over HTTP on scikit-learn's digits, "
         f"{stamp_text} keep every pre-label they are shown (otherwise they judge like the "
-        "others); single review (overlap 1), 10% gold (half of it planted wrong in "
-        "prelabel mode), reviewers skip 2% of tasks and walk away from 1% (leases of 5 s). "
+        f"others); single review (overlap 1), {SCENARIO_GOLD_RATE:.0%} of tasks gold (half "
+        "of it planted wrong in prelabel mode), reviewers skip 2% of tasks and walk away "
+        "from 1% (leases of 5 s). "
         "Figures from `GET :8004/v1/projects/{p}/evaluation` on each project's stored "
         "events; error on gold with exact 95% intervals.",
         "",

@@ -160,7 +160,9 @@ def evaluate_review(rows: Iterable[Mapping[str, Any]], alpha: float = 0.05) -> d
     review_pairs: dict[str, Paired] = defaultdict(Paired)
     review_rows: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for r in first:
-        mode = r.get("mode") or "unknown"
+        if r["source"] != "human" or not r.get("mode"):
+            continue  # imported labels: no review stage of this project made them
+        mode = r["mode"]
         review_rows[mode].append(r)
         item = r["item_id"]
         if item in gold and item in model and not r.get("planted_prelabel"):
