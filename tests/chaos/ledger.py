@@ -246,7 +246,7 @@ async def account(redis: aioredis.Redis, engine: AsyncEngine, project: str,
             acct.pending.append(f"{stream}/{group}: no such group")
         elif int(g["pending"]) or int(g.get("lag") or 0):
             acct.pending.append(f"{stream}/{group}: {g['pending']} pending, lag {g.get('lag')}")
-    for entry_id, f in await redis.xrange(streams.DEADLETTER, count=SHOWN):
+    for _, f in await redis.xrange(streams.DEADLETTER, count=SHOWN):
         dead = orjson.loads(f[b"data"])
         acct.dead_letters.append(f"{dead['stream']} {dead['entry_id']}: {dead['reason']}"[:300])
     return acct
