@@ -145,8 +145,8 @@ async def test_a_60_s_postgresql_outage_mid_stream_loses_no_prediction(
     async def outage_mid_stream() -> None:
         while producer.acked < MIDSTREAM_PREDICTIONS / 6:
             await asyncio.sleep(0.05)
-        await asyncio.to_thread(private_postgres.stop, "immediate")
         outage["stored_before"] = await _stored(engine, project)
+        await asyncio.to_thread(private_postgres.stop, "immediate")
         down = time.monotonic()
         await asyncio.sleep(MIDSTREAM_OUTAGE_SECONDS)
         status, body = readiness(settings, "labels")
