@@ -70,6 +70,13 @@ class Producer:
     acked: int = 0  # predictions Redis acknowledged
     acked_at: list[float] = field(default_factory=list)  # monotonic time, per chunk
     resent: int = 0  # chunks sent again after an error
+    _progress: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def wait_acked(self, count: float) -> None:
+        """Until at least ``count`` predictions are acknowledged."""
+        while self.acked < count:
+            self._progress.clear()
+            await self._progress.wait()
 
     async def run(self) -> None:
         redis = aioredis.from_url(self.redis_url, socket_timeout=5)
@@ -91,6 +98,7 @@ class Producer:
                         await asyncio.sleep(0.2)
                 self.acked += len(wires)
                 self.acked_at.append(time.monotonic())
+                self._progress.set()
         finally:
             await redis.aclose()
 

@@ -143,8 +143,7 @@ async def test_a_60_s_postgresql_outage_mid_stream_loses_no_prediction(
     outage: dict[str, float] = {}
 
     async def outage_mid_stream() -> None:
-        while producer.acked < MIDSTREAM_PREDICTIONS / 6:
-            await asyncio.sleep(0.05)
+        await producer.wait_acked(MIDSTREAM_PREDICTIONS / 6)
         outage["stored_before"] = await _stored(engine, project)
         await asyncio.to_thread(private_postgres.stop, "immediate")
         down = time.monotonic()

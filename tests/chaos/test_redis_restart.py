@@ -39,8 +39,7 @@ async def _kill_mid_stream(server: PrivateRedis, producer: Producer, wipe: bool
                            ) -> tuple[float, float]:
     """Kill Redis when KILL_AT of the predictions are posted, keep it down a few seconds,
     start it again; (when it was killed, when it was back), monotonic."""
-    while producer.acked < KILL_AT * len(producer.items):
-        await asyncio.sleep(0.05)
+    await producer.wait_acked(KILL_AT * len(producer.items))
     server.kill()
     killed = time.monotonic()
     if wipe:

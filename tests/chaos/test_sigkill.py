@@ -56,8 +56,7 @@ async def test_sigkill_router_and_labels_five_times_each(private_redis, private_
 
     async def killer() -> None:
         for victim, share in zip(victims, moments, strict=True):
-            while producer.acked < share * PREDICTIONS:
-                await asyncio.sleep(0.05)
+            await producer.wait_acked(share * PREDICTIONS)
             group.kill(victim)
             kills.append(f"{victim} at {producer.acked:,}")
             started = time.monotonic()
