@@ -158,11 +158,14 @@ async def _sample(redis: aioredis.Redis, group: ServiceGroup, run: Run,
 
 
 async def _drained(redis: aioredis.Redis) -> bool:
+    """Router and labels groups have read up to the streams' last entries and have nothing
+    pending. (Not XINFO's lag: once a stream is trimmed Redis may not know it, nil.)"""
     for stream, name in ((streams.PREDICTIONS, streams.GROUP_ROUTER),
                          (streams.LABELS, streams.GROUP_LABELS)):
+        last = (await redis.xinfo_stream(stream))["last-generated-id"]
         groups = {g["name"].decode(): g for g in await redis.xinfo_groups(stream)}
         g = groups.get(name)
-        if g is None or int(g["pending"]) or int(g.get("lag") or 0):
+        if g is None or int(g["pending"]) or g["last-delivered-id"] != last:
             return False
     return True
 
