@@ -246,13 +246,15 @@ async def account(redis: aioredis.Redis, engine: AsyncEngine, project: str,
     acct.submits_twice = sorted(f"{t}|{who}" for (t, who), n in human.items() if n > 1)
     for stream, group in groups:
         try:
+            last = (await redis.xinfo_stream(stream))["last-generated-id"]
             info = {g["name"].decode(): g for g in await redis.xinfo_groups(stream)}
         except RedisError:
-            info = {}
+            last, info = None, {}
         g = info.get(group)
         if g is None:
             acct.pending.append(f"{stream}/{group}: no such group")
-        elif int(g["pending"]) or int(g.get("lag") or 0):
+        # Read up to the last entry (XINFO's lag is nil once a stream was trimmed).
+        elif int(g["pending"]) or g["last-delivered-id"] != last:
             acct.pending.append(f"{stream}/{group}: {g['pending']} pending, lag {g.get('lag')}")
     for _, f in await redis.xrange(streams.DEADLETTER, count=SHOWN):
         dead = orjson.loads(f[b"data"])
