@@ -78,8 +78,10 @@ def rss_mib(pid: int) -> float:
     return total / 1024
 
 
-def _event_id(n: int) -> str:
-    h = f"{n:032x}"
+def _event_id(salt: int, n: int) -> str:
+    """Prediction ``n``'s event id; ``salt`` is the run's own, so that a label store that
+    earlier runs wrote to never takes this run's labels for repeats."""
+    h = f"{salt:016x}{n:016x}"
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-8{h[17:20]}-{h[20:]}"
 
 
@@ -92,6 +94,7 @@ class Run:
     total: int
     auto: np.ndarray  # bool per prediction
     posted_ms: np.ndarray  # int64 per prediction, 0 = not posted
+    salt: int = field(default_factory=lambda: uuid.uuid4().int >> 64)
     posted: int = 0
     started: float = 0.0
     samples: list[dict[str, Any]] = field(default_factory=list)
@@ -102,7 +105,7 @@ class Run:
 def _wire(run: Run, n: int) -> bytes:
     p = 0.95 if run.auto[n] else 0.6
     return (b'{"event_id":"%s","project":"%s","item_id":"s%d","model_version":"soak-m1",'
-            b'"probs":{"a":%.2f,"b":%.2f}}' % (_event_id(n).encode(), run.project.encode(), n,
+            b'"probs":{"a":%.2f,"b":%.2f}}' % (_event_id(run.salt, n).encode(), run.project.encode(), n,
                                                p, 1 - p))
 
 
@@ -190,7 +193,7 @@ async def _latencies(redis: aioredis.Redis, database_url: str, run: Run
     sampled = np.flatnonzero(~run.auto[:run.posted])[::TASK_SAMPLE]
     pipe = redis.pipeline(transaction=False)
     for n in sampled:
-        pipe.hget(f"{PREFIX}task:{stable_key('task', _event_id(int(n)))}", "body")
+        pipe.hget(f"{PREFIX}task:{stable_key('task', _event_id(run.salt, int(n)))}", "body")
     bodies = await pipe.execute()
     task_posted, task_lat, missing = [], [], 0
     for n, body in zip(sampled, bodies, strict=True):

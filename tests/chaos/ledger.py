@@ -53,9 +53,11 @@ class Prediction:
 
 
 def predictions(count: int, auto_share: float, seed: int, prefix: str = "i") -> list[Prediction]:
+    """``count`` predictions, a seeded ``auto_share`` of them confident. Their event ids are
+    new every time (uuid4): the label store may be a database earlier runs wrote to."""
     rng = random.Random(seed)
-    return [Prediction(str(uuid.UUID(int=rng.getrandbits(128), version=4)), f"{prefix}{n}",
-                       rng.random() < auto_share) for n in range(count)]
+    return [Prediction(str(uuid.uuid4()), f"{prefix}{n}", rng.random() < auto_share)
+            for n in range(count)]
 
 
 @dataclass
