@@ -104,9 +104,9 @@ class Run:
 
 def _wire(run: Run, n: int) -> bytes:
     p = 0.95 if run.auto[n] else 0.6
+    event_id = _event_id(run.salt, n).encode()
     return (b'{"event_id":"%s","project":"%s","item_id":"s%d","model_version":"soak-m1",'
-            b'"probs":{"a":%.2f,"b":%.2f}}' % (_event_id(run.salt, n).encode(), run.project.encode(), n,
-                                               p, 1 - p))
+            b'"probs":{"a":%.2f,"b":%.2f}}' % (event_id, run.project.encode(), n, p, 1 - p))
 
 
 async def _produce(redis: aioredis.Redis, run: Run) -> None:
