@@ -23,7 +23,6 @@ second half's slope is under 1% of the rate).
 from __future__ import annotations
 
 import asyncio
-import os
 import tempfile
 import time
 import uuid
@@ -124,7 +123,7 @@ async def _produce(redis: aioredis.Redis, run: Run) -> None:
         await asyncio.sleep(TICK)
 
 
-async def _sample(redis: aioredis.Redis, group: ServiceGroup, run: Run,
+async def _sample(redis: aioredis.Redis, procs: dict[str, Any], run: Run,
                   stop: asyncio.Event) -> None:
     last_say = 0.0
     while not stop.is_set():
@@ -147,7 +146,7 @@ async def _sample(redis: aioredis.Redis, group: ServiceGroup, run: Run,
                     read[stream] = int(g.get("entries-read") or 0)
                     read[stream + ":lag"] = int(g.get("lag") or 0)
         sample = {"t": now, "posted": run.posted, "lengths": lengths, "read": read,
-                  "rss": {name: rss_mib(proc.pid) for name, proc in group.procs.items()}}
+                  "rss": {name: rss_mib(proc.pid) for name, proc in procs.items()}}
         run.samples.append(sample)
         if now - last_say >= 10:
             last_say = now
@@ -277,7 +276,7 @@ def _plot(run: Run, auto: tuple[np.ndarray, np.ndarray], tasks: tuple[np.ndarray
     plt.close(fig)
 
 
-async def _run(settings: Settings, group: ServiceGroup, run: Run, database_url: str,
+async def _run(settings: Settings, procs: dict[str, Any], run: Run, database_url: str,
                retention_seconds: int) -> str:
     redis = aioredis.from_url(settings.redis_url)
     engine = make_engine(database_url)
@@ -294,7 +293,7 @@ async def _run(settings: Settings, group: ServiceGroup, run: Run, database_url: 
         stop = asyncio.Event()
         run.started = time.monotonic()
         say(f"posting {run.total:,} predictions at {run.rate:,.0f}/s for {run.seconds:.0f} s")
-        sampler = asyncio.create_task(_sample(redis, group, run, stop))
+        sampler = asyncio.create_task(_sample(redis, procs, run, stop))
         await _produce(redis, run)
         posting_took = time.monotonic() - run.started
         say(f"posted {run.posted:,} in {posting_took:.1f} s; waiting for the services to drain")
@@ -305,7 +304,7 @@ async def _run(settings: Settings, group: ServiceGroup, run: Run, database_url: 
         drain = time.monotonic() - run.started - posting_took
         stop.set()
         await sampler
-        dead = {name: proc.returncode for name, proc in group.procs.items()
+        dead = {name: proc.returncode for name, proc in procs.items()
                 if proc.poll() is not None}
         return await _report(redis, run, database_url, posting_took, drain, dead,
                              retention_seconds)
@@ -400,7 +399,7 @@ def run(rate: float = 5000.0, seconds: float = 600.0, warmup: float = 60.0,
                         **{f"{n}_port": p for n, p in ports.items()})
     env = {"LOOPWISE_REDIS_URL": redis_url, "LOOPWISE_DATABASE_URL": settings.database_url,
            **{f"LOOPWISE_{n.upper()}_PORT": str(p) for n, p in ports.items()},
-           "LOOPWISE_LOG_LEVEL": "WARNING", "LOOPWISE_STREAM_WORKERS": str(workers),
+           "LOOPWISE_LOG_LEVEL": "WARNING",
            "LOOPWISE_STREAM_RETENTION_SECONDS": str(retention_seconds)}
     total = int(rate * seconds)
     rng = np.random.default_rng(seed)
@@ -408,14 +407,21 @@ def run(rate: float = 5000.0, seconds: float = 600.0, warmup: float = 60.0,
                project=f"soak-{uuid.uuid4().hex[:8]}", total=total,
                auto=rng.random(total) < 0.5, posted_ms=np.zeros(total, dtype=np.int64))
     say(f"services on ports {port_base + 1}-{port_base + 4}, database {database_url}, "
-        f"stream retention {retention_seconds} s, {workers} stream worker(s) a service; "
+        f"stream retention {retention_seconds} s, {workers} router stream worker(s); "
         f"logs in {tmp / 'logs'}")
-    with ServiceGroup(settings, env={**os.environ, **env}, log_dir=tmp / "logs") as group:
-        body = asyncio.run(_run(settings, group, soak, database_url, retention_seconds))
+    # The router does the most per prediction: it alone gets ``workers`` stream processes.
+    router = ServiceGroup(settings, services=("router",), log_dir=tmp / "logs",
+                          env={**env, "LOOPWISE_STREAM_WORKERS": str(workers)})
+    others = ServiceGroup(settings, services=[s for s in SERVICES if s != "router"],
+                          env=env, log_dir=tmp / "logs")
+    with router, others:
+        procs = {name: router.procs.get(name) or others.procs[name] for name in SERVICES}
+        body = asyncio.run(_run(settings, procs, soak, database_url, retention_seconds))
     if plot is not None and soak.samples and soak.latency is not None:
         _plot(soak, *soak.latency, plot)
         say(f"plot: {plot}")
     return (f"{body}\n\nRedis database {db} (flushed at start), label store "
             f"{database_url.split('://')[0]}, stream retention {retention_seconds} s "
-            f"(LOOPWISE_STREAM_RETENTION_SECONDS), {workers} stream worker(s) a service, "
+            f"(LOOPWISE_STREAM_RETENTION_SECONDS), {workers} router stream worker(s) "
+            f"(LOOPWISE_STREAM_WORKERS; the other services 1), "
             f"warm-up {soak.warmup:.0f} s.")
