@@ -48,6 +48,7 @@ from shared.settings import SERVICES, Settings
 
 SECTION = "## Soak (loopwise bench soak)"
 TICK = 0.01
+HOT = ("router", "labels")  # the services on the latency path
 TASK_SAMPLE = 20
 WATCHED = (streams.PREDICTIONS, streams.LABELS, streams.QUALITY, streams.DEADLETTER)
 GOAL_P99_S = 1.0
@@ -407,21 +408,23 @@ def run(rate: float = 5000.0, seconds: float = 600.0, warmup: float = 60.0,
                project=f"soak-{uuid.uuid4().hex[:8]}", total=total,
                auto=rng.random(total) < 0.5, posted_ms=np.zeros(total, dtype=np.int64))
     say(f"services on ports {port_base + 1}-{port_base + 4}, database {database_url}, "
-        f"stream retention {retention_seconds} s, {workers} router stream worker(s); "
+        f"stream retention {retention_seconds} s, {workers} stream worker(s) for the router "
+        f"and the labels service; "
         f"logs in {tmp / 'logs'}")
-    # The router does the most per prediction: it alone gets ``workers`` stream processes.
-    router = ServiceGroup(settings, services=("router",), log_dir=tmp / "logs",
-                          env={**env, "LOOPWISE_STREAM_WORKERS": str(workers)})
-    others = ServiceGroup(settings, services=[s for s in SERVICES if s != "router"],
+    # The router and the labels service are on the latency path: they get ``workers``
+    # stream processes each; the scorer and quality one.
+    hot = ServiceGroup(settings, services=HOT, log_dir=tmp / "logs",
+                       env={**env, "LOOPWISE_STREAM_WORKERS": str(workers)})
+    others = ServiceGroup(settings, services=[s for s in SERVICES if s not in HOT],
                           env=env, log_dir=tmp / "logs")
-    with router, others:
-        procs = {name: router.procs.get(name) or others.procs[name] for name in SERVICES}
+    with hot, others:
+        procs = {name: hot.procs.get(name) or others.procs[name] for name in SERVICES}
         body = asyncio.run(_run(settings, procs, soak, database_url, retention_seconds))
     if plot is not None and soak.samples and soak.latency is not None:
         _plot(soak, *soak.latency, plot)
         say(f"plot: {plot}")
     return (f"{body}\n\nRedis database {db} (flushed at start), label store "
             f"{database_url.split('://')[0]}, stream retention {retention_seconds} s "
-            f"(LOOPWISE_STREAM_RETENTION_SECONDS), {workers} router stream worker(s) "
-            f"(LOOPWISE_STREAM_WORKERS; the other services 1), "
+            f"(LOOPWISE_STREAM_RETENTION_SECONDS), {workers} stream worker(s) for the router "
+            f"and the labels service (LOOPWISE_STREAM_WORKERS; the scorer and quality 1), "
             f"warm-up {soak.warmup:.0f} s.")

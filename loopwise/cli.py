@@ -282,7 +282,8 @@ def bench_soak(
         help="the label store (default: SQLite in a temp dir)")] = None,
     port_base: Annotated[int, typer.Option(help="services on port_base+1..+4")] = 29100,
     workers: Annotated[int, typer.Option(
-        min=1, help="the router's stream workers (LOOPWISE_STREAM_WORKERS)")] = 1,
+        min=1, help="stream workers of the router and the labels service "
+                    "(LOOPWISE_STREAM_WORKERS)")] = 1,
     retention_seconds: Annotated[int, typer.Option(
         min=0, help="LOOPWISE_STREAM_RETENTION_SECONDS for the services")] = 60,
     write: Annotated[bool, typer.Option(help="update BENCHMARKS.md and bench/plots/soak.png")
