@@ -386,7 +386,7 @@ async def _report(redis: aioredis.Redis, run: Run, database_url: str, posting_to
 
 def run(rate: float = 5000.0, seconds: float = 600.0, warmup: float = 60.0,
         redis_url: str = "redis://127.0.0.1:6379/10", database_url: str | None = None,
-        port_base: int = 29100, workers: int = 1, retention_seconds: int = 60,
+        port_base: int = 29100, workers: int = 2, retention_seconds: int = 60,
         plot: Path | None = None, seed: int = 1) -> str:
     """Run the soak against freshly started services; the section's body."""
     db = redis_url.rsplit("/", 1)[-1]

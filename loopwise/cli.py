@@ -283,7 +283,7 @@ def bench_soak(
     port_base: Annotated[int, typer.Option(help="services on port_base+1..+4")] = 29100,
     workers: Annotated[int, typer.Option(
         min=1, help="stream workers of the router and the labels service "
-                    "(LOOPWISE_STREAM_WORKERS)")] = 1,
+                    "(LOOPWISE_STREAM_WORKERS)")] = 2,
     retention_seconds: Annotated[int, typer.Option(
         min=0, help="LOOPWISE_STREAM_RETENTION_SECONDS for the services")] = 60,
     write: Annotated[bool, typer.Option(help="update BENCHMARKS.md and bench/plots/soak.png")
