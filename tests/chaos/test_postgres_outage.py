@@ -4,6 +4,9 @@ the work waiting when the database returns is done in batches.
 
 ``LOOPWISE_CHAOS_OUTAGE_SECONDS`` (default 20) sets how long the database stays down; the
 README's figure for 60 s comes from this test run with 60.
+
+The second test (marker ``chaos``, ``make chaos``) is the whole path: predictions stream in
+through the router for 90 s and the cluster is stopped for 60 s in the middle.
 """
 
 from __future__ import annotations
