@@ -310,6 +310,46 @@ def bench_review(
     typer.echo(_record(SECTION, command, body, write))
 
 
+@bench_app.command("soak")
+def bench_soak(
+    rate: Annotated[float, typer.Option(min=1, help="predictions posted a second")] = 5000.0,
+    seconds: Annotated[float, typer.Option(min=1, max=3600, help="how long to post")] = 600.0,
+    warmup: Annotated[float, typer.Option(
+        min=0, help="seconds not counted in the after-warm-up figures")] = 60.0,
+    redis_url: Annotated[str, typer.Option(
+        help="a Redis database of its own: it is FLUSHED at start")
+    ] = "redis://127.0.0.1:6379/10",
+    database_url: Annotated[str | None, typer.Option(
+        help="the label store (default: SQLite in a temp dir)")] = None,
+    port_base: Annotated[int, typer.Option(help="services on port_base+1..+4")] = 29100,
+    workers: Annotated[int, typer.Option(
+        min=1, help="stream workers of the router and the labels service "
+                    "(LOOPWISE_STREAM_WORKERS)")] = 2,
+    retention_seconds: Annotated[int, typer.Option(
+        min=0, help="LOOPWISE_STREAM_RETENTION_SECONDS for the services")] = 60,
+    write: Annotated[bool, typer.Option(help="update BENCHMARKS.md and bench/plots/soak.png")
+                     ] = True,
+) -> None:
+    """Predictions at a fixed rate through the four services: throughput, end-to-end
+    latency, stream lengths and memory over time (BENCHMARKS.md).
+
+    FLUSHES the Redis database at --redis-url first (default db 10)."""
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from bench.soak import SECTION, run
+
+    plot = (Path(__file__).resolve().parents[1] / "bench" / "plots" / "soak.png" if write
+            else Path(tempfile.mkdtemp(prefix="loopwise-soak-plot-")) / "soak.png")
+    body = run(rate=rate, seconds=seconds, warmup=warmup, redis_url=redis_url,
+               database_url=database_url, port_base=port_base, workers=workers,
+               retention_seconds=retention_seconds, plot=plot)
+    if write:
+        body += "\n\n![soak](bench/plots/soak.png)\n"
+    typer.echo(_record(SECTION, " ".join(["loopwise", *sys.argv[1:]]), body, write))
+
+
 # --- labels store commands (issue 5): operator tools acting on the database directly ----------
 
 labels_app = typer.Typer(

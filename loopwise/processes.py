@@ -40,23 +40,44 @@ class ServiceGroup:
               should_stop: Callable[[], bool] | None = None) -> None:
         """Start every service and wait until all are healthy, or ``should_stop()``."""
         for name in self.services:
-            out = None
-            if self.log_dir is not None:
-                self.log_dir.mkdir(parents=True, exist_ok=True)
-                out = open(self.log_dir / f"{name}.log", "ab")
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "loopwise", "serve", name],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT if out else None,
-                preexec_fn=_die_with_parent,  # a killed `loopwise up` leaves no orphans
-            )
+            self._spawn(name)
         self.wait_healthy(timeout, should_stop)
 
+    def _spawn(self, name: str) -> None:
+        out = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            out = open(self.log_dir / f"{name}.log", "ab")
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "loopwise", "serve", name],
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+            preexec_fn=_die_with_parent,  # a killed `loopwise up` leaves no orphans
+        )
+        if out is not None:
+            out.close()  # the child holds its own copy
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one service, as a crash or the OOM killer would: no shutdown code runs
+        (its stream workers get SIGTERM from the kernel as their parent dies)."""
+        proc = self.procs[name]
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+    def restart(self, name: str, timeout: float = 60.0) -> None:
+        """Start one service again (after ``kill``) and wait until it is ready."""
+        if self.procs[name].poll() is None:
+            raise RuntimeError(f"{name} is still running")
+        self._spawn(name)
+        self.wait_healthy(timeout, only=(name,))
+
     def wait_healthy(self, timeout: float,
-                     should_stop: Callable[[], bool] | None = None) -> None:
+                     should_stop: Callable[[], bool] | None = None,
+                     only: Iterable[str] | None = None) -> None:
         deadline = time.monotonic() + timeout
-        pending = set(self.services)
+        pending = set(self.services if only is None else only)
         with httpx.Client(timeout=2.0) as client:
             while pending:
                 if should_stop is not None and should_stop():

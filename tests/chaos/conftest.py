@@ -41,18 +41,41 @@ def _wait(ready, timeout: float, what: str) -> None:
 
 
 class PrivateRedis:
-    """A redis-server without persistence, on its own port."""
+    """A redis-server on its own port, in a directory of its own.
 
-    def __init__(self, port: int) -> None:
+    Without ``appendfsync`` it keeps nothing (no RDB, no AOF): restarted, it comes back
+    empty. With ``appendfsync`` (``always`` or ``everysec``) it writes an append-only file
+    and reloads it when restarted in the same directory.
+    """
+
+    def __init__(self, port: int, appendfsync: str | None = None) -> None:
         self.port = port
         self.url = f"redis://127.0.0.1:{port}/0"
         self.dir = Path(tempfile.mkdtemp(prefix="loopwise-redis-"))
-        server = require_tool("redis-server", "redis-server")
+        self.appendfsync = appendfsync
+        self.server = require_tool("redis-server", "redis-server")
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        persistence = (["--appendonly", "yes", "--appendfsync", self.appendfsync]
+                       if self.appendfsync else ["--appendonly", "no"])
         self.proc = subprocess.Popen(
-            [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir)],
+            [self.server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             *persistence, "--dir", str(self.dir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait(self._pong, 10, "the private Redis")
+        _wait(self._pong, 30, "the private Redis")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no final fsync, no shutdown save."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def wipe(self) -> None:
+        """Forget everything on disk (after ``kill``): the next start is empty."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir()
 
     def _pong(self) -> bool:
         import redis
@@ -63,8 +86,9 @@ class PrivateRedis:
             return False
 
     def close(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
