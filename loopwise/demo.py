@@ -211,7 +211,7 @@ ACCURACIES = (0.97, 0.92, 0.85, 0.95, 0.9, 0.88, 0.93, 0.8, 0.96, 0.9)
 async def run_loop(settings: Settings, project: str, reviewers: int, overlap: int,
                    threshold: float, seed_labels: int, rng_seed: int = 0, mode: str = "blind",
                    behaviours: dict[str, Behaviour] | None = None,
-                   gold_rate: float = GOLD_RATE) -> Summary:
+                   gold_rate: float = GOLD_RATE, auto_pause: bool = True) -> Summary:
     """The whole loop on one project; ``behaviours`` (default: honest reviewers of the
     accuracies above) says what each simulated reviewer does."""
     started = time.perf_counter()
@@ -247,7 +247,8 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
     try:
         await admin.call("PATCH", "labels", f"/v1/projects/{project}", json={
             "routing": {"auto_accept_threshold": threshold, "overlap": overlap,
-                        "gold_rate": gold_rate, "mode": mode}})
+                        "gold_rate": gold_rate, "mode": mode},
+            "quality": {"auto_pause": auto_pause}})
         await _settings_applied(redis, project)
         _say(f"[1/6] seed: registering {len(seed_idx)} labeled items and training model v1")
         await admin.call("POST", "scorer", f"/v1/projects/{project}/items", json={"items": [
@@ -416,6 +417,7 @@ def run_demo(settings: Settings, project: str | None = None, reviewers: int = 3,
             private.stop()
 
 
+SCENARIO_ACCURACY = 0.96
 SCENARIO_GOLD_RATE = 0.2  # enough answers on gold for the stage's test to have power
 SCENARIO_SECTION = "## Automation bias on a real project (loopwise demo --scenario automation-bias)"
 
@@ -447,10 +449,9 @@ def run_automation_bias(settings: Settings, reviewers: int = 6, seed_labels: int
     """The same reviewers, a third of them rubber-stampers, on two projects: prelabel
     mode, then blind. Leases last 5 s (the reviewers sometimes walk away from a task)."""
     stamp = set(range(0, reviewers, 3))  # a third of them
-    behaviours = {
+    behaviours = {  # people who know digits better than the model does, when they look
         f"{'stamper' if i in stamp else 'reviewer'}-{i + 1}": Behaviour(
-            ACCURACIES[i % len(ACCURACIES)], stamps=i in stamp, skip_rate=0.02,
-            abandon_rate=0.01)
+            SCENARIO_ACCURACY, stamps=i in stamp, skip_rate=0.02, abandon_rate=0.01)
         for i in range(reviewers)}
     stamp_names = [n for n in behaviours if n.startswith("stamper")]
     env = {"LOOPWISE_DATABASE_URL": settings.database_url,
@@ -466,11 +467,13 @@ def run_automation_bias(settings: Settings, reviewers: int = 6, seed_labels: int
             summaries.append(asyncio.run(run_loop(
                 settings, project, reviewers, overlap=1, threshold=threshold,
                 seed_labels=seed_labels, mode=mode, behaviours=behaviours,
-                gold_rate=SCENARIO_GOLD_RATE)))
+                gold_rate=SCENARIO_GOLD_RATE, auto_pause=False)))
     text = "\n".join([
         f"{reviewers} simulated reviewers over HTTP on scikit-learn's digits, "
-        f"{stamp_text} keep every pre-label they are shown (otherwise they judge like the "
-        f"others); single review (overlap 1), {SCENARIO_GOLD_RATE:.0%} of tasks gold (half "
+        f"{stamp_text} keep every pre-label they are shown (in blind mode they must judge, "
+        f"and like the others are right on {SCENARIO_ACCURACY:.0%}); flags do not pause "
+        "(`auto_pause` off), so the damage shows; single review (overlap 1), "
+        f"{SCENARIO_GOLD_RATE:.0%} of tasks gold (half "
         "of it planted wrong in prelabel mode), reviewers skip 2% of tasks and walk away "
         "from 1% (leases of 5 s). "
         "Figures from `GET :8004/v1/projects/{p}/evaluation` on each project's stored "
@@ -481,10 +484,10 @@ def run_automation_bias(settings: Settings, reviewers: int = 6, seed_labels: int
         "|---|---:|---:|---:|---|---:|---|",
         *(line for s in summaries for line in _headline(s)),
         "",
-        "In prelabel mode the stampers keep the model's errors and the planted ones, so the "
-        "review stage corrects fewer pre-labels than the model gets wrong and the quality "
-        "service flags (and pauses) them; in blind mode the same people must judge, and the "
-        "stage's error falls.",
+        "In prelabel mode the stampers keep the model's errors and the planted ones: the "
+        "stage leaves more label error behind, the stampers' correction rate (0%, see "
+        "the reports' per-labeler figures) is far below the model's real error rate, and "
+        "the quality service flags them. In blind mode the same people must judge.",
     ])
     return summaries, text
 
