@@ -41,6 +41,9 @@ from shared.wire import encode_event, text
 # An event model, or a RootModel over a union of them (shared.events.QualityEvent).
 E = TypeVar("E", bound=BaseModel)
 log = get_logger(__name__)
+# Entries one XTRIM call may remove (whole stream nodes of 100): a few milliseconds of
+# Redis' time a call; a pass repeats the call until the stream is down to its trim point.
+TRIM_CALL_LIMIT = 100_000
 __all__ = [
     "BatchHandler",
     "Bus",
@@ -170,11 +173,29 @@ class Bus:
                            self.settings.stream_retention_seconds * 1000)
         trimmed = 0
         if point is not None:
-            trimmed = int(await self.redis.xtrim(stream, minid=point, approximate=approximate))
+            trimmed = await self._trim_to(stream, point, approximate)
             if trimmed:
                 metrics.STREAM_TRIMMED.labels(stream).inc(trimmed)
         metrics.STREAM_LENGTH.labels(stream).set(int(await self.redis.xlen(stream)))
         return trimmed
+
+    async def _trim_to(self, stream: str, point: str, approximate: bool) -> int:
+        """XTRIM MINID until nothing more goes; how many went.
+
+        An approximate XTRIM stops after ``100 × stream-node-max-entries`` entries (10,000
+        by default) unless given a LIMIT: one pass every 30 s then kept up with no more
+        than ~333 entries/s, and a faster stream grew for ever though nothing lagged.
+        Calls of at most ``TRIM_CALL_LIMIT`` entries (whole nodes, so each is short and
+        Redis serves others in between) repeated until one trims nothing keep up with any
+        rate; the point is fixed for the pass, so the loop ends.
+        """
+        if not approximate:  # exact trimming takes no LIMIT and removes all in one call
+            return int(await self.redis.xtrim(stream, minid=point, approximate=False))
+        total = 0
+        while trimmed := int(await self.redis.xtrim(stream, minid=point, approximate=True,
+                                                    limit=TRIM_CALL_LIMIT)):
+            total += trimmed
+        return total
 
     async def _trim_consumed(self) -> None:
         """Trim the streams this process consumes, now and then, off the hot path."""
