@@ -44,6 +44,25 @@ log = get_logger(__name__)
 # Entries one XTRIM call may remove (whole stream nodes of 100): a few milliseconds of
 # Redis' time a call; a pass repeats the call until the stream is down to its trim point.
 TRIM_CALL_LIMIT = 100_000
+
+# KEYS: a stream. ARGV: a group, idle ms, then the consumer names never to delete (this
+# process's). Deletes the group's consumers idle longer than that which hold no pending
+# entries (XGROUP DELCONSUMER would drop them), in one atomic step so that none can take
+# an entry between the look and the deletion. Returns the names deleted.
+_FORGET_DEAD_CONSUMERS = """
+local own = {}
+for i = 3, #ARGV do own[ARGV[i]] = true end
+local gone = {}
+for _, row in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local c = {}
+  for j = 1, #row, 2 do c[row[j]] = row[j + 1] end
+  if not own[c.name] and c.pending == 0 and c.idle > tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], c.name)
+    gone[#gone + 1] = c.name
+  end
+end
+return gone
+"""
 __all__ = [
     "BatchHandler",
     "Bus",
@@ -99,6 +118,7 @@ class Bus:
         self.redis: aioredis.Redis = aioredis.from_url(settings.redis_url)
         self._consumers: list[StreamConsumer[Any]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._forget_dead = self.redis.register_script(_FORGET_DEAD_CONSUMERS)
 
     @property
     def consumers(self) -> list[ConsumerHealth]:
@@ -197,11 +217,39 @@ class Bus:
             total += trimmed
         return total
 
+    async def forget_dead_consumers(self, stream: str) -> list[str]:
+        """Delete the consumers of this bus's groups on ``stream`` that have not read for
+        ``consumer_retention_seconds`` and hold no pending entries: names of processes
+        that are gone (every restart adds one). One that holds entries stays until a live
+        consumer has reclaimed them (XAUTOCLAIM after ``reclaim_idle_ms``); then it goes
+        at a later pass. Returns the names deleted."""
+        idle_ms = int(self.settings.consumer_retention_seconds * 1000)
+        deleted: list[str] = []
+        for group in sorted({c.group for c in self._consumers if c.stream == stream}):
+            own = sorted({c.name for c in self._consumers
+                          if c.stream == stream and c.group == group})
+            try:
+                gone = await self._forget_dead(keys=[stream], args=[group, idle_ms, *own])
+            except aioredis.ResponseError as exc:
+                if "NOGROUP" in str(exc):  # recreated by its consumer when it reads next
+                    continue
+                raise
+            if gone:
+                names = [text(n) for n in gone]
+                metrics.CONSUMERS_DELETED.labels(stream, group).inc(len(names))
+                log.info("dead consumers deleted", stream=stream, group=group,
+                         consumers=names, idle_seconds=self.settings.consumer_retention_seconds)
+                deleted += names
+        return deleted
+
     async def _trim_consumed(self) -> None:
-        """Trim the streams this process consumes, now and then, off the hot path."""
+        """Trim the streams this process consumes and delete their dead consumers, now
+        and then, off the hot path."""
         for stream in sorted({c.stream for c in self._consumers}):
             with self.supervisor.guard("stream trim", stream=stream):  # one at a time
                 await self.trim(stream)
+            with self.supervisor.guard("dead consumers", stream=stream):
+                await self.forget_dead_consumers(stream)
 
     async def publish(self, stream: str, events: Sequence[Event]) -> list[str]:
         """XADD each event as ``data=<json>``; one round trip for the whole batch."""

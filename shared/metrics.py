@@ -48,6 +48,12 @@ STREAM_TRIMMED = Counter(
     "Stream entries trimmed after every consumer group acknowledged them",
     ["stream"],
 )
+CONSUMERS_DELETED = Counter(
+    "loopwise_stream_consumers_deleted",
+    "Consumer names deleted from a group after consumer_retention_seconds without reading "
+    "and with nothing pending (their process is gone)",
+    ["stream", "group"],
+)
 STREAM_LENGTH = Gauge("loopwise_stream_length", "Entries held by a stream", ["stream"])
 STREAM_LAG = Gauge(
     "loopwise_stream_lag",

@@ -54,8 +54,8 @@ class Settings(BaseSettings):
         "trimmed; an entry a consumer group still needs is never trimmed",
     )
     trim_interval_seconds: float = Field(30.0, gt=0)
-    consumer_retention_seconds: int = Field(
-        3600, ge=1, description="a consumer name in a group that has not read for this long "
+    consumer_retention_seconds: float = Field(
+        3600, gt=0, description="a consumer name in a group that has not read for this long "
         "and holds no pending entries (its process is gone) is deleted by the housekeeping; "
         "one holding entries is left until they are reclaimed",
     )
