@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from contextlib import suppress
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -44,6 +43,7 @@ log = get_logger(__name__)
 # Entries one XTRIM call may remove (whole stream nodes of 100): a few milliseconds of
 # Redis' time a call; a pass repeats the call until the stream is down to its trim point.
 TRIM_CALL_LIMIT = 100_000
+CONSUMER_GAUGE_SECONDS = 1.0  # loopwise_consumer_up's refresh in multiprocess mode
 
 # KEYS: a stream. ARGV: a group, idle ms, then the consumer names never to delete (this
 # process's). Deletes the group's consumers idle longer than that which hold no pending
@@ -138,6 +138,11 @@ class Bus:
         if self._consumers:
             self.supervisor.every("stream trim", self.settings.trim_interval_seconds,
                                   self._trim_consumed, immediately=True, each_process=True)
+        if self._consumers and metrics.multiprocess():
+            # A callback gauge cannot cross processes: each writes its consumers' state.
+            self.supervisor.every("consumer gauges", CONSUMER_GAUGE_SECONDS,
+                                  self._export_consumer_up, immediately=True,
+                                  each_process=True)
 
     async def stop_consuming(self) -> None:
         """Stop reading the streams (publishing still works until ``close``). A batch in
@@ -170,8 +175,8 @@ class Bus:
         gone = {c.group for c in self._consumers if c.stream == stream} - {
             text(g["name"]) for g in groups}
         for group in gone:
-            _forget(metrics.STREAM_LAG, stream, group)
-            _forget(metrics.STREAM_PENDING, stream, group)
+            metrics.forget(metrics.STREAM_LAG, stream, group)
+            metrics.forget(metrics.STREAM_PENDING, stream, group)
         if not groups:
             metrics.STREAM_LENGTH.labels(stream).set(0)
             return 0
@@ -188,7 +193,7 @@ class Bus:
             if g.get("lag") is not None:  # Redis cannot always tell (7.0+ only)
                 metrics.STREAM_LAG.labels(stream, name).set(int(g["lag"]))
             else:
-                _forget(metrics.STREAM_LAG, stream, name)
+                metrics.forget(metrics.STREAM_LAG, stream, name)
         point = trim_point(positions, int(time.time() * 1000),
                            self.settings.stream_retention_seconds * 1000)
         trimmed = 0
@@ -198,6 +203,10 @@ class Bus:
                 metrics.STREAM_TRIMMED.labels(stream).inc(trimmed)
         metrics.STREAM_LENGTH.labels(stream).set(int(await self.redis.xlen(stream)))
         return trimmed
+
+    async def _export_consumer_up(self) -> None:
+        for consumer in self._consumers:
+            consumer.export_up()
 
     async def _trim_to(self, stream: str, point: str, approximate: bool) -> int:
         """XTRIM MINID until nothing more goes; how many went.
@@ -274,8 +283,3 @@ class Bus:
         """
         self._consumers.append(StreamConsumer(self.redis, self.settings, self.service, stream,
                                               group, model, handler, self.publish))
-
-
-def _forget(gauge: Any, *labels: str) -> None:
-    with suppress(KeyError):
-        gauge.remove(*labels)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from functools import lru_cache
 
 from pydantic import Field, field_validator, model_validator
@@ -64,6 +65,12 @@ class Settings(BaseSettings):
         1, ge=1, le=32,
         description="processes consuming a service's streams (one consumer each, same "
         "group): `serve` runs the first and starts the others without HTTP",
+    )
+    metrics_dir: str = Field(
+        default_factory=lambda: os.path.join(tempfile.gettempdir(), "loopwise-metrics"),
+        description="with stream_workers > 1, each service's processes write their "
+        "metrics under <metrics_dir>/<service>-<port> (emptied when the service starts) "
+        "and /metrics reports their sum",
     )
 
     # Routing and review.

@@ -296,7 +296,7 @@ class RouterService:
         policy = await self.policy(project)
         if policy.kind == "fixed":  # nothing audited, nothing to estimate or to export
             for gauge in (metrics.AUTO_ACCEPT_PRECISION, metrics.AUTO_ACCEPT_PRECISION_LOWER):
-                gauge.remove(project)
+                metrics.forget(gauge, project)
             metrics.AUTO_ACCEPT_THRESHOLD.labels(project).set(policy.auto_accept_threshold)
             return None
         key = self._key("observations", project)
@@ -354,7 +354,7 @@ class RouterService:
         monitored = monitored_precision(rows, threshold) if policy.audit_rate > 0 else None
         if monitored is None:
             for gauge in (metrics.AUTO_ACCEPT_PRECISION, metrics.AUTO_ACCEPT_PRECISION_LOWER):
-                gauge.remove(project)
+                metrics.forget(gauge, project)
             return
         metrics.AUTO_ACCEPT_PRECISION.labels(project).set(monitored.precision)
         metrics.AUTO_ACCEPT_PRECISION_LOWER.labels(project).set(monitored.lower_bound)
