@@ -63,7 +63,11 @@ def serve(
     With LOOPWISE_STREAM_WORKERS=N > 1 it also forks N-1 consumer-only workers (more
     consumers in the same groups, no HTTP), as ``loopwise consume`` would run them.
     """
+    from shared.metricsdir import prepare
+
     settings = get_settings()
+    _check_service(service)
+    prepare(service, settings)  # before prometheus_client is imported (with the app)
     app_ = _build_app(service, settings)
     import uvicorn
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from shared.metricsdir import process_exited
 from shared.settings import SERVICES, Settings
 
 
@@ -189,6 +190,7 @@ def stop_forked(pids: list[int], grace: float = 15.0) -> None:
                 if not done:
                     continue
             waiting.discard(pid)
+            process_exited(pid)
         if waiting and time.monotonic() > deadline:
             for pid in waiting:
                 with contextlib.suppress(ProcessLookupError):

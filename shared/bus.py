@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from contextlib import suppress
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -41,6 +40,29 @@ from shared.wire import encode_event, text
 # An event model, or a RootModel over a union of them (shared.events.QualityEvent).
 E = TypeVar("E", bound=BaseModel)
 log = get_logger(__name__)
+# Entries one XTRIM call may remove (whole stream nodes of 100): a few milliseconds of
+# Redis' time a call; a pass repeats the call until the stream is down to its trim point.
+TRIM_CALL_LIMIT = 100_000
+CONSUMER_GAUGE_SECONDS = 1.0  # loopwise_consumer_up's refresh in multiprocess mode
+
+# KEYS: a stream. ARGV: a group, idle ms, then the consumer names never to delete (this
+# process's). Deletes the group's consumers idle longer than that which hold no pending
+# entries (XGROUP DELCONSUMER would drop them), in one atomic step so that none can take
+# an entry between the look and the deletion. Returns the names deleted.
+_FORGET_DEAD_CONSUMERS = """
+local own = {}
+for i = 3, #ARGV do own[ARGV[i]] = true end
+local gone = {}
+for _, row in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local c = {}
+  for j = 1, #row, 2 do c[row[j]] = row[j + 1] end
+  if not own[c.name] and c.pending == 0 and c.idle > tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], c.name)
+    gone[#gone + 1] = c.name
+  end
+end
+return gone
+"""
 __all__ = [
     "BatchHandler",
     "Bus",
@@ -96,6 +118,7 @@ class Bus:
         self.redis: aioredis.Redis = aioredis.from_url(settings.redis_url)
         self._consumers: list[StreamConsumer[Any]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._forget_dead = self.redis.register_script(_FORGET_DEAD_CONSUMERS)
 
     @property
     def consumers(self) -> list[ConsumerHealth]:
@@ -115,6 +138,11 @@ class Bus:
         if self._consumers:
             self.supervisor.every("stream trim", self.settings.trim_interval_seconds,
                                   self._trim_consumed, immediately=True, each_process=True)
+        if self._consumers and metrics.multiprocess():
+            # A callback gauge cannot cross processes: each writes its consumers' state.
+            self.supervisor.every("consumer gauges", CONSUMER_GAUGE_SECONDS,
+                                  self._export_consumer_up, immediately=True,
+                                  each_process=True)
 
     async def stop_consuming(self) -> None:
         """Stop reading the streams (publishing still works until ``close``). A batch in
@@ -147,8 +175,8 @@ class Bus:
         gone = {c.group for c in self._consumers if c.stream == stream} - {
             text(g["name"]) for g in groups}
         for group in gone:
-            _forget(metrics.STREAM_LAG, stream, group)
-            _forget(metrics.STREAM_PENDING, stream, group)
+            metrics.forget(metrics.STREAM_LAG, stream, group)
+            metrics.forget(metrics.STREAM_PENDING, stream, group)
         if not groups:
             metrics.STREAM_LENGTH.labels(stream).set(0)
             return 0
@@ -165,22 +193,72 @@ class Bus:
             if g.get("lag") is not None:  # Redis cannot always tell (7.0+ only)
                 metrics.STREAM_LAG.labels(stream, name).set(int(g["lag"]))
             else:
-                _forget(metrics.STREAM_LAG, stream, name)
+                metrics.forget(metrics.STREAM_LAG, stream, name)
         point = trim_point(positions, int(time.time() * 1000),
                            self.settings.stream_retention_seconds * 1000)
         trimmed = 0
         if point is not None:
-            trimmed = int(await self.redis.xtrim(stream, minid=point, approximate=approximate))
+            trimmed = await self._trim_to(stream, point, approximate)
             if trimmed:
                 metrics.STREAM_TRIMMED.labels(stream).inc(trimmed)
         metrics.STREAM_LENGTH.labels(stream).set(int(await self.redis.xlen(stream)))
         return trimmed
 
+    async def _export_consumer_up(self) -> None:
+        for consumer in self._consumers:
+            consumer.export_up()
+
+    async def _trim_to(self, stream: str, point: str, approximate: bool) -> int:
+        """XTRIM MINID until nothing more goes; how many went.
+
+        An approximate XTRIM stops after ``100 × stream-node-max-entries`` entries (10,000
+        by default) unless given a LIMIT: one pass every 30 s then kept up with no more
+        than ~333 entries/s, and a faster stream grew for ever though nothing lagged.
+        Calls of at most ``TRIM_CALL_LIMIT`` entries (whole nodes, so each is short and
+        Redis serves others in between) repeated until one trims nothing keep up with any
+        rate; the point is fixed for the pass, so the loop ends.
+        """
+        if not approximate:  # exact trimming takes no LIMIT and removes all in one call
+            return int(await self.redis.xtrim(stream, minid=point, approximate=False))
+        total = 0
+        while trimmed := int(await self.redis.xtrim(stream, minid=point, approximate=True,
+                                                    limit=TRIM_CALL_LIMIT)):
+            total += trimmed
+        return total
+
+    async def forget_dead_consumers(self, stream: str) -> list[str]:
+        """Delete the consumers of this bus's groups on ``stream`` that have not read for
+        ``consumer_retention_seconds`` and hold no pending entries: names of processes
+        that are gone (every restart adds one). One that holds entries stays until a live
+        consumer has reclaimed them (XAUTOCLAIM after ``reclaim_idle_ms``); then it goes
+        at a later pass. Returns the names deleted."""
+        idle_ms = int(self.settings.consumer_retention_seconds * 1000)
+        deleted: list[str] = []
+        for group in sorted({c.group for c in self._consumers if c.stream == stream}):
+            own = sorted({c.name for c in self._consumers
+                          if c.stream == stream and c.group == group})
+            try:
+                gone = await self._forget_dead(keys=[stream], args=[group, idle_ms, *own])
+            except aioredis.ResponseError as exc:
+                if "NOGROUP" in str(exc):  # recreated by its consumer when it reads next
+                    continue
+                raise
+            if gone:
+                names = [text(n) for n in gone]
+                metrics.CONSUMERS_DELETED.labels(stream, group).inc(len(names))
+                log.info("dead consumers deleted", stream=stream, group=group,
+                         consumers=names, idle_seconds=self.settings.consumer_retention_seconds)
+                deleted += names
+        return deleted
+
     async def _trim_consumed(self) -> None:
-        """Trim the streams this process consumes, now and then, off the hot path."""
+        """Trim the streams this process consumes and delete their dead consumers, now
+        and then, off the hot path."""
         for stream in sorted({c.stream for c in self._consumers}):
             with self.supervisor.guard("stream trim", stream=stream):  # one at a time
                 await self.trim(stream)
+            with self.supervisor.guard("dead consumers", stream=stream):
+                await self.forget_dead_consumers(stream)
 
     async def publish(self, stream: str, events: Sequence[Event]) -> list[str]:
         """XADD each event as ``data=<json>``; one round trip for the whole batch."""
@@ -205,8 +283,3 @@ class Bus:
         """
         self._consumers.append(StreamConsumer(self.redis, self.settings, self.service, stream,
                                               group, model, handler, self.publish))
-
-
-def _forget(gauge: Any, *labels: str) -> None:
-    with suppress(KeyError):
-        gauge.remove(*labels)

@@ -146,11 +146,18 @@ class StreamConsumer(Generic[E]):
         self.health = ConsumerHealth(stream, group, since=time.monotonic())
         self._reclaim_at = 0.0
         self._cursor = "0-0"
-        metrics.CONSUMER_UP.labels(service, stream, group).set_function(self._up)
+        if metrics.multiprocess():  # the bus exports it every second (export_up)
+            self.export_up()
+        else:
+            metrics.CONSUMER_UP.labels(service, stream, group).set_function(self._up)
 
     def _up(self) -> float:
         status = self.health.status(time.monotonic(), self.settings.consumer_stall_seconds)
         return 1.0 if status == "consuming" else 0.0
+
+    def export_up(self) -> None:
+        """Write ``loopwise_consumer_up`` now (multiprocess mode has no callback gauges)."""
+        metrics.CONSUMER_UP.labels(self.service, self.stream, self.group).set(self._up())
 
     async def ensure_group(self) -> bool:
         """Create the group at the stream's first entry (and the stream) unless it exists:
@@ -218,8 +225,7 @@ class StreamConsumer(Generic[E]):
         created = await self.ensure_group()
         self._cursor, self._reclaim_at = "0-0", 0.0
         for gauge in (metrics.STREAM_LAG, metrics.STREAM_PENDING):  # no phantom values
-            with suppress(KeyError):
-                gauge.remove(self.stream, self.group)
+            metrics.forget(gauge, self.stream, self.group)
         if created:
             self.health.recreated += 1
             metrics.CONSUMER_GROUP_RECREATED.labels(self.stream, self.group).inc()

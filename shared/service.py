@@ -21,13 +21,15 @@ from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared import metrics as metric_defs
 from shared.auth import REFRESH_SECONDS, TokenAuth, authorize_global
 from shared.bus import Bus
 from shared.db import make_engine
+from shared.httpmetrics import RequestMetrics
 from shared.logs import configure_logging, get_logger
 from shared.peers import Peers
 from shared.readiness import all_consuming
@@ -148,6 +150,7 @@ def create_service_app(
             log.info("stopped")
 
     app = FastAPI(title=f"loopwise {name}", description=description, lifespan=lifespan)
+    app.add_middleware(RequestMetrics, service=name)  # count and time every request
 
     @app.get("/livez", tags=["ops"])
     async def livez() -> JSONResponse:
@@ -186,7 +189,7 @@ def create_service_app(
         token: per-labeler gold and correction rates and queue depths would let a
         labeler tell gold tasks from others, so the scrape is authenticated too."""
         await authorize_metrics(request, settings)
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(metric_defs.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     for router in routers:
         app.include_router(router)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from functools import lru_cache
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES = ("scorer", "router", "labels", "quality")
@@ -54,16 +55,37 @@ class Settings(BaseSettings):
         "trimmed; an entry a consumer group still needs is never trimmed",
     )
     trim_interval_seconds: float = Field(30.0, gt=0)
+    consumer_retention_seconds: float = Field(
+        3600, gt=0, description="a consumer name in a group that has not read for this long "
+        "and holds no pending entries (its process is gone) is deleted by the housekeeping; "
+        "one holding entries is left until they are reclaimed",
+    )
     consumer_name: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     stream_workers: int = Field(
         1, ge=1, le=32,
         description="processes consuming a service's streams (one consumer each, same "
         "group): `serve` runs the first and starts the others without HTTP",
     )
+    metrics_dir: str = Field(
+        default_factory=lambda: os.path.join(tempfile.gettempdir(), "loopwise-metrics"),
+        description="with stream_workers > 1, each service's processes write their "
+        "metrics under <metrics_dir>/<service>-<port> (emptied when the service starts) "
+        "and /metrics reports their sum",
+    )
 
     # Routing and review.
     auto_accept_threshold: float = Field(0.9, ge=0.0, le=1.0)
     lease_seconds: int = Field(600, ge=1)
+    task_retention_seconds: int = Field(
+        7 * 24 * 3600, ge=1, description="a finished review task (done, dropped, a gold "
+        "task expired or skipped) is kept this long after its last change, then expires: "
+        "a duplicate or late submit after that is refused as not handed, an adjudication "
+        "of its item gets no payload; at least lease_seconds",
+    )
+    dropped_task_retention_seconds: int = Field(
+        7 * 24 * 3600, ge=1, description="records of tasks dropped because a queue was "
+        "full are kept this long",
+    )
     overlap: int = Field(1, ge=1, le=5)
 
     # Model lifecycle.
@@ -91,6 +113,14 @@ class Settings(BaseSettings):
             if url.startswith(plain):
                 return driver + url[len(plain) :]
         return url
+
+    @model_validator(mode="after")
+    def _task_outlives_its_lease(self) -> Settings:
+        """A task must not expire while a labeler may still submit on time."""
+        if self.task_retention_seconds < self.lease_seconds:
+            raise ValueError(f"task_retention_seconds ({self.task_retention_seconds}) must "
+                             f"be at least lease_seconds ({self.lease_seconds})")
+        return self
 
     def port_of(self, service: str) -> int:
         return int(getattr(self, f"{service}_port"))

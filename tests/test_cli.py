@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -168,6 +169,79 @@ def test_serve_starts_stream_workers_that_join_the_group_and_die_with_it(setting
             if proc.poll() is None:
                 proc.kill()
     client.close()
+
+
+def _metric_sum(text: str, name: str, **labels: str) -> float:
+    """The sum of a metric's samples whose labels include ``labels``, from /metrics text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples
+               if sample.name == name and labels.items() <= sample.labels.items())
+
+
+def test_metrics_of_a_service_with_three_stream_workers_add_up_over_its_processes(
+        settings, tmp_path):
+    """LOOPWISE_STREAM_WORKERS=3: the predictions are routed by three processes, and the
+    counter on /metrics (served by one of them) is the sum over all three."""
+    import redis
+
+    from shared import streams
+    from tests.helpers import METRICS_TOKEN
+
+    url = _private_redis(settings)
+    client = redis.Redis.from_url(url)
+    env = {**_env(settings, 60), "LOOPWISE_STREAM_WORKERS": "3", "LOOPWISE_REDIS_URL": url,
+           "LOOPWISE_METRICS_DIR": str(tmp_path)}
+    port = PORT_BASE + 62
+    project, rounds, per_round = "workers", 40, 100
+    proc = subprocess.Popen([sys.executable, "-m", "loopwise", "serve", "router"], env=env)
+
+    def scrape() -> str:
+        r = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5,
+                      headers={"authorization": f"Bearer {METRICS_TOKEN}"})
+        assert r.status_code == 200, r.text
+        return r.text
+
+    try:
+        deadline = time.monotonic() + 60
+        while not _healthy(port):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.3)
+        for r in range(rounds):  # in rounds, so that every process reads some
+            pipe = client.pipeline(transaction=False)
+            for i in range(per_round):
+                confidence = 0.99 if i % 2 else 0.6  # half auto-accepted, half reviewed
+                pipe.xadd(streams.PREDICTIONS, {"data": json.dumps({
+                    "project": project, "item_id": f"i{r}-{i}", "model_version": "m1",
+                    "probs": {"a": confidence, "b": round(1 - confidence, 2)}})})
+            pipe.execute()
+            time.sleep(0.05)
+        routed = rounds * per_round
+        deadline = time.monotonic() + 60
+        while True:
+            text = scrape()
+            total = _metric_sum(text, "loopwise_routed_total", project=project)
+            if total >= routed or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert total == routed, f"/metrics counted {total} of {routed} routed"
+        assert _metric_sum(text, "loopwise_routed_total", project=project,
+                           decision="auto") == routed / 2
+        readers = [c for c in _consumers(client) if c["name"].decode().startswith("router-")]
+        assert len(readers) == 3  # every process read predictions (and counted them)
+        # Every consumer of every process is consuming; the scrapes themselves are counted.
+        assert _metric_sum(text, "loopwise_consumer_up", stream=streams.PREDICTIONS) == 1
+        assert _metric_sum(scrape(), "loopwise_http_requests_total", route="/metrics",
+                           method="GET", status="200") >= 1  # the earlier scrapes
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        client.close()
 
 
 def test_consume_runs_a_consumer_without_http_until_sigterm(settings):

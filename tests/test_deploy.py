@@ -67,6 +67,11 @@ CONTRACT_METRICS: dict[str, tuple[str, frozenset[str]]] = {
     # Redis lost and the consumers recreated (the consumer alerts).
     "loopwise_consumer_up": ("gauge", frozenset({"service", "stream", "group"})),
     "loopwise_consumer_group_recreated_total": ("counter", frozenset({"stream", "group"})),
+    # HTTP requests of every service, by route template (the server-error alert).
+    "loopwise_http_requests_total": (
+        "counter", frozenset({"service", "route", "method", "status"})),
+    "loopwise_http_request_seconds": (
+        "histogram", frozenset({"service", "route", "method", "status"})),
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
 METRIC_NAME = re.compile(r"\bloopwise_[a-z0-9_]+")
@@ -480,6 +485,43 @@ def test_the_background_loop_alert_fires_for_a_loop_that_keeps_failing(tmp_path)
                              "what it maintains (calibration, gauges, trimming, scheduled "
                              "selection, consensus) is going stale. The service's log says "
                              "why."),
+                     }}]},
+            ],
+        }],
+    }
+    promtool_test_rules(cases, tmp_path)
+
+
+def test_the_server_error_alert_fires_for_a_service_failing_a_share_of_its_requests(
+        tmp_path) -> None:
+    """10% of the router's requests failing alerts; a rare 500 among many requests, or a
+    few on a service hardly used, does not."""
+    def series(service: str, status: str, values: str) -> dict[str, str]:
+        return {"series": f'loopwise_http_requests_total{{service="{service}",'
+                          f'route="/v1/tasks/{{task_id}}/submit",method="POST",'
+                          f'status="{status}",job="{service}"}}', "values": values}
+
+    cases = {
+        "rule_files": [str(ALERTS_FILE)],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                series("router", "200", "0+90x30"), series("router", "500", "0+10x30"),
+                series("labels", "200", "0+1000x30"), series("labels", "500", "0+1x30"),
+                series("quality", "200", "0+1x30"), series("quality", "503", "0+0.5x30"),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "3m", "alertname": "LoopwiseHttpServerErrors", "exp_alerts": []},
+                {"eval_time": "20m", "alertname": "LoopwiseHttpServerErrors",
+                 "exp_alerts": [{
+                     "exp_labels": {"severity": "critical", "service": "router"},
+                     "exp_annotations": {
+                         "summary": "router answers HTTP requests with server errors",
+                         "description": (
+                             "10% of its requests got a 5xx for 5 minutes (threshold 5%, at "
+                             "least 5 errors in 5m). loopwise_http_requests_total by route "
+                             "says which; the service's log says why."),
                      }}]},
             ],
         }],

@@ -11,6 +11,18 @@ its latest task;
 hand it again; ``task:{id}:handed`` everyone it was ever handed to (a late
 submit is accepted from them); ``task:{id}:submitted`` labeler → event id;
 ``dropped:{project}`` list of tasks dropped because the queue was full.
+
+Retention: a task that is finished (done, dropped, a gold task expired or skipped) is
+kept, with its ``:leases``/``:seen``/``:handed``/``:submitted``/``:skipped`` keys, for
+``finished_ttl_ms`` after its last change, then Redis expires it: the script that
+finishes it sets the PEXPIRE, so the expiry is atomic with the finish and nothing has to
+sweep. A dropped-task record leaves its list once older than ``dropped_ttl_ms`` (the
+enqueue script pops old records from the head as it pushes new ones), and the list
+itself expires that long after its last push. Open tasks never expire: they are work.
+An ``items:{project}`` entry whose task has expired is removed by
+:meth:`ReviewQueue.forget_expired_items`, which the router runs now and then (a hash
+field cannot expire on its own before Redis 7.4). Within the retention a redelivered
+prediction finds its task and adds nothing; after it, it would be queued again.
 """
 
 from __future__ import annotations
@@ -31,15 +43,32 @@ from shared.wire import text as _text
 
 PREFIX = "loopwise:router:"
 
+# Defaults of the retention (shared.settings: task_retention_seconds, ...).
+FINISHED_TTL_MS = 7 * 24 * 3600 * 1000
+DROPPED_TTL_MS = 7 * 24 * 3600 * 1000
+
+# Lua: expire a finished task and the keys that hang off it ``ttl`` ms from now (again
+# after each later change: a late submit, a skip). PEXPIRE of a missing key does nothing.
+_SETTLE = """
+local function settle(tkey, ttl)
+  redis.call('PEXPIRE', tkey, ttl)
+  for _, suffix in ipairs({':leases', ':seen', ':handed', ':submitted', ':skipped'}) do
+    redis.call('PEXPIRE', tkey .. suffix, ttl)
+  end
+end
+"""
+
 # A whole routed batch in one call. ARGV: prefix, queue name ('queue' or 'adjudication'),
-# now, label stream, then a count and that many label event JSONs to XADD, then a count
-# and that many tasks of 7 values (id, project, item id, priority, needed, kind, body),
-# then a count and that many (project, cap) pairs. A known task id is left alone.
+# now, label stream, finished-task ttl (ms), dropped-record ttl (ms), then a count and
+# that many label event JSONs to XADD, then a count and that many tasks of 7 values (id,
+# project, item id, priority, needed, kind, body), then a count and that many (project,
+# cap) pairs. A known task id is left alone.
 # Returns {tasks added, JSON object project -> tasks dropped}.
-_ENQUEUE = """
+_ENQUEUE = _SETTLE + """
 local prefix, name, now, stream = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local i = 6
-for _ = 1, tonumber(ARGV[5]) do
+local task_ttl, dropped_ttl = tonumber(ARGV[5]), tonumber(ARGV[6])
+local i = 8
+for _ = 1, tonumber(ARGV[7]) do
   redis.call('XADD', stream, '*', 'data', ARGV[i])
   i = i + 1
 end
@@ -82,13 +111,23 @@ for _ = 1, n do
   local excess = cap > 0 and (redis.call('ZCARD', queue) - cap) or 0
   if excess > 0 then
     local popped = redis.call('ZPOPMIN', queue, excess)
+    local records = prefix .. 'dropped:' .. project
     for j = 1, #popped, 2 do
       local dkey = prefix .. 'task:' .. popped[j]
       redis.call('HSET', dkey, 'state', 'dropped')
-      redis.call('RPUSH', prefix .. 'dropped:' .. project, cjson.encode({
+      settle(dkey, task_ttl)
+      redis.call('RPUSH', records, cjson.encode({
         task_id = popped[j], priority = popped[j + 1],
         item_id = redis.call('HGET', dkey, 'item_id'), dropped_at = now}))
     end
+    -- Records are pushed in time order: the old ones are at the head.
+    local cutoff = tonumber(now) - dropped_ttl
+    while true do
+      local head = redis.call('LINDEX', records, 0)
+      if not head or tonumber(cjson.decode(head).dropped_at) > cutoff then break end
+      redis.call('LPOP', records)
+    end
+    redis.call('PEXPIRE', records, dropped_ttl)
     dropped[project] = excess
   end
 end
@@ -96,13 +135,14 @@ return {added, cjson.encode(dropped)}
 """
 
 # KEYS: queue, leases index. ARGV: labeler, now, ttl, scan limit, prefix, the key of the
-# set of paused labelers ('' for none), then optionally a task to create and hand out
-# directly: its id, a set key and member to remember it by (the labeler's seen gold), and
-# its field/value pairs. Returns {id, expiry, task fields}, {'paused'} or nil.
-_NEXT = """
+# set of paused labelers ('' for none), finished-task ttl (ms), then optionally a task to
+# create and hand out directly: its id, a set key and member to remember it by (the
+# labeler's seen gold), and its field/value pairs. Returns {id, expiry, task fields},
+# {'paused'} or nil.
+_NEXT = _SETTLE + """
 local queue, leases = KEYS[1], KEYS[2]
 local labeler, now, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local limit, prefix = tonumber(ARGV[4]), ARGV[5]
+local limit, prefix, task_ttl = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[7])
 if ARGV[6] ~= '' and redis.call('SISMEMBER', ARGV[6], labeler) == 1 then
   return {'paused'}
 end
@@ -118,6 +158,7 @@ for _, member in ipairs(expired) do
   if redis.call('HGET', tkey, 'state') == 'open' then
     if redis.call('HGET', tkey, 'kind') == 'gold' then
       redis.call('HSET', tkey, 'state', 'expired')
+      settle(tkey, task_ttl)
     else
       redis.call('ZADD', queue, redis.call('HGET', tkey, 'priority'), tid)
     end
@@ -131,11 +172,11 @@ local function lease(tid, tkey)
   redis.call('ZADD', leases, expires, tid .. '|' .. labeler)
   return {tid, tostring(expires), redis.call('HGETALL', tkey)}
 end
-if ARGV[7] then
-  local tkey = prefix .. 'task:' .. ARGV[7]
-  redis.call('SADD', ARGV[8], ARGV[9])
-  redis.call('HSET', tkey, 'task_id', ARGV[7], 'state', 'open', 'done', 0, unpack(ARGV, 10))
-  return lease(ARGV[7], tkey)
+if ARGV[8] then
+  local tkey = prefix .. 'task:' .. ARGV[8]
+  redis.call('SADD', ARGV[9], ARGV[10])
+  redis.call('HSET', tkey, 'task_id', ARGV[8], 'state', 'open', 'done', 0, unpack(ARGV, 11))
+  return lease(ARGV[8], tkey)
 end
 local candidates = redis.call('ZREVRANGE', queue, 0, limit - 1)
 for _, tid in ipairs(candidates) do
@@ -157,13 +198,13 @@ return false
 # event id, label stream, the event's JSON on time, its JSON late, observation list key
 # ('' for none), observation (confidence|correct|weight|blind|audit), observations kept
 # (the list's ``:n`` key counts every observation ever pushed, so a reader can fetch only
-# the ones it has not seen).
+# the ones it has not seen), finished-task ttl (ms).
 # Decides the standing as _STATE does, then records the submission, publishes the label
 # event and keeps the calibration observation in one atomic step: the event is on the
 # stream if and only if the submission is recorded. Returns {'duplicate', first event
 # id, '0'}, {'not_handed', '', '0'}, {'skipped', '', '0'} (the labeler gave it up) or
 # {'recorded', event id, '1' if late else '0'}.
-_SUBMIT = """
+_SUBMIT = _SETTLE + """
 local queue, leases = KEYS[1], KEYS[2]
 local tid, labeler, now, event_id = ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local tkey = ARGV[1] .. 'task:' .. tid
@@ -192,6 +233,9 @@ if done >= tonumber(redis.call('HGET', tkey, 'needed')) then
   redis.call('HSET', tkey, 'state', 'done')
   redis.call('ZREM', queue, tid)
 end
+if redis.call('HGET', tkey, 'state') ~= 'open' then  -- finished now, or a late submit
+  settle(tkey, tonumber(ARGV[12]))
+end
 return {'recorded', event_id, late and '1' or '0'}
 """
 
@@ -213,22 +257,28 @@ if lease and tonumber(lease) >= now then return {task, 'on_time', ''} end
 return {task, 'late', ''}
 """
 
-_SKIP = """
+# KEYS: queue, leases index. ARGV: prefix, task id, labeler, finished-task ttl (ms).
+_SKIP = _SETTLE + """
 local queue, leases = KEYS[1], KEYS[2]
 local tkey = ARGV[1] .. 'task:' .. ARGV[2]
-local labeler = ARGV[3]
+local labeler, task_ttl = ARGV[3], tonumber(ARGV[4])
 if redis.call('EXISTS', tkey) == 0 then return 'missing' end
 if redis.call('HDEL', tkey .. ':leases', labeler) == 0 then return 'not_leased' end
 redis.call('ZREM', leases, ARGV[2] .. '|' .. labeler)
 redis.call('SADD', tkey .. ':skipped', labeler)
 if redis.call('HGET', tkey, 'kind') == 'gold' then
   redis.call('HSET', tkey, 'state', 'skipped')
+  settle(tkey, task_ttl)
   return 'skipped'
 end
 local active = redis.call('HLEN', tkey .. ':leases') + tonumber(redis.call('HGET', tkey, 'done'))
 local needed = tonumber(redis.call('HGET', tkey, 'needed'))
-if redis.call('HGET', tkey, 'state') == 'open' and active < needed then
-  redis.call('ZADD', queue, redis.call('HGET', tkey, 'priority'), ARGV[2])
+if redis.call('HGET', tkey, 'state') == 'open' then
+  if active < needed then
+    redis.call('ZADD', queue, redis.call('HGET', tkey, 'priority'), ARGV[2])
+  end
+else  -- a skip after the task finished: its ':skipped' key expires with the rest
+  settle(tkey, task_ttl)
 end
 return 'skipped'
 """
@@ -242,6 +292,22 @@ local k = math.min(math.max(total - tonumber(ARGV[1]), 0), tonumber(ARGV[2]))
 if total < tonumber(ARGV[1]) then k = tonumber(ARGV[2]) end
 if k == 0 then return {total, {}} end
 return {total, redis.call('LRANGE', KEYS[1], 0, k - 1)}
+"""
+
+
+# KEYS: an item index (items:{project}). ARGV: prefix, then item/task pairs HSCAN saw. An
+# item whose task has expired goes, unless it points at another task by now. Returns the
+# count removed.
+_FORGET_ITEMS = """
+local removed = 0
+for i = 2, #ARGV, 2 do
+  if redis.call('EXISTS', ARGV[1] .. 'task:' .. ARGV[i + 1]) == 0
+      and redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    removed = removed + 1
+  end
+end
+return removed
 """
 
 
@@ -324,16 +390,21 @@ def _now_ms() -> int:
 
 
 class ReviewQueue:
-    def __init__(self, redis: aioredis.Redis, prefix: str = PREFIX, scan_limit: int = 200) -> None:
+    def __init__(self, redis: aioredis.Redis, prefix: str = PREFIX, scan_limit: int = 200,
+                 finished_ttl_ms: int = FINISHED_TTL_MS,
+                 dropped_ttl_ms: int = DROPPED_TTL_MS) -> None:
         self.redis = redis
         self.prefix = prefix
         self.scan_limit = scan_limit
+        self.finished_ttl_ms = finished_ttl_ms  # a finished task expires this long after
+        self.dropped_ttl_ms = dropped_ttl_ms  # a dropped-task record leaves its list then
         self._enqueue = redis.register_script(_ENQUEUE)
         self._next = redis.register_script(_NEXT)
         self._state = redis.register_script(_STATE)
         self._skip = redis.register_script(_SKIP)
         self._submit = redis.register_script(_SUBMIT)
         self._observations = redis.register_script(_OBSERVATIONS)
+        self._forget_items = redis.register_script(_FORGET_ITEMS)
         self._run = ScriptRunner(redis)
 
     async def aclose(self) -> None:
@@ -373,8 +444,8 @@ class ReviewQueue:
         if not tasks and not events:
             return 0, Counter()
         name = "adjudication" if kind == "adjudication" else "queue"
-        args: list[Any] = [self.prefix, name, _now_ms(), stream, len(events), *events,
-                           len(tasks)]
+        args: list[Any] = [self.prefix, name, _now_ms(), stream, self.finished_ttl_ms,
+                           self.dropped_ttl_ms, len(events), *events, len(tasks)]
         for row in tasks:
             args += row
         projects = {row[1] for row in tasks}
@@ -400,7 +471,7 @@ class ReviewQueue:
         got = await self._run(
             self._next, [self.queue_key(project, kind), self.leases_key(project)],
             [labeler, _now_ms(), lease_seconds * 1000, self.scan_limit, self.prefix,
-             paused_key, *extra])
+             paused_key, self.finished_ttl_ms, *extra])
         if not got:
             return None
         if len(got) == 1:
@@ -448,13 +519,13 @@ class ReviewQueue:
         got = await self._run(
             self._submit, [self.queue_key(project, kind), self.leases_key(project)],
             [self.prefix, task_id, labeler, _now_ms(), event_id, stream, on_time_json,
-             late_json, obs_key, obs_value, obs_max])
+             late_json, obs_key, obs_value, obs_max, self.finished_ttl_ms])
         return _text(got[0]), _text(got[1]), _text(got[2]) == "1"
 
     async def skip(self, project: str, task_id: str, labeler: str, kind: str = "review") -> str:
         got = await self._skip(
             keys=[self.queue_key(project, kind), self.leases_key(project)],
-            args=[self.prefix, task_id, labeler],
+            args=[self.prefix, task_id, labeler, self.finished_ttl_ms],
         )
         return _text(got)
 
@@ -464,6 +535,20 @@ class ReviewQueue:
         newest first); all stored ones when the count went back (a reset)."""
         total, rows = await self._observations(keys=[key, f"{key}:n"], args=[seen, limit])
         return int(total), list(rows)
+
+    async def forget_expired_items(self, chunk: int = 1000) -> int:
+        """Remove the item-index entries (every project's) whose task has expired, a
+        chunk of HSCAN at a time; how many went."""
+        removed = 0
+        async for key in self.redis.scan_iter(match=f"{self.prefix}items:*", count=chunk):
+            cursor = None
+            while cursor != 0:
+                cursor, pairs = await self.redis.hscan(key, cursor or 0, count=chunk)
+                if isinstance(pairs, dict) and pairs:  # (a list only with NOVALUES)
+                    flat = [x for pair in pairs.items() for x in pair]
+                    removed += int(await self._forget_items(keys=[key],
+                                                            args=[self.prefix, *flat]))
+        return removed
 
     async def depth(self, project: str, kind: str = "review") -> int:
         return int(await self.redis.zcard(self.queue_key(project, kind)))

@@ -71,6 +71,8 @@ SETTINGS_CACHE_SECONDS = 2.0
 GOLD_CACHE_SECONDS = 5.0
 DEPTH_REFRESH_SECONDS = 5.0
 RECALIBRATE_SECONDS = 1.0
+# How often the item index drops entries of expired tasks (task_retention_seconds).
+ITEM_INDEX_SWEEP_SECONDS = 600.0
 MAX_OBSERVATIONS = 50_000
 OPTIONS_CACHE_SECONDS = 2.0
 HANDED_CACHE = 20_000  # fields of the tasks this process handed out most recently
@@ -172,7 +174,9 @@ class RouterService:
         self.runtime = runtime
         self.settings = runtime.settings
         self.redis = runtime.bus.redis
-        self.queue = ReviewQueue(self.redis)
+        self.queue = ReviewQueue(
+            self.redis, finished_ttl_ms=self.settings.task_retention_seconds * 1000,
+            dropped_ttl_ms=self.settings.dropped_task_retention_seconds * 1000)
         self.rng = random.Random()
         self._settings = RefreshingCache(self._load_settings, SETTINGS_CACHE_SECONDS)
         self._gold = RefreshingCache(self._load_gold, GOLD_CACHE_SECONDS)
@@ -197,6 +201,8 @@ class RouterService:
         supervisor = self.runtime.supervisor
         supervisor.every("queue depths", DEPTH_REFRESH_SECONDS, self._refresh_depths)
         supervisor.every("recalibration", RECALIBRATE_SECONDS, self._recalibrate)
+        supervisor.every("item index sweep", ITEM_INDEX_SWEEP_SECONDS,
+                         self._forget_expired_items)
 
     async def stop(self) -> None:
         for cache in (self._settings, self._gold, self._options):
@@ -209,6 +215,11 @@ class RouterService:
         for project in list(self._projects):
             with self.runtime.supervisor.guard("queue depths", project=project):
                 metrics.QUEUE_DEPTH.labels(project).set(await self.queue.depth(project))
+
+    async def _forget_expired_items(self) -> None:
+        removed = await self.queue.forget_expired_items()
+        if removed:
+            log.info("item index: entries of expired tasks removed", removed=removed)
 
     async def _recalibrate(self) -> None:
         """Once a second, for projects with new reviews or a window awaiting its decision:
@@ -285,7 +296,7 @@ class RouterService:
         policy = await self.policy(project)
         if policy.kind == "fixed":  # nothing audited, nothing to estimate or to export
             for gauge in (metrics.AUTO_ACCEPT_PRECISION, metrics.AUTO_ACCEPT_PRECISION_LOWER):
-                gauge.remove(project)
+                metrics.forget(gauge, project)
             metrics.AUTO_ACCEPT_THRESHOLD.labels(project).set(policy.auto_accept_threshold)
             return None
         key = self._key("observations", project)
@@ -343,7 +354,7 @@ class RouterService:
         monitored = monitored_precision(rows, threshold) if policy.audit_rate > 0 else None
         if monitored is None:
             for gauge in (metrics.AUTO_ACCEPT_PRECISION, metrics.AUTO_ACCEPT_PRECISION_LOWER):
-                gauge.remove(project)
+                metrics.forget(gauge, project)
             return
         metrics.AUTO_ACCEPT_PRECISION.labels(project).set(monitored.precision)
         metrics.AUTO_ACCEPT_PRECISION_LOWER.labels(project).set(monitored.lower_bound)

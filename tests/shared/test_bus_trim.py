@@ -101,3 +101,27 @@ async def test_streams_without_consumers_are_capped(redis, settings, monkeypatch
     finally:
         await bus.close()
         await redis.delete(stream)
+
+
+async def test_one_pass_trims_everything_retention_lets_go_at_any_rate(redis, settings):
+    """Redis stops an approximate XTRIM after 100 nodes (10,000 entries) unless told
+    otherwise; above ~333 entries/s per 30 s pass that let a stream grow for ever."""
+    stream = f"loopwise:test-trim-{uuid.uuid4().hex[:10]}"
+    await redis.xgroup_create(stream, "g", id="0", mkstream=True)
+    entry = _entry(0)
+    for _ in range(10):
+        pipe = redis.pipeline(transaction=False)
+        for _ in range(5_000):
+            pipe.xadd(stream, entry)
+        await pipe.execute()
+    while read := await redis.xreadgroup("g", "c", {stream: ">"}, count=10_000):
+        await redis.xack(stream, "g", *[i for i, _ in read[0][1]])
+    bus = Bus(settings.model_copy(update={"stream_retention_seconds": 0}), "test")
+    try:
+        trimmed = await bus.trim(stream)
+        left = await redis.xlen(stream)
+        assert trimmed + left == 50_000
+        assert left < 100  # approximate: at most the newest node stays
+    finally:
+        await bus.close()
+        await redis.delete(stream)
