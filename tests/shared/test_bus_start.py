@@ -63,3 +63,26 @@ async def test_entries_written_before_the_first_start_are_consumed(redis, settin
     finally:
         await bus.close()
         await redis.delete(stream)
+
+
+async def test_a_group_with_an_unknown_lag_is_not_drained_until_it_was_handed_the_last_entry(
+        redis):
+    """Redis reports no lag once an entry after the group's position was deleted (or
+    trimmed); unread entries must not look drained then."""
+    from shared.bus import group_drained
+
+    stream = f"loopwise:test-lag-{uuid.uuid4().hex[:8]}"
+    ids = [await redis.xadd(stream, {"data": "{}"}) for _ in range(10)]
+    await redis.xgroup_create(stream, "g", id="0")
+    try:
+        read = await redis.xreadgroup("g", "c", {stream: ">"}, count=5)
+        await redis.xack(stream, "g", *[i for i, _ in read[0][1]])
+        await redis.xdel(stream, ids[7])
+        [info] = await redis.xinfo_groups(stream)
+        assert info["lag"] is None  # what Redis says after the delete
+        assert not await group_drained(redis, stream, "g")
+        read = await redis.xreadgroup("g", "c", {stream: ">"}, count=10)
+        await redis.xack(stream, "g", *[i for i, _ in read[0][1]])
+        assert await group_drained(redis, stream, "g")
+    finally:
+        await redis.delete(stream)
