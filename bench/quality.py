@@ -47,13 +47,16 @@ class Crowd:
     label: np.ndarray
     truth: np.ndarray
     kinds: list[str]
+    errors: np.ndarray  # labelers x true x given, as simulated
 
 
-def confusion_matrices(rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+def confusion_matrices(
+    rng: np.random.Generator, mix: dict[str, int] | None = None
+) -> tuple[np.ndarray, list[str]]:
     """labelers x true x given probabilities for the four kinds of labeler."""
     k = N_CLASSES
     matrices, kinds = [], []
-    for kind, count in KINDS.items():
+    for kind, count in (mix or KINDS).items():
         for _ in range(count):
             if kind == "good":
                 acc = rng.uniform(0.85, 0.95)
@@ -84,9 +87,10 @@ def confusion_matrices(rng: np.random.Generator) -> tuple[np.ndarray, list[str]]
     return np.stack(matrices), kinds
 
 
-def simulate_crowd(n_items: int, per_item: int = 3, seed: int = 0) -> Crowd:
+def simulate_crowd(n_items: int, per_item: int = 3, seed: int = 0,
+                   mix: dict[str, int] | None = None) -> Crowd:
     rng = np.random.default_rng(seed)
-    errors, kinds = confusion_matrices(rng)
+    errors, kinds = confusion_matrices(rng, mix)
     n_labelers = len(kinds)
     truth = rng.choice(N_CLASSES, size=n_items, p=[0.3, 0.25, 0.2, 0.15, 0.1])
     # per_item distinct labelers per item, in chunks to bound memory.
@@ -100,7 +104,7 @@ def simulate_crowd(n_items: int, per_item: int = 3, seed: int = 0) -> Crowd:
     labeler = chosen.ravel()
     cumulative = errors.cumsum(axis=2)[labeler, truth[item]]
     label = (rng.random(len(item))[:, None] > cumulative).sum(axis=1).clip(0, N_CLASSES - 1)
-    return Crowd(item, labeler, label, truth, kinds)
+    return Crowd(item, labeler, label, truth, kinds, errors)
 
 
 def run_aggregators(crowd: Crowd, repeats: int = 3) -> dict[str, Any]:
