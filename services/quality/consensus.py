@@ -180,8 +180,8 @@ class EMResult:
 
 
 def incidence(
-    item: npt.NDArray[np.intp], labeler: npt.NDArray[np.intp], label: npt.NDArray[np.intp],
-    n_items: int, n_labelers: int, n_classes: int,
+    item: npt.NDArray[np.integer[Any]], labeler: npt.NDArray[np.integer[Any]],
+    label: npt.NDArray[np.integer[Any]], n_items: int, n_labelers: int, n_classes: int,
 ) -> csr_matrix:
     """The item x (labeler, given label) incidence matrix both EM steps multiply by.
 
