@@ -292,7 +292,7 @@ class IncrementalDawidSkene:
     # ------------------------------------------------------------------ summary
 
     def set_adjudicated(self, item: int, class_code: int) -> None:
-        """An adjudicator settled the item (``class_code`` -1: a label nobody voted)."""
+        """An adjudicator settled the item (``class_code`` -2: a label no vote used)."""
         self.adjudicated = grown(self.adjudicated, item + 1, -1)
         self.adjudicated[item] = class_code
 
@@ -308,8 +308,9 @@ class IncrementalDawidSkene:
             np.full(len(items), -1)
         consensus = sizes >= self.min_votes
         labels = np.where(self.counted[items], self.labels(items), -1)
-        final = np.where(adjudicated >= 0, adjudicated, labels)
-        judged = (consensus | (adjudicated >= 0)) & (sizes > 0)
+        settled = adjudicated != -1  # -2: settled with a label no vote used
+        final = np.where(settled, adjudicated, labels)
+        judged = (consensus | settled) & (sizes > 0)
         return final.astype(np.int64), consensus, judged
 
     def _resummarise(self, table: VoteTable, items: npt.NDArray[np.intp],
