@@ -58,6 +58,7 @@ class RefitJob:
     n_classes: int
     warm: npt.NDArray[np.float64] | None  # posteriors to start from, None: majority vote
     strength: float
+    serial: int = 0  # jobs are numbered as they are taken: an older one is never adopted
     tol: float = 1e-9
     max_iter: int = 100
 
@@ -107,6 +108,8 @@ class IncrementalDawidSkene:
         self.refit_rows = 0
         self.rows_since_refit = 0
         self.refits = 0
+        self.jobs_taken = 0
+        self.adopted_serial = 0
         # The summary: per row, whether its vote agrees with the final label (-1: not
         # counted); per item, the consensus confidence counted (NaN: not counted).
         self.final = np.zeros(0, dtype=np.int32)  # per item: label in the summary, -1 none
@@ -189,15 +192,17 @@ class IncrementalDawidSkene:
         """A copy of the votes to refit from, warm started from the stored posteriors."""
         item, labeler, label = table.columns()
         k = len(table.classes)
+        self.jobs_taken += 1
         job = RefitJob(item.copy(), labeler.copy(), label.copy(), table.n_items,
-                       len(table.labelers), k, None, DEFAULT_STRENGTH_PER_CLASS * k)
+                       len(table.labelers), k, None, DEFAULT_STRENGTH_PER_CLASS * k,
+                       self.jobs_taken)
         if not self.fitted or k != self.n_classes:
             return job
         warm = _vote_shares(job)
         counted = np.flatnonzero(self.counted[: table.n_items])
         warm[counted] = self.posteriors[counted]
         return RefitJob(job.item, job.labeler, job.label, job.n_items, job.n_labelers, k,
-                        warm, job.strength)
+                        warm, job.strength, job.serial)
 
     def adopt(self, refit: Refit, table: VoteTable) -> npt.NDArray[np.intp]:
         """Take a finished refit; returns the items whose consensus may have changed.
@@ -207,13 +212,15 @@ class IncrementalDawidSkene:
         still holds them).
         """
         job = refit.job
+        if job.serial <= self.adopted_serial:  # a newer refit was adopted meanwhile
+            return np.zeros(0, dtype=np.intp)
         k = job.n_classes
         if k != self.n_classes:  # a new class: every array is rebuilt at the new width
-            adjudicated = self.adjudicated
+            adjudicated, taken = self.adjudicated, self.jobs_taken
             self.__init__(min_votes=self.min_votes, passes=self.passes,  # type: ignore[misc]
                           drift=self.drift, refit_growth=self.refit_growth,
                           refit_min_votes=self.refit_min_votes)
-            self.adjudicated = adjudicated
+            self.adjudicated, self.jobs_taken = adjudicated, taken
             self.n_classes = k
             self.posteriors = np.zeros((0, k))
             self.counts = np.zeros((0, k))
@@ -235,6 +242,7 @@ class IncrementalDawidSkene:
         self.refit_rows = n_rows
         self.rows_since_refit = table.n_rows - n_rows
         self.refits += 1
+        self.adopted_serial = job.serial
         everything = np.arange(n_items, dtype=np.intp)
         self._recount_summary(table)
         return everything

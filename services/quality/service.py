@@ -61,6 +61,7 @@ from .settlement import (
 )
 from .state import NewFlag, ProjectState
 from .tables import quality_consensus, quality_findings, quality_label_votes
+from .votes import grown
 from .windows import agreement_report, class_agreement
 
 log = get_logger(__name__)
@@ -408,9 +409,12 @@ class QualityService:
                 state.unfollow(since)
             changed.append(self._adopt(state, refit, since))
         changed.append(engine.update(table, state.take_touched()))
-        if engine.refit_due() and project not in self.refits:
+        if engine.refit_due() and project not in self.refits and \
+                table.n_rows > self.config.full_refit_max_votes:
             self._start_refit(project, state)
         config = self.config
+        state.published_code = grown(state.published_code, table.n_items, -1)
+        state.requested_mask = grown(state.requested_mask, table.n_items, False)
         settlement = settle_changes(
             table, engine, np.concatenate(changed), published=state.published,
             published_code=state.published_code, requested_mask=state.requested_mask,
@@ -598,7 +602,7 @@ class QualityService:
             "adjudication": {
                 "requested": len(state.requested),
                 "adjudicated": len(state.adjudicated),
-                "open": sorted(state.requested - set(state.adjudicated)),
+                "open": list(state.open_requests),
                 "labels": dict(state.adjudicated),
             },
             "guideline_alerts": list(state.alerts.values()),

@@ -12,6 +12,7 @@ read a snapshot of the table on the debounced schedule of
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -63,6 +64,8 @@ class ProjectState:
     adjudicated: dict[str, str] = field(default_factory=dict)
     published: dict[str, tuple[str, int]] = field(default_factory=dict)
     requested: set[str] = field(default_factory=set)
+    # Requested and not yet adjudicated, kept sorted (the summary lists them).
+    open_requests: list[str] = field(default_factory=list)
     flags: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Replaying stored votes: per labeler, the task counts at which a review cleared a flag.
     clears_due: dict[str, list[int]] = field(default_factory=dict)
@@ -85,6 +88,10 @@ class ProjectState:
         self.counts[source] += 1
         item, who, label = row["item_id"], row["labeler_id"], row["label"]
         if source == "adjudicated":
+            if item not in self.adjudicated and item in self.requested:
+                at = bisect_left(self.open_requests, item)
+                if at < len(self.open_requests) and self.open_requests[at] == item:
+                    del self.open_requests[at]
             self.adjudicated[item] = label
             code = self.table.items.code(item)
             self.engine.set_adjudicated(code, self._class_code(label))
@@ -180,6 +187,8 @@ class ProjectState:
         self.published_code[code] = self._class_code(label)
 
     def mark_requested(self, item_id: str) -> None:
+        if item_id not in self.requested and item_id not in self.adjudicated:
+            insort(self.open_requests, item_id)
         self.requested.add(item_id)
         code = self.table.items.code(item_id)
         self.requested_mask = grown(self.requested_mask, code + 1, False)
