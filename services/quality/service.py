@@ -2,11 +2,13 @@
 
 The consumer stores each batch of labels (``quality_label_votes``), updates the
 per-project counters and deference monitors, and publishes a ``labeler_flag`` the
-moment a monitor crosses its threshold. Consensus (Dawid-Skene), adjudication
-requests read all of a project's votes, so they run on a debounced schedule in a
-worker thread, never per batch (see :mod:`services.quality.scheduling`). Agreement
-with its bootstrap intervals and guideline alerts run on a schedule of their own,
-slower and in another loop: a long bootstrap never holds back a consensus.
+moment a monitor crosses its threshold. Consensus (Dawid-Skene) and adjudication
+requests run on a debounced schedule (see :mod:`services.quality.scheduling`), never
+per batch; on a large project a settle updates only the items the new votes touched
+(:mod:`services.quality.incremental`) and full refits run in a worker thread in the
+background. Agreement with its bootstrap intervals and guideline alerts run on a
+schedule of their own, slower and in another loop: a long bootstrap never holds back
+a consensus.
 
 Everything said on a stream is recorded in ``quality_consensus`` /
 ``quality_findings`` after it is published, under a deterministic event id: a

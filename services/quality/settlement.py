@@ -73,7 +73,10 @@ def settle(
     min_votes: int = 2,
     min_confidence: float = 0.8,
 ) -> Settlement:
-    """Consensus for every item with at least ``min_votes`` human votes.
+    """Consensus for every item with at least ``min_votes`` human votes, from scratch.
+
+    The reference the service's incremental path (:func:`settle_changes`) is tested
+    and benchmarked against: it refits Dawid-Skene on every vote.
 
     ``votes``: item -> {labeler: label}; ``published``: item -> (label, revision) last
     published; ``requested``: items already sent to adjudication; ``adjudicated``:
