@@ -35,6 +35,15 @@ SECTION = "## Quality (loopwise bench quality)"
 
 N_CLASSES = 5
 KINDS = {"good": 16, "noisy": 12, "spammer": 6, "class-biased": 6}
+# More crowds for the speed comparison (issue 16 item 3): (mix, labels per item). The
+# reference-shaped one is where crowd-kit converges in a few iterations (6 at 200k).
+CROWDS: dict[str, tuple[dict[str, int] | None, int]] = {
+    "benchmark (16 good, 12 noisy, 6 spammers, 6 class-biased), 3 labels": (None, 3),
+    "reference-shaped (30 good, 4 noisy, 3 spammers, 3 class-biased), 5 labels": (
+        {"good": 30, "noisy": 4, "spammer": 3, "class-biased": 3}, 5),
+    "even (10 of each kind), 3 labels": (
+        {"good": 10, "noisy": 10, "spammer": 10, "class-biased": 10}, 3),
+}
 
 
 # --------------------------------------------------------------------------- crowd
@@ -47,13 +56,16 @@ class Crowd:
     label: np.ndarray
     truth: np.ndarray
     kinds: list[str]
+    errors: np.ndarray  # labelers x true x given, as simulated
 
 
-def confusion_matrices(rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+def confusion_matrices(
+    rng: np.random.Generator, mix: dict[str, int] | None = None
+) -> tuple[np.ndarray, list[str]]:
     """labelers x true x given probabilities for the four kinds of labeler."""
     k = N_CLASSES
     matrices, kinds = [], []
-    for kind, count in KINDS.items():
+    for kind, count in (mix or KINDS).items():
         for _ in range(count):
             if kind == "good":
                 acc = rng.uniform(0.85, 0.95)
@@ -84,9 +96,10 @@ def confusion_matrices(rng: np.random.Generator) -> tuple[np.ndarray, list[str]]
     return np.stack(matrices), kinds
 
 
-def simulate_crowd(n_items: int, per_item: int = 3, seed: int = 0) -> Crowd:
+def simulate_crowd(n_items: int, per_item: int = 3, seed: int = 0,
+                   mix: dict[str, int] | None = None) -> Crowd:
     rng = np.random.default_rng(seed)
-    errors, kinds = confusion_matrices(rng)
+    errors, kinds = confusion_matrices(rng, mix)
     n_labelers = len(kinds)
     truth = rng.choice(N_CLASSES, size=n_items, p=[0.3, 0.25, 0.2, 0.15, 0.1])
     # per_item distinct labelers per item, in chunks to bound memory.
@@ -100,7 +113,7 @@ def simulate_crowd(n_items: int, per_item: int = 3, seed: int = 0) -> Crowd:
     labeler = chosen.ravel()
     cumulative = errors.cumsum(axis=2)[labeler, truth[item]]
     label = (rng.random(len(item))[:, None] > cumulative).sum(axis=1).clip(0, N_CLASSES - 1)
-    return Crowd(item, labeler, label, truth, kinds)
+    return Crowd(item, labeler, label, truth, kinds, errors)
 
 
 def run_aggregators(crowd: Crowd, repeats: int = 3) -> dict[str, Any]:
@@ -289,15 +302,41 @@ def accuracy_across_crowds(n_items: int, seeds: tuple[int, ...] = (1, 2, 3)) -> 
     return rows
 
 
-def run(n_items: int = 200_000, runs: int = 200, write: bool = True) -> str:
+def speed_across_crowds(n_items: int) -> list[dict[str, Any]]:
+    """Ours vs crowd-kit, time and accuracy, on each crowd shape of ``CROWDS``."""
+    rows = []
+    for name, (mix, per_item) in CROWDS.items():
+        crowd = simulate_crowd(n_items, per_item=per_item, seed=0, mix=mix)
+        result = run_aggregators(crowd, repeats=3)
+        ours, theirs = result["Dawid-Skene (loopwise)"], result.get("Dawid-Skene (crowd-kit)", {})
+        if "accuracy" not in theirs:
+            return []
+        rows.append({"crowd": name, "ours": ours, "theirs": theirs,
+                     "items": round((ours["accuracy"] - theirs["accuracy"]) * n_items)})
+    return rows
+
+
+def run(n_items: int = 200_000, runs: int = 200, write: bool = True, scale: bool = True,
+        huge: bool = False) -> str:
+    from bench import quality_scale
+
     crowd = simulate_crowd(n_items)
     aggregators = run_aggregators(crowd)
     aggregators["_more_crowds"] = accuracy_across_crowds(n_items)
+    aggregators["_shapes"] = speed_across_crowds(n_items)
     setup = StampSetup(runs=runs)
     default_h = DeferenceTest().threshold
     thresholds = sorted({4.0, 6.0, 8.0, round(default_h, 2)})
     stamps = rubber_stamp(setup, thresholds)
-    text = render(n_items, crowd, aggregators, setup, stamps, default_h)
+    extra: list[str] = []
+    if scale:
+        extra += ["", *quality_scale.render_latency(quality_scale.settle_latency()),
+                  "", *quality_scale.render_memory(quality_scale.memory())]
+    if huge:
+        extra += ["", *quality_scale.render_huge(quality_scale.huge())]
+    text = render(n_items, crowd, aggregators, setup, stamps, default_h, extra,
+                  command=f"loopwise bench quality --items {n_items} --runs {runs}"
+                  + ("" if scale else " --no-scale") + (" --huge" if huge else ""))
     if write:
         write_section(text)
     return text
@@ -310,12 +349,14 @@ def render(
     setup: StampSetup,
     stamps: dict[str, Any],
     default_h: float,
+    extra: list[str] | None = None,
+    command: str | None = None,
 ) -> str:
     lines = [
         SECTION,
         "",
-        *report.header(f"loopwise bench quality --items {n_items} --runs {setup.runs}",
-                       f"NumPy {np.__version__}; best of repeated runs."),
+        *report.header(command or f"loopwise bench quality --items {n_items} --runs "
+                       f"{setup.runs}", f"NumPy {np.__version__}; best of repeated runs."),
         "",
         f"### Dawid-Skene on a simulated crowd ({n_items:,} items x 3 labels, "
         f"{N_CLASSES} classes, {len(crowd.kinds)} labelers: "
@@ -326,6 +367,7 @@ def render(
         "|---|---:|---:|---:|",
     ]
     more = aggregators.pop("_more_crowds", [])
+    shapes = aggregators.pop("_shapes", [])
     for name, r in aggregators.items():
         if "missing" in r:
             lines.append(f"| {name} | — | — | {r['missing']} |")
@@ -358,6 +400,28 @@ def render(
             f"Over all four crowds loopwise differs from crowd-kit by "
             f"{sum(r['items'] for r in more) + first:+d} "
             f"items in {(len(more) + 1) * n_items:,}.",
+        ]
+    if shapes:
+        lines += [
+            "",
+            f"Speed on three crowd shapes ({n_items:,} items each, seed 0; loopwise best of "
+            "3 fits, crowd-kit 1; both stop on their own rule: crowd-kit's ELBO gain per "
+            "label < 1e-5, loopwise's log-likelihood change per label <= 1e-9, see "
+            "`DawidSkene`'s docstring):",
+            "",
+            "| crowd | loopwise (s) | crowd-kit (s) | speed-up | EM iterations (loopwise / "
+            "crowd-kit) | accuracy loopwise | accuracy crowd-kit | difference (items) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            *(f"| {r['crowd']} | {r['ours']['seconds']:.2f} | {r['theirs']['seconds']:.2f} | "
+              f"**{r['theirs']['seconds'] / r['ours']['seconds']:.1f}x** | "
+              f"{r['ours']['iterations']} / {r['theirs']['iterations']} | "
+              f"{r['ours']['accuracy']:.5f} | {r['theirs']['accuracy']:.5f} | "
+              f"{r['items']:+d} |" for r in shapes),
+            "",
+            f"Slowest speed-up "
+            f"{min(r['theirs']['seconds'] / r['ours']['seconds'] for r in shapes):.1f}x "
+            f"(goal >= 5x); largest accuracy gap {max(abs(r['items']) for r in shapes)} items "
+            f"in {n_items:,} (goal <= 5).",
         ]
     floor = stamps["floor"]
     test = DeferenceTest()
@@ -404,6 +468,7 @@ def render(
         "test alone; `loopwise bench review` measures both tests together.)",
         "",
         f"Reproduce: `loopwise bench quality` (items={n_items}, runs={setup.runs}).",
+        *(extra or []),
         "",
     ]
     return "\n".join(lines)

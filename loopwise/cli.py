@@ -283,11 +283,15 @@ def bench_quality(
     items: Annotated[int, typer.Option(help="items in the simulated crowd")] = 200_000,
     runs: Annotated[int, typer.Option(help="rubber-stamp simulation runs")] = 200,
     write: Annotated[bool, typer.Option(help="update BENCHMARKS.md")] = True,
+    scale: Annotated[bool, typer.Option(
+        help="settle latency at 10k/100k/1M votes and state memory at 100k/1M")] = True,
+    huge: Annotated[bool, typer.Option(
+        help="also one Dawid-Skene fit on 10M votes (3.3M items x 3, 200 labelers)")] = False,
 ) -> None:
-    """Dawid-Skene vs crowd-kit, and rubber-stamp detection (BENCHMARKS.md)."""
+    """Dawid-Skene vs crowd-kit, quality at scale, rubber-stamp detection (BENCHMARKS.md)."""
     from bench.quality import run
 
-    typer.echo(run(n_items=items, runs=runs, write=write))
+    typer.echo(run(n_items=items, runs=runs, write=write, scale=scale, huge=huge))
 
 
 @bench_app.command("review")

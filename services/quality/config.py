@@ -29,6 +29,9 @@ class QualityConfig(BaseSettings):
         threshold_for(100, 0.005), gt=0,
         description="partial-deference CUSUM: 0.5% false flags per 100 known-wrong gold tasks")
     n_boot: int = Field(200, ge=10)
+    full_refit_max_votes: int = Field(
+        20_000, ge=0, description="projects up to this many votes: a full Dawid-Skene refit "
+        "on every settle; above it, incremental updates and background refits")
     quiet_seconds: float = Field(2.0, ge=0)
     max_delay_seconds: float = Field(
         5.0, ge=0, description="consensus under a steady stream: at most this late")

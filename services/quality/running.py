@@ -1,12 +1,16 @@
 """Running pairwise agreement, updated in O(labelers on the item) per vote.
 
 Pairwise agreement is the share of (item, labeler, labeler) pairs that gave
-the same label; a labeler's newer vote on an item replaces the older one.
+the same label; a labeler's newer vote on an item replaces the older one. The quality
+service keeps only the two counters (:meth:`RunningAgreement.record`, told the other
+labels on the item by its vote table); ``add`` keeps its own copy of the votes, for
+use on its own.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 
@@ -19,15 +23,20 @@ class RunningAgreement:
     def add(self, item_id: str, labeler_id: str, label: str) -> None:
         on_item = self.votes[item_id]
         previous = on_item.get(labeler_id)
+        self.record(previous, label, [lab for who, lab in on_item.items() if who != labeler_id])
+        on_item[labeler_id] = label
+
+    def record(self, previous: Hashable | None, label: Hashable,
+               others: Sequence[Hashable]) -> None:
+        """A labeler's vote ``label`` replaced ``previous`` (None: their first on the item)
+        on an item where the other labelers said ``others``."""
         if previous == label:
             return
-        others = [lab for who, lab in on_item.items() if who != labeler_id]
         if previous is None:
             self.total_pairs += len(others)
         else:
             self.agreeing_pairs -= sum(1 for lab in others if lab == previous)
         self.agreeing_pairs += sum(1 for lab in others if lab == label)
-        on_item[labeler_id] = label
 
     @property
     def agreement(self) -> float | None:

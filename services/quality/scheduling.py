@@ -1,11 +1,12 @@
 """When to recompute consensus and agreement: debounced, never on every batch.
 
-Dawid-Skene and bootstrap intervals read all of a project's votes, so running them
-on each batch of up to 500 labels would make the consumer's cost grow with the
-project. Instead a batch only marks its project dirty; a project is recomputed
-once it has been quiet for ``quiet_seconds`` (a burst of labels gives one run, not
-many) or, under a steady stream, at the latest ``max_delay_seconds`` after it first
-became dirty, and never twice within ``min_interval_seconds``.
+Bootstrap intervals read all of a project's votes (and a consensus update, though
+incremental, still costs milliseconds), so running them on each batch of up to 500
+labels would make the consumer's cost grow with the project. Instead a batch only
+marks its project dirty; a project is recomputed once it has been quiet for
+``quiet_seconds`` (a burst of labels gives one run, not many) or, under a steady
+stream, at the latest ``max_delay_seconds`` after it first became dirty, and never
+twice within ``min_interval_seconds``.
 
 A restart marks every known project dirty to rebuild its reports: that backlog
 (hundreds of projects, minutes of work) goes after projects with new votes, so a

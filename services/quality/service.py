@@ -2,11 +2,13 @@
 
 The consumer stores each batch of labels (``quality_label_votes``), updates the
 per-project counters and deference monitors, and publishes a ``labeler_flag`` the
-moment a monitor crosses its threshold. Consensus (Dawid-Skene), adjudication
-requests read all of a project's votes, so they run on a debounced schedule in a
-worker thread, never per batch (see :mod:`services.quality.scheduling`). Agreement
-with its bootstrap intervals and guideline alerts run on a schedule of their own,
-slower and in another loop: a long bootstrap never holds back a consensus.
+moment a monitor crosses its threshold. Consensus (Dawid-Skene) and adjudication
+requests run on a debounced schedule (see :mod:`services.quality.scheduling`), never
+per batch; on a large project a settle updates only the items the new votes touched
+(:mod:`services.quality.incremental`) and full refits run in a worker thread in the
+background. Agreement with its bootstrap intervals and guideline alerts run on a
+schedule of their own, slower and in another loop: a long bootstrap never holds back
+a consensus.
 
 Everything said on a stream is recorded in ``quality_consensus`` /
 ``quality_findings`` after it is published, under a deterministic event id: a
@@ -21,6 +23,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -51,10 +55,17 @@ from .alerts import GuidelineWatch
 from .config import QualityConfig
 from .detection import DeferenceTest
 from .evaluation import evaluate_review
+from .incremental import IncrementalDawidSkene, Refit
 from .scheduling import RecomputeSchedule
-from .settlement import CONSENSUS_VERSION, Settlement, settle
+from .settlement import (
+    CONSENSUS_VERSION,
+    Settlement,
+    confusion_of,
+    settle_changes,
+)
 from .state import NewFlag, ProjectState
 from .tables import quality_consensus, quality_findings, quality_label_votes
+from .votes import grown
 from .windows import agreement_report, class_agreement
 
 log = get_logger(__name__)
@@ -95,6 +106,7 @@ class QualityService:
             min_interval_seconds=self.config.stats_min_interval_seconds,
         )
         self.settings: dict[str, ProjectSettingsChanged] = {}  # the newest of each project
+        self.refits: dict[str, asyncio.Task[None]] = {}  # background full refits, by project
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -152,6 +164,7 @@ class QualityService:
                         self.project_settings(project).quality),
                     min_items=self.config.guideline_min_items,
                 ),
+                engine=IncrementalDawidSkene(min_votes=self.config.min_votes),
             )
         return state
 
@@ -168,7 +181,7 @@ class QualityService:
             for row in sorted(findings, key=lambda r: r["created_at"]):
                 state = self.state(row["project"])
                 if row["kind"] == "adjudication_request":
-                    state.requested.add(row["key"])
+                    state.mark_requested(row["key"])
                 elif row["kind"] == "labeler_flag" and row["resolved_at"] is None:
                     state.flags[row["key"]] = dict(row["detail"])
                 elif row["kind"] == "labeler_flag_cleared":
@@ -189,8 +202,8 @@ class QualityService:
                 if flag is not None:
                     pending_flags.append((vote["project"], flag))
             for row in (await conn.execute(select(quality_consensus))).mappings():
-                self.state(row["project"]).published[row["item_id"]] = (
-                    row["label"], row["revision"])
+                self.state(row["project"]).mark_published(row["item_id"], row["label"],
+                                                          row["revision"])
         for state in self.projects.values():
             state.finish_replay()
         # A flag raised before a crash but never published is published now.
@@ -386,20 +399,47 @@ class QualityService:
         await self.settle(project)
         await self.statistics(project)
 
-    async def settle(self, project: str) -> None:
-        """Consensus and adjudication requests: what labelling waits for."""
+    async def settle(self, project: str, full: bool = False) -> None:
+        """Consensus and adjudication requests: what labelling waits for.
+
+        A large project is updated from the items its new votes touched
+        (:mod:`services.quality.incremental`), at a cost set by those votes; its full
+        refit runs in the background when the parameters drift or the project has grown,
+        and is adopted by the next settle. A small one (``full_refit_max_votes``), a
+        project never fitted, or one with a new class, is refitted in full, warm started,
+        in a worker thread. ``full``: refit in full now (tools, tests).
+        """
         state = self.state(project)
-        votes = state.plain_votes()
-        published, requested = dict(state.published), set(state.requested)
-        adjudicated = dict(state.adjudicated)
+        table, engine = state.table, state.engine
+        changed = [np.zeros(0, dtype=np.intp)]
+        if state.pending_refit is not None:  # a background refit finished: take it
+            (refit, since), state.pending_refit = state.pending_refit, None
+            if refit.job.n_classes == len(table.classes):
+                changed.append(self._adopt(state, refit, since))
+        if full or engine.needs_full_fit(table) or \
+                table.n_rows <= self.config.full_refit_max_votes:
+            job = engine.refit_job(table)
+            covered, state.touched = state.touched, set()  # the copy has their votes
+            since = state.follow()
+            try:
+                refit = await asyncio.to_thread(job.run)
+            except BaseException:
+                state.touched |= covered
+                raise
+            finally:
+                state.unfollow(since)
+            changed.append(self._adopt(state, refit, since))
+        changed.append(engine.update(table, state.take_touched()))
+        if engine.refit_due() and project not in self.refits and \
+                table.n_rows > self.config.full_refit_max_votes:
+            self._start_refit(project, state)
         config = self.config
-
-        def compute() -> Settlement:
-            return settle(votes, published=published, requested=requested,
-                          adjudicated=adjudicated, min_votes=config.min_votes,
-                          min_confidence=config.min_confidence)
-
-        settlement = await asyncio.to_thread(compute)
+        state.published_code = grown(state.published_code, table.n_items, -1)
+        state.requested_mask = grown(state.requested_mask, table.n_items, False)
+        settlement = settle_changes(
+            table, engine, np.concatenate(changed), published=state.published,
+            published_code=state.published_code, requested_mask=state.requested_mask,
+            min_votes=config.min_votes, min_confidence=config.min_confidence)
         await self._publish_consensus(project, settlement)
         await self._publish_adjudication(project, settlement)
         state.consensus = {
@@ -409,8 +449,41 @@ class QualityService:
             "mean_confidence": settlement.mean_confidence,
             "classes": settlement.classes,
             "labelers": settlement.labeler_agreement,
-            "confusion": settlement.confusion,
+            "refits": engine.refits,
         }
+
+    @staticmethod
+    def _adopt(state: ProjectState, refit: Refit, since: set[int]) -> npt.NDArray[np.intp]:
+        """Take a full refit; ``since``: the items touched after it copied the votes, which
+        the settle that adopts it updates again."""
+        state.refresh_adjudicated()
+        changed = state.engine.adopt(refit, state.table)
+        state.touched |= since
+        return changed
+
+    def _start_refit(self, project: str, state: ProjectState) -> None:
+        """A full refit of a large project in a worker thread, off the consensus path."""
+        job = state.engine.refit_job(state.table)
+        since = state.follow()
+
+        async def run() -> None:
+            try:
+                refit = await asyncio.to_thread(job.run)
+            finally:
+                state.unfollow(since)
+            state.pending_refit = (refit, since)
+            self.schedule.touch(project, time.monotonic())
+
+        task = asyncio.get_running_loop().create_task(run())
+        self.refits[project] = task
+
+        def done(finished: asyncio.Task[None]) -> None:
+            self.refits.pop(project, None)
+            if not finished.cancelled() and finished.exception() is not None:
+                log.warning("quality refit failed", project=project,
+                            error=repr(finished.exception()))
+
+        task.add_done_callback(done)
 
     async def statistics(self, project: str) -> None:
         """Agreement with bootstrap intervals, and guideline alerts: off the critical path."""
@@ -454,7 +527,7 @@ class QualityService:
                 await conn.execute(quality_consensus.insert(), chunk)
         state = self.state(project)
         for c in settlement.publish:
-            state.published[c.item_id] = (c.label, c.revision)
+            state.mark_published(c.item_id, c.label, c.revision)
 
     async def _publish_adjudication(self, project: str, settlement: Settlement) -> None:
         if not settlement.adjudicate:
@@ -471,7 +544,9 @@ class QualityService:
                                          event.finding(), event_id))
         await self.runtime.bus.publish(streams.QUALITY, events)
         await self._record(records)
-        self.state(project).requested.update(r.item_id for r in settlement.adjudicate)
+        state = self.state(project)
+        for r in settlement.adjudicate:
+            state.mark_requested(r.item_id)
 
     async def _publish_alerts(self, project: str, per_class: list[Any]) -> None:
         state = self.state(project)
@@ -526,20 +601,20 @@ class QualityService:
             entry["flagged"] = who in state.flags
             entry["paused"] = bool(state.flags.get(who, {}).get("pause"))
             entry.update(consensus_by_labeler.get(who, {}))
-            entry["confusion"] = state.consensus.get("confusion", {}).get(who)
+            entry["confusion"] = confusion_of(state.table, state.engine, who) \
+                if state.consensus else None
             labelers[who] = entry
         return {
             "project": project,
             "label_events": dict(state.counts),
-            "items_with_human_labels": len(state.votes),
-            "items_with_overlap": running.items_with_overlap,
-            "human_labels_by_labeler": dict(running.labelers()),
+            "items_with_human_labels": state.items_with_votes,
+            "items_with_overlap": state.items_with_overlap,
+            "human_labels_by_labeler": state.votes_by_labeler(),
             "pairwise_agreement": running.agreement,
             "agreeing_pairs": running.agreeing_pairs,
             "total_pairs": running.total_pairs,
             "agreement": state.report,
-            "consensus": {k: v for k, v in state.consensus.items()
-                          if k not in ("labelers", "confusion")}
+            "consensus": {k: v for k, v in state.consensus.items() if k != "labelers"}
             | {"published": len(state.published)},
             "model_error_rate": {"mean": state.model_errors.mean, "cautious": error_rate,
                                  "gold_checked": state.model_errors.checked},
@@ -548,7 +623,7 @@ class QualityService:
             "adjudication": {
                 "requested": len(state.requested),
                 "adjudicated": len(state.adjudicated),
-                "open": sorted(state.requested - set(state.adjudicated)),
+                "open": list(state.open_requests),
                 "labels": dict(state.adjudicated),
             },
             "guideline_alerts": list(state.alerts.values()),

@@ -1,34 +1,36 @@
 """In-memory state of one project, fed one stored vote at a time (no I/O here).
 
 Everything a batch must update is O(1) or O(labelers on the item) per label:
-the latest vote per (item, labeler), running pairwise agreement, per-labeler
-gold counters and deference monitors, the model's error rate from gold. The
-expensive parts (Dawid-Skene, bootstrap intervals) read a snapshot of ``votes``
-on the debounced schedule of :mod:`services.quality.scheduling`.
+the latest vote per (item, labeler) (a compact :class:`~services.quality.votes.VoteTable`),
+running pairwise agreement, per-labeler gold counters and deference monitors, the
+model's error rate from gold, and the set of items touched since the last consensus.
+Consensus is kept up to date from the touched items by
+:class:`~services.quality.incremental.IncrementalDawidSkene`; the bootstrap intervals
+read a snapshot of the table on the debounced schedule of
+:mod:`services.quality.scheduling`.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from services.quality.alerts import GuidelineWatch
 from services.quality.detection import DeferenceMonitor, DeferenceTest
 from services.quality.gold import LabelerGold, ModelErrorRate, prelabel_task
+from services.quality.incremental import IncrementalDawidSkene, Refit
 from services.quality.running import RunningAgreement
+from services.quality.votes import VoteTable, grown
 from services.quality.windows import VoteSnapshot
 
 # Independent human judgements: what agreement and consensus are about.
 VOTE_SOURCES = {"human", "import"}
-
-
-@dataclass(frozen=True, slots=True)
-class Vote:
-    label: str
-    created_at: datetime
-    guideline_version: str | None
 
 
 @dataclass
@@ -41,18 +43,29 @@ class NewFlag:
 class ProjectState:
     test: DeferenceTest
     watch: GuidelineWatch
-    votes: dict[str, dict[str, Vote]] = field(default_factory=lambda: defaultdict(dict))
+    table: VoteTable = field(default_factory=VoteTable)
+    engine: IncrementalDawidSkene = field(default_factory=IncrementalDawidSkene)
+    touched: set[int] = field(default_factory=set)  # items with news since the last settle
+    # Per running full refit, the items touched since it copied the votes.
+    in_flight: list[set[int]] = field(default_factory=list)
+    # A finished background refit not yet adopted, with the items touched meanwhile.
+    pending_refit: tuple[Refit, set[int]] | None = None
+    # Per item code: the label code last published (-1: none, -2: a label not voted),
+    # and whether an adjudicator was asked: what a settle compares with, in bulk.
+    published_code: npt.NDArray[np.int32] = field(
+        default_factory=lambda: np.zeros(0, dtype=np.int32))
+    requested_mask: npt.NDArray[np.bool_] = field(
+        default_factory=lambda: np.zeros(0, dtype=np.bool_))
     running: RunningAgreement = field(default_factory=RunningAgreement)
     counts: Counter[str] = field(default_factory=Counter)
     gold: dict[str, LabelerGold] = field(default_factory=lambda: defaultdict(LabelerGold))
     monitors: dict[str, DeferenceMonitor] = field(default_factory=dict)
     model_errors: ModelErrorRate = field(default_factory=ModelErrorRate)
-    labeled: dict[str, list[tuple[datetime, str]]] = field(
-        default_factory=lambda: defaultdict(list)
-    )
     adjudicated: dict[str, str] = field(default_factory=dict)
     published: dict[str, tuple[str, int]] = field(default_factory=dict)
     requested: set[str] = field(default_factory=set)
+    # Requested and not yet adjudicated, kept sorted (the summary lists them).
+    open_requests: list[str] = field(default_factory=list)
     flags: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Replaying stored votes: per labeler, the task counts at which a review cleared a flag.
     clears_due: dict[str, list[int]] = field(default_factory=dict)
@@ -75,13 +88,22 @@ class ProjectState:
         self.counts[source] += 1
         item, who, label = row["item_id"], row["labeler_id"], row["label"]
         if source == "adjudicated":
+            if item not in self.adjudicated and item in self.requested:
+                at = bisect_left(self.open_requests, item)
+                if at < len(self.open_requests) and self.open_requests[at] == item:
+                    del self.open_requests[at]
             self.adjudicated[item] = label
+            code = self.table.items.code(item)
+            self.engine.set_adjudicated(code, self._class_code(label))
+            self._touch(code)
             return None
         if source not in VOTE_SOURCES:
             return None
-        self.votes[item][who] = Vote(label, row["created_at"], row.get("guideline_version"))
-        self.running.add(item, who, label)
-        self.labeled[who].append((row["created_at"], item))
+        put = self.table.put(item, who, label, row["created_at"].timestamp(),
+                             row.get("guideline_version"))
+        self.running.record(None if put.previous < 0 else put.previous,
+                            self.table.classes.index[label], put.others)
+        self._touch(put.item)
         gold = self.gold[who]
         if row.get("supersedes"):
             # A revision after the reveal replaces the vote; the evidence is the first answer.
@@ -128,22 +150,70 @@ class ProjectState:
                 self.monitors[who].clear()
         self.clears_due.clear()
 
+    def _touch(self, item: int) -> None:
+        self.touched.add(item)
+        for since in self.in_flight:
+            since.add(item)
+
+    def follow(self) -> set[int]:
+        """Collect the items touched from now on (a refit copied the votes just now)."""
+        since: set[int] = set()
+        self.in_flight.append(since)
+        return since
+
+    def unfollow(self, since: set[int]) -> None:
+        self.in_flight = [s for s in self.in_flight if s is not since]
+
+    def _class_code(self, label: str) -> int:
+        """The label's class code; -2 for a label no vote has used."""
+        code = self.table.classes.get(label)
+        return -2 if code is None else code
+
+    def take_touched(self) -> npt.NDArray[np.intp]:
+        """The items touched since the last call, for a consensus update."""
+        touched = np.fromiter(self.touched, dtype=np.intp, count=len(self.touched))
+        self.touched = set()
+        return touched
+
+    def refresh_adjudicated(self) -> None:
+        """Adjudicated labels as class codes again (after a new class appeared)."""
+        for item, label in self.adjudicated.items():
+            self.engine.set_adjudicated(self.table.items.code(item), self._class_code(label))
+
+    def mark_published(self, item_id: str, label: str, revision: int) -> None:
+        self.published[item_id] = (label, revision)
+        code = self.table.items.code(item_id)
+        self.published_code = grown(self.published_code, code + 1, -1)
+        self.published_code[code] = self._class_code(label)
+
+    def mark_requested(self, item_id: str) -> None:
+        if item_id not in self.requested and item_id not in self.adjudicated:
+            insort(self.open_requests, item_id)
+        self.requested.add(item_id)
+        code = self.table.items.code(item_id)
+        self.requested_mask = grown(self.requested_mask, code + 1, False)
+        self.requested_mask[code] = True
+
     def items_since(self, labeler_id: str, since: datetime | None) -> list[str]:
         """Items the labeler labelled at or after ``since``, for a re-review."""
-        seen: dict[str, None] = {}
-        for at, item in self.labeled.get(labeler_id, []):
-            if since is None or at >= since:
-                seen[item] = None
-        return list(seen)
+        return self.table.items_since(labeler_id, None if since is None else since.timestamp())
 
     def snapshot(self) -> VoteSnapshot:
-        rows = [
-            (item, who, vote.label, vote.created_at.timestamp(), vote.guideline_version)
-            for item, on_item in self.votes.items()
-            for who, vote in on_item.items()
-        ]
-        return VoteSnapshot.from_rows(rows)
+        return self.table.snapshot()
 
     def plain_votes(self) -> dict[str, dict[str, str]]:
-        return {item: {who: v.label for who, v in on_item.items()}
-                for item, on_item in self.votes.items()}
+        return self.table.plain_votes()
+
+    @property
+    def items_with_votes(self) -> int:
+        return int(np.count_nonzero(self.table.item_size[: self.table.n_items]))
+
+    @property
+    def items_with_overlap(self) -> int:
+        return int(np.count_nonzero(self.table.item_size[: self.table.n_items] > 1))
+
+    def votes_by_labeler(self) -> dict[str, int]:
+        counts = np.bincount(self.table.row_labeler[: self.table.n_rows],
+                             minlength=len(self.table.labelers))
+        return {who: int(n) for who, n in zip(self.table.labelers.names, counts.tolist(),
+                                             strict=True) if n}
