@@ -43,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.cache import RefreshingCache
 from shared.db import insert_ignoring_duplicates
-from shared.events import PROJECT_PATTERN
+from shared.limits import PROJECT_PATTERN
 from shared.tables import api_tokens
 from shared.tables import project_members as members_t
 from shared.tables import users as users_t

@@ -25,7 +25,7 @@ from shared.auth import (
     issue_token,
     project_access,
 )
-from shared.events import PROJECT_PATTERN
+from shared.limits import PROJECT_PATTERN
 from shared.peers import PeerError
 from shared.service import runtime_of
 from shared.tables import api_tokens, project_members
