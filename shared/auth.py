@@ -63,6 +63,7 @@ REFRESH_SECONDS = 1.0  # every held lookup is re-read this often (TokenAuth.keep
 IDLE_SECONDS = 60.0  # a token unused this long is forgotten (read again when it comes back)
 _PROJECT = re.compile(PROJECT_PATTERN)
 NOT_YOUR_PROJECT = "token is not valid for this project"
+PRINCIPAL_KEY = "loopwise_principal"  # in the ASGI scope: whom shared.request_guard let in
 
 
 
@@ -295,6 +296,9 @@ class TokenAuth:
         }
 
     async def __call__(self, request: Request) -> Principal:
+        known = request.scope.get(PRINCIPAL_KEY)
+        if known is not None:  # authenticated at the door, before the body was read
+            return known
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if not header:

@@ -16,24 +16,22 @@ from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     PlainSerializer,
     RootModel,
-    StringConstraints,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from shared.limits import (
-    EVENT_ID_MAX,
     LABEL_MAX,
-    VERSION_MAX,
     BatchId,
     Count,
+    EventRef,
+    GuidelineName,
     ItemId,
     JsonObject,
     Label,
@@ -46,16 +44,11 @@ from shared.limits import (
     UserId,
     Version,
     label_characters,
-    no_control_characters,
 )
 
 SCHEMA_VERSION = 1
 NONE_OF_THESE = "__none_of_these__"  # a choice-mode answer: the true label is not offered
 EVENT_NAMESPACE = uuid.UUID("6f1c3c52-7d0e-4a53-9a59-2d1f6f0b7a10")
-
-
-EventRef = Annotated[str, StringConstraints(min_length=1, max_length=EVENT_ID_MAX),
-                     AfterValidator(no_control_characters)]  # an event id, as text
 
 
 def utcnow() -> datetime:
@@ -280,9 +273,6 @@ def _iso(at: datetime) -> str:
 # its records and HTTP answers hold); pydantic's own JSON form would say "Z" for UTC.
 IsoDatetime = Annotated[datetime, PlainSerializer(_iso, return_type=str, when_used="json")]
 AdjudicationReason = Literal["split_vote", "low_posterior"]
-# A guideline version as the quality service names it ("" for labels without one).
-GuidelineName = Annotated[str, StringConstraints(max_length=VERSION_MAX),
-                          AfterValidator(no_control_characters)]
 _ENVELOPE = frozenset({"event_id", "schema_version", "type", "project", "created_at"})
 
 

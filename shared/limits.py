@@ -150,6 +150,10 @@ BatchId = Annotated[str, StringConstraints(min_length=1, max_length=BATCH_ID_MAX
 VersionName = Annotated[str, StringConstraints(min_length=1, max_length=VERSION_NAME_MAX),
                         _NAME]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=ID_MAX), _NAME]  # a class...
+EventRef = Annotated[str, StringConstraints(min_length=1, max_length=EVENT_ID_MAX),
+                     _NAME]  # an event id as text
+# A guideline version as the quality service names it ("" for labels without one).
+GuidelineName = Annotated[str, StringConstraints(max_length=VERSION_MAX), _NAME]
 Text = Annotated[str, StringConstraints(max_length=TEXT_MAX), _TEXT]  # an item's text
 Message = Annotated[str, StringConstraints(max_length=MESSAGE_MAX), _TEXT]
 Note = Annotated[str, StringConstraints(max_length=NOTE_MAX), _TEXT]

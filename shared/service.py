@@ -31,6 +31,7 @@ from shared.db import make_engine
 from shared.logs import configure_logging, get_logger
 from shared.peers import Peers
 from shared.readiness import all_consuming
+from shared.request_guard import RequestGuard
 from shared.settings import Settings
 from shared.supervisor import Supervisor
 
@@ -113,7 +114,10 @@ def create_service_app(
     make_service: Callable[[Runtime], Service],
     routers: Sequence[APIRouter],
     description: str = "",
+    upload_paths: Sequence[str] = (),
 ) -> FastAPI:
+    """The service's app; ``upload_paths`` (regular expressions of paths) are the routes
+    that take a file, with the upload body limit instead of the JSON one."""
     log = get_logger(name)
 
     @asynccontextmanager
@@ -190,4 +194,7 @@ def create_service_app(
 
     for router in routers:
         app.include_router(router)
+    # Authentication, then the body's size, before any route reads the body.
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes,
+                       max_upload_bytes=settings.max_upload_bytes, upload_paths=upload_paths)
     return app

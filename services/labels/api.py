@@ -25,7 +25,7 @@ from shared.auth import (
     issue_token,
     project_access,
 )
-from shared.limits import PROJECT_PATTERN
+from shared.limits import FINITE, PROJECT_PATTERN, Message, Name, UserId, VersionName
 from shared.peers import PeerError
 from shared.service import runtime_of
 from shared.tables import api_tokens, project_members
@@ -40,7 +40,8 @@ router = APIRouter(prefix="/v1", tags=["labels"])
 Labeler = Annotated[Principal, Depends(project_access("labeler"))]
 Reviewer = Annotated[Principal, Depends(project_access("reviewer"))]
 Admin = Annotated[Principal, Depends(project_access("admin"))]
-MAX_IMPORT_BYTES = 200 * 1024 * 1024
+# The routes that take a file: LOOPWISE_MAX_UPLOAD_BYTES at the door (shared.request_guard).
+IMPORT_PATHS = (r"/v1/projects/[^/]+/imports/labelstudio",)
 
 
 def _engine(request: Request):
@@ -218,9 +219,13 @@ async def delete_member(
 # --- versions, diff, revert, trace -----------------------------------------------------------
 
 
+# A version's name: never a number (a number names a version by its position).
+NewVersionName = Annotated[VersionName, Field(pattern=r"^\D.*$")]
+
+
 class VersionIn(BaseModel):
-    name: str | None = Field(None, min_length=1, max_length=128, pattern=r"^\D.*$")
-    message: str = Field("", max_length=10_000)
+    name: NewVersionName | None = None
+    message: Message = ""
 
 
 @router.get("/projects/{project}/versions")
@@ -272,8 +277,8 @@ async def diff_versions(
 
 
 class RevertIn(RevertSelector):
-    message: str = Field("", max_length=10_000)
-    name: str | None = Field(None, min_length=1, max_length=128, pattern=r"^\D.*$")
+    message: Message = ""
+    name: NewVersionName | None = None
     dry_run: bool = False
 
 
@@ -296,8 +301,8 @@ async def revert_labels(
 
 
 class UnrevertIn(BaseModel):
-    message: str = Field("", max_length=10_000)
-    name: str | None = Field(None, min_length=1, max_length=128, pattern=r"^\D.*$")
+    message: Message = ""
+    name: NewVersionName | None = None
     dry_run: bool = False
 
 
@@ -375,9 +380,7 @@ async def import_labelstudio(
     dry_run: bool = False,
 ) -> dict[str, Any]:
     """Import a Label Studio JSON export (the request body); all annotations or none."""
-    data = await request.body()
-    if len(data) > MAX_IMPORT_BYTES:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail="import file too large")
+    data = await request.body()  # its size was checked at the door
     try:
         return await actions.import_labelstudio(
             _ctx(request), Actor.of(principal, request), project, data, label_key=label_key,
@@ -396,8 +399,8 @@ async def import_labelstudio(
 
 
 class UserIn(BaseModel):
-    user_id: str = Field(min_length=1, max_length=256)
-    display_name: str | None = Field(None, max_length=256)
+    user_id: UserId
+    display_name: Name | None = None
 
 
 @router.post("/users", status_code=status.HTTP_201_CREATED)
@@ -428,7 +431,8 @@ async def disable_user(user_id: str, request: Request, principal: CurrentPrincip
 
 
 class TokenIn(BaseModel):
-    user_id: str = Field(min_length=1, max_length=256)
+    model_config = FINITE
+    user_id: UserId
     role: Literal["labeler", "reviewer", "admin", "service"]
     project: str = Field(pattern=r"^(\*|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")
     ttl_days: float | None = Field(None, gt=0, le=3650)

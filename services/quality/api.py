@@ -8,14 +8,14 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
 from shared.auth import Principal, project_access
+from shared.limits import Note
 from shared.service import service_of
 
 router = APIRouter(prefix="/v1", tags=["quality"])
 
 
 class ClearFlagIn(BaseModel):
-    note: str | None = Field(None, max_length=2000,
-                             description="what the review found, for the record")
+    note: Note | None = Field(None, description="what the review found, for the record")
 
 
 @router.get("/projects/{project}/quality")

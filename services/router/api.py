@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from pydantic import BaseModel, Field
 
 from shared.auth import CurrentPrincipal, Principal, authorize, project_access
+from shared.limits import Count, Label, Version
 from shared.service import service_of
 
 from .gold import GoldItem
@@ -40,9 +41,12 @@ class AdjudicationTaskOut(TaskOut):
 
 
 class SubmitIn(BaseModel):
-    label: str = Field(min_length=1, max_length=256)
-    duration_ms: int | None = Field(None, ge=0)
-    guideline_version: str | None = Field(None, max_length=64)
+    """What the label store will hold (shared.limits): refused here with a 422, never
+    acknowledged as recorded and refused by the store later."""
+
+    label: Label
+    duration_ms: Count | None = None
+    guideline_version: Version | None = None
 
 
 class ReviseIn(SubmitIn):

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from shared.auth import Principal, project_access
 from shared.events import ItemEvent
+from shared.limits import FINITE, ItemId, JsonObject, Name, Text
 from shared.projects import SelectionSettings
 from shared.service import runtime_of, service_of
 
@@ -19,20 +20,24 @@ router = APIRouter(prefix="/v1", tags=["scorer"])
 
 
 class PredictIn(BaseModel):
+    model_config = FINITE
     features: list[list[float]] | None = None
-    texts: list[str] | None = None
+    texts: list[Text] | None = None
 
 
 class ItemIn(BaseModel):
-    item_id: str = Field(min_length=1, max_length=256)
+    """An item as the scorer stores it (shared.limits, the same as ItemEvent's)."""
+
+    model_config = FINITE
+    item_id: ItemId
     features: list[float] | None = None
-    text: str | None = None
-    payload: dict[str, Any] | None = None
+    text: Text | None = None
+    payload: JsonObject | None = None
 
 
 class SelectIn(BaseModel):
     budget: int = Field(ge=1, le=10_000)
-    strategy: str | None = Field(None, description="default: the project's configured strategy")
+    strategy: Name | None = Field(None, description="default: the project's configured strategy")
     diversity: Literal["kmeanspp", "coreset", "none", "default"] = "default"
 
 
@@ -108,7 +113,7 @@ async def register_items(
 
 
 class LookupIn(BaseModel):
-    item_ids: list[str] = Field(max_length=10_000)
+    item_ids: list[ItemId] = Field(max_length=10_000)
 
 
 @router.post("/projects/{project}/items/lookup")
