@@ -43,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.cache import RefreshingCache
 from shared.db import insert_ignoring_duplicates
-from shared.limits import PROJECT_PATTERN
+from shared.limits import PROJECT_PATTERN, Project
 from shared.tables import api_tokens
 from shared.tables import project_members as members_t
 from shared.tables import users as users_t
@@ -346,7 +346,7 @@ CurrentPrincipal = Annotated[Principal, Depends(principal_dependency)]
 def project_access(capability: str = "labeler"):
     """Dependency for routes with a ``{project}`` path parameter."""
 
-    async def check(project: str, principal: CurrentPrincipal) -> Principal:
+    async def check(project: Project, principal: CurrentPrincipal) -> Principal:
         authorize(principal, project, capability)
         return principal
 

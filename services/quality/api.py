@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
 from shared.auth import Principal, project_access
-from shared.limits import Note
+from shared.limits import Note, Project, UserId
 from shared.service import service_of
 
 router = APIRouter(prefix="/v1", tags=["quality"])
@@ -20,7 +20,7 @@ class ClearFlagIn(BaseModel):
 
 @router.get("/projects/{project}/quality")
 async def get_quality(
-    project: str,
+    project: Project,
     request: Request,
     principal: Annotated[Principal, Depends(project_access("reviewer"))],
 ) -> dict[str, Any]:
@@ -31,8 +31,8 @@ async def get_quality(
 
 @router.post("/projects/{project}/flags/{labeler_id}/clear")
 async def clear_flag(
-    project: str,
-    labeler_id: str,
+    project: Project,
+    labeler_id: UserId,
     body: ClearFlagIn,
     request: Request,
     principal: Annotated[Principal, Depends(project_access("admin"))],
