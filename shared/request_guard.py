@@ -14,15 +14,22 @@ sent without a length (chunked) is read up to the limit here and handed on.
 
 A pure ASGI middleware (no ``BaseHTTPMiddleware``), so the reviewer API's hot routes
 pay a header check, not a task per request.
+
+A body that fails validation gets FastAPI's 422 answer, but written so that the values
+it echoes can always be written: FastAPI's own handler echoes the refused input, and a
+``NaN`` in it (which Python's JSON parser accepts) made the 422 a 500.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import HTTPException
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -77,6 +84,23 @@ class RequestGuard:
         await self.app(scope, _replay(body, receive), send)
 
 
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "nan", "inf": said, not written as invalid JSON
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+async def validation_failed(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 for a request that does not validate, with its errors made JSON."""
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": _json_safe(jsonable_encoder(exc.errors()))},
+                        status_code=422)
+
+
 def _too_large(limit: int) -> str:
     return f"request body above the limit of {limit} bytes"
 
@@ -125,8 +149,6 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, detail: Any,
                   headers: Mapping[str, str] | None = None) -> None:
+    # The body is left unread; the server discards what the client still sends of it.
     response = JSONResponse({"detail": detail}, status_code=status, headers=dict(headers or {}))
-    # The body is not read: the connection is closed after the answer, so that the client
-    # does not go on sending it into a connection that is reused.
-    response.headers["Connection"] = "close"
     await response(scope, receive, send)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
@@ -31,7 +32,7 @@ from shared.db import make_engine
 from shared.logs import configure_logging, get_logger
 from shared.peers import Peers
 from shared.readiness import all_consuming
-from shared.request_guard import RequestGuard
+from shared.request_guard import RequestGuard, validation_failed
 from shared.settings import Settings
 from shared.supervisor import Supervisor
 
@@ -197,4 +198,5 @@ def create_service_app(
     # Authentication, then the body's size, before any route reads the body.
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes,
                        max_upload_bytes=settings.max_upload_bytes, upload_paths=upload_paths)
+    app.add_exception_handler(RequestValidationError, validation_failed)
     return app
