@@ -35,7 +35,7 @@ import math
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 # --- column lengths (the tables use these) -------------------------------------------------
 
@@ -67,6 +67,7 @@ PROJECT_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{PROJECT_MAX - 1}}}$"
 # (``dict[str, float]`` values and ``list[float]`` items included).
 FINITE = ConfigDict(allow_inf_nan=False)
 
+_PROJECT = re.compile(PROJECT_PATTERN)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL_BUT_WHITESPACE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -140,7 +141,17 @@ def storable_json(value: Any) -> Any:
 _NAME = AfterValidator(no_control_characters)
 _LABEL = AfterValidator(label_characters)
 _TEXT = AfterValidator(no_nul)
-Project = Annotated[str, StringConstraints(pattern=PROJECT_PATTERN)]
+def project_name(value: str) -> str:
+    if _PROJECT.fullmatch(value) is None:
+        raise ValueError(f"{value[:PROJECT_MAX]!r} is not a project name "
+                         f"({PROJECT_PATTERN})")
+    return value
+
+
+# The pattern is in the JSON schema (what producers and schemathesis read); the check
+# says what a project name is, in the words every door uses.
+Project = Annotated[str, AfterValidator(project_name),
+                    WithJsonSchema({"type": "string", "pattern": PROJECT_PATTERN})]
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=ID_MAX), _NAME]
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=ID_MAX), _NAME]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=LABEL_MAX), _LABEL]

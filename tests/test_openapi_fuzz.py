@@ -49,6 +49,29 @@ def _has_message(response: httpx.Response | Any) -> bool:
     return isinstance(body, dict) and bool(body.get("detail"))
 
 
+def _fuzz(strategy: Any, base: str, mode: GenerationMode, failures: list[str]) -> None:
+    """Call the operation with generated cases; what goes wrong is added to failures."""
+
+    @FUZZ
+    @given(case=strategy)
+    def run(case: Any) -> None:
+        response = case.call(base_url=base, timeout=30)
+        where = f"{case.method} {case.formatted_path} ({mode.value})"
+        if response.status_code >= 500:
+            failures.append(f"{where}: {response.status_code} {response.text[:300]}"
+                            f" for {case.as_curl_command()[:600]}")
+        elif 400 <= response.status_code < 500 and not _has_message(response):
+            failures.append(f"{where}: {response.status_code} without a message: "
+                            f"{response.text[:200]}")
+        elif response.status_code < 300:
+            try:
+                case.validate_response(response, checks=[response_schema_conformance])
+            except AssertionError as exc:
+                failures.append(f"{where}: {str(exc)[:300]}")
+
+    run()
+
+
 @pytest.mark.parametrize("service", ["scorer", "router", "labels", "quality"])
 def test_no_5xx_and_every_4xx_says_why(service: str, services: Settings,
                                        fuzz_targets: dict[str, Any]) -> None:
@@ -64,26 +87,8 @@ def test_no_5xx_and_every_4xx_says_why(service: str, services: Settings,
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             strategy = operation.as_strategy(mode, headers=headers,
                                              path_parameters=pinned or None)
-
-            @FUZZ
-            @given(case=strategy)
-            def run(case: Any, mode: GenerationMode = mode) -> None:
-                response = case.call(base_url=base, timeout=30)
-                where = f"{case.method} {case.formatted_path} ({mode.value})"
-                if response.status_code >= 500:
-                    failures.append(f"{where}: {response.status_code} {response.text[:300]}"
-                                    f" for {case.as_curl_command()[:600]}")
-                elif 400 <= response.status_code < 500 and not _has_message(response):
-                    failures.append(f"{where}: {response.status_code} without a message: "
-                                    f"{response.text[:200]}")
-                elif response.status_code < 300:
-                    try:
-                        case.validate_response(response, checks=[response_schema_conformance])
-                    except AssertionError as exc:
-                        failures.append(f"{where}: {str(exc)[:300]}")
-
             try:
-                run()
+                _fuzz(strategy, base, mode, failures)
             except Unsatisfiable:  # nothing to make invalid (an operation without inputs)
                 assert mode is GenerationMode.NEGATIVE
     assert not failures, "\n".join(sorted(set(failures))[:30])
