@@ -43,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.cache import RefreshingCache
 from shared.db import insert_ignoring_duplicates
-from shared.events import PROJECT_PATTERN
+from shared.limits import PROJECT_PATTERN, Project
 from shared.tables import api_tokens
 from shared.tables import project_members as members_t
 from shared.tables import users as users_t
@@ -63,6 +63,7 @@ REFRESH_SECONDS = 1.0  # every held lookup is re-read this often (TokenAuth.keep
 IDLE_SECONDS = 60.0  # a token unused this long is forgotten (read again when it comes back)
 _PROJECT = re.compile(PROJECT_PATTERN)
 NOT_YOUR_PROJECT = "token is not valid for this project"
+PRINCIPAL_KEY = "loopwise_principal"  # in the ASGI scope: whom shared.request_guard let in
 
 
 
@@ -295,6 +296,9 @@ class TokenAuth:
         }
 
     async def __call__(self, request: Request) -> Principal:
+        known = request.scope.get(PRINCIPAL_KEY)
+        if known is not None:  # authenticated at the door, before the body was read
+            return known
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if not header:
@@ -342,7 +346,7 @@ CurrentPrincipal = Annotated[Principal, Depends(principal_dependency)]
 def project_access(capability: str = "labeler"):
     """Dependency for routes with a ``{project}`` path parameter."""
 
-    async def check(project: str, principal: CurrentPrincipal) -> Principal:
+    async def check(project: Project, principal: CurrentPrincipal) -> Principal:
         authorize(principal, project, capability)
         return principal
 

@@ -26,8 +26,27 @@ from pydantic import (
     model_validator,
 )
 
+from shared.limits import (
+    LABEL_MAX,
+    BatchId,
+    Count,
+    EventRef,
+    GuidelineName,
+    ItemId,
+    JsonObject,
+    Label,
+    Message,
+    Name,
+    Note,
+    Project,
+    TaskId,
+    Text,
+    UserId,
+    Version,
+    label_characters,
+)
+
 SCHEMA_VERSION = 1
-PROJECT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 NONE_OF_THESE = "__none_of_these__"  # a choice-mode answer: the true label is not offered
 EVENT_NAMESPACE = uuid.UUID("6f1c3c52-7d0e-4a53-9a59-2d1f6f0b7a10")
 
@@ -75,7 +94,8 @@ def stable_id(*parts: str) -> uuid.UUID:
 class Event(BaseModel):
     """Common envelope: an idempotency key and the schema version."""
 
-    model_config = ConfigDict(extra="ignore", frozen=False)
+    # No NaN or infinity in any float field (shared.limits); the nested models say so too.
+    model_config = ConfigDict(extra="ignore", frozen=False, allow_inf_nan=False)
     kind: ClassVar[str] = "event"
 
     # Never None once validated: an absent id is derived (below). Declared so, because
@@ -120,18 +140,16 @@ class ItemEvent(Event):
 
     kind: ClassVar[str] = "item"
 
-    project: str = Field(pattern=PROJECT_PATTERN)
-    item_id: str = Field(min_length=1, max_length=256)
-    features: list[float] | None = None
-    text: str | None = None
-    payload: dict[str, Any] | None = None
+    project: Project
+    item_id: ItemId
+    features: list[float] | None = None  # finite (the config)
+    text: Text | None = None
+    payload: JsonObject | None = None
 
     @model_validator(mode="after")
     def _has_content(self) -> ItemEvent:
         if self.features is None and self.text is None:
             raise ValueError("an item needs 'features' (list of numbers) or 'text'")
-        if self.features is not None and not all(math.isfinite(x) for x in self.features):
-            raise ValueError("features must be finite numbers")
         return self
 
 
@@ -141,8 +159,12 @@ def check_distribution(probs: dict[str, float]) -> dict[str, float]:
     if not probs:
         return probs
     for label in probs:  # every label may become a stored label
-        if not 0 < len(label) <= 256 or "\x00" in label:
-            raise ValueError(f"label {label[:40]!r}: 1-256 characters, no NUL byte")
+        if not 0 < len(label) <= LABEL_MAX:
+            raise ValueError(f"label {label[:40]!r}: 1-{LABEL_MAX} characters")
+        try:
+            label_characters(label)
+        except ValueError as exc:
+            raise ValueError(f"label {label[:40]!r}: {exc}") from None
     values = probs.values()
     if not (min(values) >= 0 and max(values) <= 1):  # builtins first: the common case
         for label, p in probs.items():
@@ -159,30 +181,16 @@ class PredictionEvent(Event):
 
     kind: ClassVar[str] = "prediction"
 
-    project: str = Field(pattern=PROJECT_PATTERN)
-    item_id: str = Field(min_length=1, max_length=256)
-    model_version: str = Field(min_length=1, max_length=64)
+    project: Project
+    item_id: ItemId
+    model_version: Version
     probs: dict[str, float]
-    payload: dict[str, Any] | None = None
+    payload: JsonObject | None = None
     review: bool = Field(False, description="selected for human review: never auto-accepted")
-    priority: float | None = Field(
+    priority: float | None = Field(  # finite (the config): the enqueue script sorts by it
         None, description="active-learning priority; default uncertainty"
     )
     created_at: datetime = Field(default_factory=utcnow)
-
-    @field_validator("item_id", "model_version")
-    @classmethod
-    def _storable(cls, value: str) -> str:
-        if "\x00" in value:
-            raise ValueError("must not contain a NUL byte")
-        return value
-
-    @field_validator("priority")
-    @classmethod
-    def _finite_priority(cls, priority: float | None) -> float | None:
-        if priority is not None and not math.isfinite(priority):
-            raise ValueError(f"priority must be a finite number, got {priority}")
-        return priority
 
     @field_validator("probs")
     @classmethod
@@ -222,40 +230,31 @@ class LabelEvent(Event):
 
     kind: ClassVar[str] = "label"
 
-    project: str = Field(pattern=PROJECT_PATTERN)
-    item_id: str = Field(min_length=1, max_length=256)
-    label: str = Field(min_length=1, max_length=256)
-    labeler_id: str = Field(min_length=1, max_length=256)
+    project: Project
+    item_id: ItemId
+    label: Label
+    labeler_id: UserId
     source: LabelSource
     mode: ReviewMode | None = None
-    shown_prelabel: str | None = Field(None, max_length=256)
+    shown_prelabel: Label | None = None
     agreed_with_prelabel: bool | None = None
     revised_after_reveal: bool = False
-    model_version: str | None = Field(None, max_length=64)
-    guideline_version: str | None = Field(None, max_length=64)
-    task_id: str | None = Field(None, max_length=64)
-    batch_id: str | None = Field(None, max_length=64)
+    model_version: Version | None = None
+    guideline_version: Version | None = None
+    task_id: TaskId | None = None
+    batch_id: BatchId | None = None
     confidence: float | None = Field(None, ge=0.0, le=1.0)
     created_at: datetime = Field(default_factory=utcnow)
-    duration_ms: int | None = Field(None, ge=0, le=2**31 - 1)
+    duration_ms: Count | None = None
     # Review bookkeeping for the quality service; never shown to reviewers.
-    model_label: str | None = Field(None, max_length=256,
-                                    description="the model's top label for the item")
-    gold_label: str | None = Field(None, max_length=256,
-                                   description="known answer when the task was a gold item")
+    model_label: Label | None = Field(None, description="the model's top label for the item")
+    gold_label: Label | None = Field(
+        None, description="known answer when the task was a gold item")
     planted_prelabel: bool = Field(False, description="the shown pre-label was deliberately wrong")
     audit_sample: bool = Field(False, description="would have been auto-accepted; audited blind")
     late_submit: bool = Field(False, description="submitted after the lease had expired")
-    supersedes: str | None = Field(None, max_length=36,
-                                   description="event id this one revises (after reveal)")
-
-    @field_validator("item_id", "label", "labeler_id", "shown_prelabel", "model_version",
-                     "guideline_version", "task_id", "batch_id", "model_label", "gold_label")
-    @classmethod
-    def _storable(cls, value: str | None) -> str | None:
-        if value is not None and "\x00" in value:
-            raise ValueError("must not contain a NUL byte")
-        return value
+    supersedes: EventRef | None = Field(
+        None, description="event id this one revises (after reveal)")
 
     @model_validator(mode="after")
     def _attribution_is_consistent(self) -> LabelEvent:
@@ -287,7 +286,7 @@ class QualityEventBase(Event):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
     kind: ClassVar[str] = "quality"
 
-    project: str = Field(pattern=PROJECT_PATTERN)
+    project: Project
     created_at: datetime = Field(default_factory=utcnow)
 
     def to_json(self) -> str:
@@ -308,32 +307,33 @@ class LabelerFlagEvent(QualityEventBase):
 
     kind: ClassVar[str] = "labeler_flag"
     type: Literal["labeler_flag"] = "labeler_flag"
-    labeler_id: str = Field(min_length=1, max_length=256)
+    labeler_id: UserId
     pause: bool = Field(description="stop handing the labeler tasks until the flag is cleared")
     evidence_since: IsoDatetime | None = Field(
         None, description="when the run of evidence that raised the flag began")
     flagged_at: IsoDatetime | None = Field(None, description="the label that crossed the line")
     statistic: float = Field(description="the test statistic when the flag was raised")
     threshold: float = Field(description="the statistic's flagging threshold")
-    test: str = "cusum-sprt: defers to pre-labels vs judges them"
-    tasks_in_evidence: int = Field(ge=0, description="pre-labelled tasks in the evidence run")
+    test: Note = "cusum-sprt: defers to pre-labels vs judges them"
+    tasks_in_evidence: Count = Field(description="pre-labelled tasks in the evidence run")
     gold_catch_rate: float | None = Field(
         None, ge=0.0, le=1.0, description="share of planted wrong pre-labels caught")
     correction_rate: float | None = Field(
         None, ge=0.0, le=1.0, description="share of shown pre-labels the labeler changed")
     model_error_rate: float | None = Field(
         None, ge=0.0, le=1.0, description="the model's (cautious) error rate, for comparison")
-    re_review_items: list[str] = Field(
+    re_review_items: list[ItemId] = Field(
         default_factory=list, description="items the labeler labelled since the evidence began")
 
 
 class FlagSummary(BaseModel):
     """The flag a clearing resolved, as it stood (fields absent from old records: None)."""
 
+    model_config = ConfigDict(allow_inf_nan=False)
     flagged_at: IsoDatetime | None = None
     evidence_since: IsoDatetime | None = None
     statistic: float | None = None
-    tasks_in_evidence: int | None = None
+    tasks_in_evidence: Count | None = None
 
 
 class LabelerFlagClearedEvent(QualityEventBase):
@@ -341,13 +341,13 @@ class LabelerFlagClearedEvent(QualityEventBase):
 
     kind: ClassVar[str] = "labeler_flag_cleared"
     type: Literal["labeler_flag_cleared"] = "labeler_flag_cleared"
-    labeler_id: str = Field(min_length=1, max_length=256)
-    cleared_by: str = Field(min_length=1, description="the admin who cleared it")
-    note: str | None = None
+    labeler_id: UserId
+    cleared_by: UserId = Field(description="the admin who cleared it")
+    note: Note | None = None
     cleared_at: IsoDatetime
     pause: Literal[False] = Field(False, description="a cleared labeler is never paused")
-    tasks_seen: int = Field(
-        ge=0, description="the monitor's task count at the clear: a restart replays it there")
+    tasks_seen: Count = Field(
+        description="the monitor's task count at the clear: a restart replays it there")
     flag: FlagSummary
 
 
@@ -356,9 +356,10 @@ class AdjudicationRequestEvent(QualityEventBase):
 
     kind: ClassVar[str] = "adjudication_request"
     type: Literal["adjudication_request"] = "adjudication_request"
-    item_id: str = Field(min_length=1, max_length=256)
-    labels: dict[str, str] = Field(description="labeler -> label: the votes an adjudicator sees")
-    consensus: str = Field(description="the aggregator's label for the item")
+    item_id: ItemId
+    labels: dict[UserId, Label] = Field(
+        description="labeler -> label: the votes an adjudicator sees")
+    consensus: Label = Field(description="the aggregator's label for the item")
     confidence: float = Field(ge=0.0, le=1.0, description="its posterior; low goes first")
     reason: AdjudicationReason
 
@@ -368,12 +369,12 @@ class GuidelineAlertEvent(QualityEventBase):
 
     kind: ClassVar[str] = "guideline_alert"
     type: Literal["guideline_alert"] = "guideline_alert"
-    label_class: str = Field(alias="class", min_length=1)
-    guideline_version: str
+    label_class: Label = Field(alias="class")
+    guideline_version: GuidelineName
     agreement: float
     threshold: float
-    items: int = Field(ge=0, description="items with overlap behind the agreement figure")
-    advice: str = "sharpen the guideline for this class"
+    items: Count = Field(description="items with overlap behind the agreement figure")
+    advice: Message = "sharpen the guideline for this class"
 
 
 AnyQualityEvent = Annotated[
@@ -393,16 +394,21 @@ class ModelTrainedEvent(Event):
 
     kind: ClassVar[str] = "model"
 
-    project: str = Field(pattern=PROJECT_PATTERN)
-    model_version: str
-    label_set: dict[str, Any] = Field(description="which labels it was trained on")
-    strategy: str
-    metrics: dict[str, Any]
+    project: Project
+    model_version: Version
+    label_set: JsonObject = Field(description="which labels it was trained on")
+    strategy: Name
+    metrics: JsonObject
     created_at: datetime = Field(default_factory=utcnow)
 
 
 class DeadLetterEvent(Event):
-    """An entry a consumer could not accept: the original, where it came from, and why."""
+    """An entry a consumer could not accept: the original, where it came from, and why.
+
+    Not held to the limits of :mod:`shared.limits`: it carries the refused entry as it
+    came (NUL bytes and all) to a capped stream nobody stores, so that nothing of it is
+    lost.
+    """
 
     kind: ClassVar[str] = "deadletter"
 

@@ -15,7 +15,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.events import NONE_OF_THESE, PROJECT_PATTERN, Event, utcnow
+from shared.events import NONE_OF_THESE, Event, utcnow
+from shared.limits import LABEL_MAX, JsonObject, Label, Project, UserId, Version
 from shared.settings import get_settings
 
 # The scorer's query strategies by name (services/scorer/strategies.py registers the
@@ -39,7 +40,7 @@ return 1
 class RoutingPolicy(BaseModel):
     """How confident is auto, how tasks are shown, how gold is salted (the router applies it)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: Literal["fixed", "target_precision"] = "fixed"
     auto_accept_threshold: float = Field(
@@ -65,7 +66,7 @@ class RoutingPolicy(BaseModel):
     gold_rate: float = Field(0.05, ge=0.0, le=1.0)
     gold_planted_share: float = Field(0.5, ge=0.0, le=1.0)
     queue_cap: int = Field(100_000, ge=1)
-    guideline_version: str | None = Field(None, max_length=64)
+    guideline_version: Version | None = None
 
     @model_validator(mode="after")
     def _target_needs_a_value(self) -> RoutingPolicy:
@@ -77,7 +78,7 @@ class RoutingPolicy(BaseModel):
 class SelectionSettings(BaseModel):
     """How the scorer picks examples for people and what it trains on."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     strategy: str = "margin"
     diversity: Literal["kmeanspp", "coreset"] | None = "kmeanspp"
@@ -99,10 +100,10 @@ class SelectionSettings(BaseModel):
 class QualitySettings(BaseModel):
     """How the quality service measures the project: level of measurement, alert, pauses."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     level: Literal["nominal", "ordinal", "interval"] = "nominal"
-    categories: list[str] | None = Field(None, description="class order (ordinal, interval)")
+    categories: list[Label] | None = Field(None, description="class order (ordinal, interval)")
     guideline_threshold: float | None = Field(
         None, ge=-1.0, le=1.0, description="class agreement alert level (default: the service's)")
     auto_pause: bool | None = Field(None, description="pause flagged labelers (default: service's)")
@@ -111,23 +112,23 @@ class QualitySettings(BaseModel):
 class ProjectSettings(BaseModel):
     """Everything a project declares, in one document."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    label_options: list[str] | None = Field(
+    label_options: list[Label] | None = Field(
         None, description="allowed labels; null accepts any label"
     )
     sensitive: bool = Field(False, description="only members see item payloads")
     routing: RoutingPolicy = Field(default_factory=RoutingPolicy)
     selection: SelectionSettings = Field(default_factory=SelectionSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
-    settings: dict[str, Any] = Field(default_factory=dict, description="free notes of the team")
+    settings: JsonObject = Field(default_factory=dict, description="free notes of the team")
 
     @field_validator("label_options")
     @classmethod
     def _distinct(cls, options: list[str] | None) -> list[str] | None:
         if options is not None:
-            if not options or any(not o or len(o) > 256 or "\x00" in o for o in options):
-                raise ValueError("label options must be 1-256 characters, at least one")
+            if not options:  # each is a Label: 1-LABEL_MAX characters, no control character
+                raise ValueError(f"label options must be 1-{LABEL_MAX} characters, at least one")
             if len(set(options)) != len(options):
                 raise ValueError("label options must be distinct")
         return options
@@ -150,10 +151,11 @@ class ProjectSettingsChanged(Event):
 
     kind: ClassVar[str] = "project_settings"
 
-    project: str = Field(pattern=PROJECT_PATTERN)
+    project: Project
     settings: ProjectSettings
-    revision: int = Field(ge=0, description="the project's settings revision (1, 2, ...)")
-    changed_by: str | None = None
+    revision: int = Field(ge=0, le=2**53, description="the project's settings revision (1, 2, "
+                          "...); a Lua number holds it exactly")
+    changed_by: UserId | None = None
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
@@ -33,6 +34,7 @@ from shared.httpmetrics import RequestMetrics
 from shared.logs import configure_logging, get_logger
 from shared.peers import Peers
 from shared.readiness import all_consuming
+from shared.request_guard import RequestGuard, validation_failed
 from shared.settings import Settings
 from shared.supervisor import Supervisor
 
@@ -115,7 +117,10 @@ def create_service_app(
     make_service: Callable[[Runtime], Service],
     routers: Sequence[APIRouter],
     description: str = "",
+    upload_paths: Sequence[str] = (),
 ) -> FastAPI:
+    """The service's app; ``upload_paths`` (regular expressions of paths) are the routes
+    that take a file, with the upload body limit instead of the JSON one."""
     log = get_logger(name)
 
     @asynccontextmanager
@@ -193,4 +198,8 @@ def create_service_app(
 
     for router in routers:
         app.include_router(router)
+    # Authentication, then the body's size, before any route reads the body.
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes,
+                       max_upload_bytes=settings.max_upload_bytes, upload_paths=upload_paths)
+    app.add_exception_handler(RequestValidationError, validation_failed)
     return app

@@ -98,6 +98,12 @@ class Settings(BaseSettings):
         None, description="bearer token Prometheus scrapes /metrics with (besides '*' tokens)")
     peer_timeout_seconds: float = Field(30.0, gt=0)
 
+    # The HTTP door (shared.request_guard): bodies above these get 413 before any parsing.
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, description="largest request body")
+    max_upload_bytes: int = Field(
+        200 * 1024 * 1024, ge=1024, description="largest file a route that takes one (a Label "
+        "Studio import) accepts")
+
     log_level: str = "INFO"
     log_json: bool = True
 

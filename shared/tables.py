@@ -20,6 +20,8 @@ from sqlalchemy import (
     Table,
 )
 
+from shared.limits import ID_MAX, PROJECT_MAX, ROLE_MAX
+
 metadata = MetaData()
 
 api_tokens = Table(
@@ -27,9 +29,9 @@ api_tokens = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("token_hash", String(64), nullable=False, unique=True),
-    Column("user_id", String(256), nullable=False),
-    Column("role", String(32), nullable=False),
-    Column("project", String(64), nullable=False),
+    Column("user_id", String(ID_MAX), nullable=False),
+    Column("role", String(ROLE_MAX), nullable=False),
+    Column("project", String(PROJECT_MAX), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=True),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
@@ -38,8 +40,8 @@ api_tokens = Table(
 users = Table(
     "users",
     metadata,
-    Column("user_id", String(256), primary_key=True),
-    Column("display_name", String(256), nullable=True),
+    Column("user_id", String(ID_MAX), primary_key=True),
+    Column("display_name", String(ID_MAX), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("disabled_at", DateTime(timezone=True), nullable=True),
 )
@@ -47,9 +49,9 @@ users = Table(
 project_members = Table(
     "project_members",
     metadata,
-    Column("project", String(64), nullable=False),
-    Column("user_id", String(256), nullable=False),
-    Column("role", String(32), nullable=False),
+    Column("project", String(PROJECT_MAX), nullable=False),
+    Column("user_id", String(ID_MAX), nullable=False),
+    Column("role", String(ROLE_MAX), nullable=False),
     Column("added_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("project", "user_id"),
     Index("ix_project_members_user", "user_id"),

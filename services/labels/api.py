@@ -11,7 +11,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -25,7 +25,17 @@ from shared.auth import (
     issue_token,
     project_access,
 )
-from shared.events import PROJECT_PATTERN
+from shared.limits import (
+    FINITE,
+    INT32_MAX,
+    PROJECT_PATTERN,
+    ItemId,
+    Message,
+    Name,
+    Project,
+    UserId,
+    VersionName,
+)
 from shared.peers import PeerError
 from shared.service import runtime_of
 from shared.tables import api_tokens, project_members
@@ -40,7 +50,8 @@ router = APIRouter(prefix="/v1", tags=["labels"])
 Labeler = Annotated[Principal, Depends(project_access("labeler"))]
 Reviewer = Annotated[Principal, Depends(project_access("reviewer"))]
 Admin = Annotated[Principal, Depends(project_access("admin"))]
-MAX_IMPORT_BYTES = 200 * 1024 * 1024
+# The routes that take a file: LOOPWISE_MAX_UPLOAD_BYTES at the door (shared.request_guard).
+IMPORT_PATHS = (r"/v1/projects/[^/]+/imports/labelstudio",)
 
 
 def _engine(request: Request):
@@ -75,7 +86,7 @@ def _fail(exc: Exception) -> HTTPException:
 USE_CASE_ERRORS = (store.NotFound, store.Conflict, actions.Forbidden, actions.NotPublished,
                    PeerError, ValueError)
 
-async def _view(conn, project: str, version: str | None, as_of: datetime | None) -> store.View:
+async def _view(conn, project: Project, version: str | None, as_of: datetime | None) -> store.View:
     try:
         return await store.resolve_view(conn, project, version, as_of)
     except (store.NotFound, ValueError) as exc:
@@ -87,7 +98,7 @@ async def _view(conn, project: str, version: str | None, as_of: datetime | None)
 
 @router.get("/projects/{project}/labels")
 async def get_current_labels(
-    project: str,
+    project: Project,
     request: Request,
     principal: Labeler,
     version: Annotated[str | None, Query(description="version number or name")] = None,
@@ -130,7 +141,7 @@ class LabelsIn(BaseModel):
 
 @router.post("/projects/{project}/labels", status_code=status.HTTP_201_CREATED)
 async def submit_labels(
-    project: str, body: LabelsIn, request: Request, principal: Reviewer
+    project: Project, body: LabelsIn, request: Request, principal: Reviewer
 ) -> dict[str, Any]:
     """Store labels given directly (corrections, adjudications); all or nothing. They are
     published on ``loopwise:labels`` like every other label, so every consumer sees them."""
@@ -145,7 +156,7 @@ async def submit_labels(
 
 
 @router.get("/projects/{project}")
-async def get_project(project: str, request: Request, principal: Labeler) -> dict[str, Any]:
+async def get_project(project: Project, request: Request, principal: Labeler) -> dict[str, Any]:
     """The project's settings: label schema, sensitivity, routing, selection, quality."""
     try:
         return await actions.project_settings(_ctx(request), project)
@@ -155,7 +166,7 @@ async def get_project(project: str, request: Request, principal: Labeler) -> dic
 
 @router.put("/projects/{project}")
 async def put_project(
-    project: str, body: dict[str, Any], request: Request, principal: Admin
+    project: Project, body: dict[str, Any], request: Request, principal: Admin
 ) -> dict[str, Any]:
     """Create a project or change its settings: the fields given are replaced, the sections
     (``routing``, ``selection``, ``quality``) updated field by field, the rest kept. The
@@ -165,13 +176,13 @@ async def put_project(
 
 @router.patch("/projects/{project}")
 async def patch_project(
-    project: str, body: dict[str, Any], request: Request, principal: Admin
+    project: Project, body: dict[str, Any], request: Request, principal: Admin
 ) -> dict[str, Any]:
     """The same as PUT: a partial change of the settings document."""
     return await _change_project(project, body, request, principal)
 
 
-async def _change_project(project: str, body: dict[str, Any], request: Request,
+async def _change_project(project: Project, body: dict[str, Any], request: Request,
                           principal: Principal) -> dict[str, Any]:
     if not re.fullmatch(PROJECT_PATTERN, project):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="invalid project name")
@@ -183,7 +194,7 @@ async def _change_project(project: str, body: dict[str, Any], request: Request,
 
 
 @router.get("/projects/{project}/members")
-async def list_members(project: str, request: Request, principal: Admin) -> dict[str, Any]:
+async def list_members(project: Project, request: Request, principal: Admin) -> dict[str, Any]:
     async with _engine(request).connect() as conn:
         rows = await conn.execute(
             select(project_members).where(project_members.c.project == project)
@@ -197,7 +208,7 @@ class MemberIn(BaseModel):
 
 @router.put("/projects/{project}/members/{user_id}")
 async def put_member(
-    project: str, user_id: str, body: MemberIn, request: Request, principal: Admin
+    project: Project, user_id: UserId, body: MemberIn, request: Request, principal: Admin
 ) -> dict[str, Any]:
     return await actions.put_member(_ctx(request), Actor.of(principal, request), project,
                                     user_id, body.role)
@@ -205,7 +216,7 @@ async def put_member(
 
 @router.delete("/projects/{project}/members/{user_id}")
 async def delete_member(
-    project: str, user_id: str, request: Request, principal: Admin
+    project: Project, user_id: UserId, request: Request, principal: Admin
 ) -> dict[str, Any]:
     """Remove a member; their tokens for this project are revoked with it."""
     try:
@@ -218,20 +229,24 @@ async def delete_member(
 # --- versions, diff, revert, trace -----------------------------------------------------------
 
 
+# A version's name: never a number (a number names a version by its position).
+NewVersionName = Annotated[VersionName, Field(pattern=r"^\D.*$")]
+
+
 class VersionIn(BaseModel):
-    name: str | None = Field(None, min_length=1, max_length=128, pattern=r"^\D.*$")
-    message: str = Field("", max_length=10_000)
+    name: NewVersionName | None = None
+    message: Message = ""
 
 
 @router.get("/projects/{project}/versions")
-async def list_versions(project: str, request: Request, principal: Reviewer) -> dict[str, Any]:
+async def list_versions(project: Project, request: Request, principal: Reviewer) -> dict[str, Any]:
     async with _engine(request).connect() as conn:
         return {"project": project, "versions": await store.list_versions(conn, project)}
 
 
 @router.post("/projects/{project}/versions", status_code=status.HTTP_201_CREATED)
 async def create_version(
-    project: str, body: VersionIn, request: Request, principal: Reviewer
+    project: Project, body: VersionIn, request: Request, principal: Reviewer
 ) -> dict[str, Any]:
     """Freeze which label events count now as a named, immutable version."""
     try:
@@ -243,7 +258,7 @@ async def create_version(
 
 @router.get("/projects/{project}/versions/{version}")
 async def get_version(
-    project: str, version: str, request: Request, principal: Reviewer
+    project: Project, version: VersionName, request: Request, principal: Reviewer
 ) -> dict[str, Any]:
     async with _engine(request).connect() as conn:
         try:
@@ -254,7 +269,7 @@ async def get_version(
 
 @router.get("/projects/{project}/diff")
 async def diff_versions(
-    project: str,
+    project: Project,
     request: Request,
     principal: Reviewer,
     from_: Annotated[str, Query(alias="from", description="version number, name or 'head'")],
@@ -272,8 +287,8 @@ async def diff_versions(
 
 
 class RevertIn(RevertSelector):
-    message: str = Field("", max_length=10_000)
-    name: str | None = Field(None, min_length=1, max_length=128, pattern=r"^\D.*$")
+    message: Message = ""
+    name: NewVersionName | None = None
     dry_run: bool = False
 
 
@@ -284,7 +299,7 @@ def _selector_of(body: RevertIn) -> RevertSelector:
 
 @router.post("/projects/{project}/reverts")
 async def revert_labels(
-    project: str, body: RevertIn, request: Request, principal: Admin
+    project: Project, body: RevertIn, request: Request, principal: Admin
 ) -> dict[str, Any]:
     """Revert by batch, labeler, guideline, time window or event ids; dry_run previews."""
     try:
@@ -296,14 +311,14 @@ async def revert_labels(
 
 
 class UnrevertIn(BaseModel):
-    message: str = Field("", max_length=10_000)
-    name: str | None = Field(None, min_length=1, max_length=128, pattern=r"^\D.*$")
+    message: Message = ""
+    name: NewVersionName | None = None
     dry_run: bool = False
 
 
 @router.post("/projects/{project}/versions/{version}/revert")
 async def revert_version(
-    project: str, version: str, body: UnrevertIn, request: Request, principal: Admin
+    project: Project, version: VersionName, body: UnrevertIn, request: Request, principal: Admin
 ) -> dict[str, Any]:
     """Undo what a revert (or unrevert) version changed, as a new version."""
     try:
@@ -316,11 +331,11 @@ async def revert_version(
 
 @router.get("/projects/{project}/items/{item_id}/trace")
 async def trace_item(
-    project: str,
-    item_id: str,
+    project: Project,
+    item_id: ItemId,
     request: Request,
     principal: Reviewer,
-    version: str | None = None,
+    version: VersionName | None = None,
     as_of: datetime | None = None,
 ) -> dict[str, Any]:
     """Which event, labeler, batch, guideline and model pre-label produced the item's label."""
@@ -337,11 +352,11 @@ async def trace_item(
 
 @router.get("/projects/{project}/export")
 async def export_labels(
-    project: str,
+    project: Project,
     request: Request,
     principal: Reviewer,
     format: Literal["jsonl", "csv", "labelstudio"] = "jsonl",
-    version: str | None = None,
+    version: VersionName | None = None,
     as_of: datetime | None = None,
     from_name: str = "label",
     to_name: str = "text",
@@ -366,7 +381,7 @@ async def export_labels(
 
 @router.post("/projects/{project}/imports/labelstudio")
 async def import_labelstudio(
-    project: str,
+    project: Project,
     request: Request,
     principal: Reviewer,
     label_key: str | None = None,
@@ -375,9 +390,7 @@ async def import_labelstudio(
     dry_run: bool = False,
 ) -> dict[str, Any]:
     """Import a Label Studio JSON export (the request body); all annotations or none."""
-    data = await request.body()
-    if len(data) > MAX_IMPORT_BYTES:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, detail="import file too large")
+    data = await request.body()  # its size was checked at the door
     try:
         return await actions.import_labelstudio(
             _ctx(request), Actor.of(principal, request), project, data, label_key=label_key,
@@ -396,8 +409,8 @@ async def import_labelstudio(
 
 
 class UserIn(BaseModel):
-    user_id: str = Field(min_length=1, max_length=256)
-    display_name: str | None = Field(None, max_length=256)
+    user_id: UserId
+    display_name: Name | None = None
 
 
 @router.post("/users", status_code=status.HTTP_201_CREATED)
@@ -418,7 +431,7 @@ async def list_users(request: Request, principal: CurrentPrincipal) -> dict[str,
 
 
 @router.post("/users/{user_id}/disable")
-async def disable_user(user_id: str, request: Request, principal: CurrentPrincipal) -> dict:
+async def disable_user(user_id: UserId, request: Request, principal: CurrentPrincipal) -> dict:
     """A disabled user's tokens stop working (within the 2 s auth cache)."""
     try:
         return await actions.disable_user(_ctx(request), Actor.of(principal, request),
@@ -428,7 +441,8 @@ async def disable_user(user_id: str, request: Request, principal: CurrentPrincip
 
 
 class TokenIn(BaseModel):
-    user_id: str = Field(min_length=1, max_length=256)
+    model_config = FINITE
+    user_id: UserId
     role: Literal["labeler", "reviewer", "admin", "service"]
     project: str = Field(pattern=r"^(\*|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")
     ttl_days: float | None = Field(None, gt=0, le=3650)
@@ -453,7 +467,7 @@ async def create_api_token(body: TokenIn, request: Request, principal: CurrentPr
     return {"token": token, "id": token_id, **body.model_dump()}
 
 
-def _project_or_none(project: str) -> str | None:
+def _project_or_none(project: Project) -> str | None:
     return None if project == "*" else project
 
 
@@ -472,7 +486,8 @@ async def list_tokens(request: Request, principal: CurrentPrincipal) -> dict[str
 
 @router.post("/tokens/{token_id}/revoke")
 async def revoke_api_token(
-    token_id: int, request: Request, principal: CurrentPrincipal
+    token_id: Annotated[int, Path(ge=1, le=INT32_MAX)], request: Request,
+    principal: CurrentPrincipal
 ) -> dict[str, Any]:
     """Revoke a token: its owner, a global admin, or an admin of the token's project."""
     try:
@@ -486,9 +501,9 @@ async def revoke_api_token(
 async def read_audit(
     request: Request,
     principal: CurrentPrincipal,
-    project: str | None = None,
-    action: str | None = None,
-    after_id: Annotated[int, Query(ge=0)] = 0,
+    project: Project | None = None,
+    action: Name | None = None,
+    after_id: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> dict[str, Any]:
     """The audit log: every entry for a global admin; a project's entries for its admins."""

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from shared.service import create_service_app
 from shared.settings import Settings, get_settings
 
-from .api import router
+from .api import IMPORT_PATHS, router
 from .service import LabelsService
 
 
@@ -18,4 +18,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         LabelsService,
         [router],
         description="Versioned, attributed label store.",
+        upload_paths=IMPORT_PATHS,
     )

@@ -28,12 +28,12 @@ from typing import IO, Any
 from pydantic import ValidationError
 
 from shared.events import (
-    PROJECT_PATTERN,
     LabelEvent,
     LabelSource,
     ReviewMode,
     stable_id,
 )
+from shared.limits import PROJECT_PATTERN
 
 CHOICES = "choices"
 ORIGIN_MANUAL = "manual"

@@ -14,18 +14,20 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
+from shared.limits import BatchId, EventRef, UserId, Version
+
 from .versions import EXCLUDE, INCLUDE, Row, current_by_item, utc
 
 
 class RevertSelector(BaseModel):
     """Which counting events to revert; every given criterion must hold (AND)."""
 
-    batch_id: str | None = None
-    labeler_id: str | None = None
-    guideline_version: str | None = None
+    batch_id: BatchId | None = None
+    labeler_id: UserId | None = None
+    guideline_version: Version | None = None
     created_from: datetime | None = Field(None, description="labels created at or after")
     created_to: datetime | None = Field(None, description="labels created before")
-    event_ids: list[str] | None = Field(None, max_length=100_000)
+    event_ids: list[EventRef] | None = Field(None, max_length=100_000)
 
     @model_validator(mode="after")
     def _something_selected(self) -> RevertSelector:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
 from shared.auth import Principal, project_access
+from shared.limits import Note, Project, UserId
 from shared.service import service_of
 
 from .service import evaluation_of
@@ -16,13 +17,12 @@ router = APIRouter(prefix="/v1", tags=["quality"])
 
 
 class ClearFlagIn(BaseModel):
-    note: str | None = Field(None, max_length=2000,
-                             description="what the review found, for the record")
+    note: Note | None = Field(None, description="what the review found, for the record")
 
 
 @router.get("/projects/{project}/quality")
 async def get_quality(
-    project: str,
+    project: Project,
     request: Request,
     principal: Annotated[Principal, Depends(project_access("reviewer"))],
 ) -> dict[str, Any]:
@@ -45,8 +45,8 @@ async def get_evaluation(
 
 @router.post("/projects/{project}/flags/{labeler_id}/clear")
 async def clear_flag(
-    project: str,
-    labeler_id: str,
+    project: Project,
+    labeler_id: UserId,
     body: ClearFlagIn,
     request: Request,
     principal: Annotated[Principal, Depends(project_access("admin"))],

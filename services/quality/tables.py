@@ -13,25 +13,34 @@ from __future__ import annotations
 
 from sqlalchemy import JSON, Boolean, Column, DateTime, Float, Index, Integer, String, Table
 
+from shared.limits import (
+    EVENT_ID_MAX,
+    FINDING_KEY_MAX,
+    ID_MAX,
+    LABEL_MAX,
+    PROJECT_MAX,
+    SOURCE_MAX,
+    VERSION_MAX,
+)
 from shared.tables import metadata
 
 quality_label_votes = Table(
     "quality_label_votes",
     metadata,
-    Column("event_id", String(36), primary_key=True),
-    Column("project", String(64), nullable=False),
-    Column("item_id", String(256), nullable=False),
-    Column("labeler_id", String(256), nullable=False),
-    Column("label", String(256), nullable=False),
-    Column("source", String(16), nullable=False),
-    Column("mode", String(16), nullable=True),
-    Column("shown_prelabel", String(256), nullable=True),
-    Column("model_label", String(256), nullable=True),
-    Column("gold_label", String(256), nullable=True),
+    Column("event_id", String(EVENT_ID_MAX), primary_key=True),
+    Column("project", String(PROJECT_MAX), nullable=False),
+    Column("item_id", String(ID_MAX), nullable=False),
+    Column("labeler_id", String(ID_MAX), nullable=False),
+    Column("label", String(LABEL_MAX), nullable=False),
+    Column("source", String(SOURCE_MAX), nullable=False),
+    Column("mode", String(SOURCE_MAX), nullable=True),
+    Column("shown_prelabel", String(LABEL_MAX), nullable=True),
+    Column("model_label", String(LABEL_MAX), nullable=True),
+    Column("gold_label", String(LABEL_MAX), nullable=True),
     Column("planted_prelabel", Boolean, nullable=False, default=False),
     Column("revised_after_reveal", Boolean, nullable=False, default=False),
-    Column("guideline_version", String(64), nullable=True),
-    Column("supersedes", String(36), nullable=True),
+    Column("guideline_version", String(VERSION_MAX), nullable=True),
+    Column("supersedes", String(EVENT_ID_MAX), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     # What the evaluation of review needs (migration 0005): audits, human time, the model.
     Column("audit_sample", Boolean, nullable=False, default=False),
@@ -44,23 +53,23 @@ quality_label_votes = Table(
 quality_consensus = Table(
     "quality_consensus",
     metadata,
-    Column("project", String(64), primary_key=True),
-    Column("item_id", String(256), primary_key=True),
-    Column("label", String(256), nullable=False),
+    Column("project", String(PROJECT_MAX), primary_key=True),
+    Column("item_id", String(ID_MAX), primary_key=True),
+    Column("label", String(LABEL_MAX), nullable=False),
     Column("confidence", Float, nullable=False),
     Column("revision", Integer, nullable=False),
-    Column("event_id", String(36), nullable=False),
+    Column("event_id", String(EVENT_ID_MAX), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
 quality_findings = Table(
     "quality_findings",
     metadata,
-    Column("project", String(64), primary_key=True),
+    Column("project", String(PROJECT_MAX), primary_key=True),
     Column("kind", String(32), primary_key=True),
-    Column("key", String(512), primary_key=True),
+    Column("key", String(FINDING_KEY_MAX), primary_key=True),
     Column("detail", JSON, nullable=False),
-    Column("event_id", String(36), nullable=False),
+    Column("event_id", String(EVENT_ID_MAX), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("resolved_at", DateTime(timezone=True), nullable=True),
 )

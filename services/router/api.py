@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from pydantic import BaseModel, Field
 
 from shared.auth import CurrentPrincipal, Principal, authorize, project_access
+from shared.limits import Count, Label, Project, TaskId, UserId, Version
 from shared.service import service_of
 
 from .gold import GoldItem
@@ -40,9 +41,12 @@ class AdjudicationTaskOut(TaskOut):
 
 
 class SubmitIn(BaseModel):
-    label: str = Field(min_length=1, max_length=256)
-    duration_ms: int | None = Field(None, ge=0)
-    guideline_version: str | None = Field(None, max_length=64)
+    """What the label store will hold (shared.limits): refused here with a 422, never
+    acknowledged as recorded and refused by the store later."""
+
+    label: Label
+    duration_ms: Count | None = None
+    guideline_version: Version | None = None
 
 
 class ReviseIn(SubmitIn):
@@ -74,7 +78,7 @@ def _raise(exc: ReviewError) -> HTTPException:
     return HTTPException(exc.status, detail=exc.message)
 
 
-async def _task_for(request: Request, task_id: str, principal: Principal
+async def _task_for(request: Request, task_id: TaskId, principal: Principal
                     ) -> tuple[ReviewTask, str, str | None]:
     """The task, checked against the caller's token, and the caller's standing on it."""
     try:
@@ -88,7 +92,7 @@ async def _task_for(request: Request, task_id: str, principal: Principal
 @router.get("/projects/{project}/tasks/next", response_model=TaskOut,
             responses={204: {"description": "no task is waiting for this labeler"},
                        423: {"description": "this labeler is paused"}})
-async def next_task(project: str, request: Request) -> Any:
+async def next_task(project: Project, request: Request) -> Any:
     """Lease the most uncertain waiting task; blind mode shows no model guess."""
     # The two hottest routes resolve the token inline rather than through FastAPI's
     # dependency solver (the same checks: shared.auth), which cost a tenth of a request.
@@ -108,7 +112,7 @@ async def next_task(project: str, request: Request) -> Any:
 @router.get("/projects/{project}/adjudications/next", response_model=AdjudicationTaskOut,
             responses={204: {"description": "nothing to adjudicate"}})
 async def next_adjudication(
-    project: str, request: Request,
+    project: Project, request: Request,
     principal: Annotated[Principal, Depends(project_access("reviewer"))],
 ) -> Any:
     """Lease an item whose labels disagree, with the labels given (reviewers only)."""
@@ -117,7 +121,7 @@ async def next_adjudication(
 
 
 @router.post("/tasks/{task_id}/submit", response_model=SubmitOut)
-async def submit(task_id: str, body: SubmitIn, request: Request) -> Any:
+async def submit(task_id: TaskId, body: SubmitIn, request: Request) -> Any:
     """Record the label with provenance, then reveal the model's label; repeats are harmless."""
     principal = await request.app.state.auth(request)  # inline, as in next_task
     svc = _svc(request)
@@ -139,7 +143,7 @@ async def submit(task_id: str, body: SubmitIn, request: Request) -> Any:
 
 
 @router.post("/tasks/{task_id}/revise")
-async def revise(task_id: str, body: ReviseIn, request: Request,
+async def revise(task_id: TaskId, body: ReviseIn, request: Request,
                  principal: CurrentPrincipal) -> dict[str, Any]:
     """Change a label after seeing the reveal: recorded as a separate, marked event."""
     task, _, _ = await _task_for(request, task_id, principal)
@@ -151,7 +155,7 @@ async def revise(task_id: str, body: ReviseIn, request: Request,
 
 
 @router.post("/tasks/{task_id}/skip")
-async def skip(task_id: str, request: Request, principal: CurrentPrincipal) -> dict[str, str]:
+async def skip(task_id: TaskId, request: Request, principal: CurrentPrincipal) -> dict[str, str]:
     """Give the task back; it will not be handed to this labeler again."""
     task, _, _ = await _task_for(request, task_id, principal)
     try:
@@ -162,7 +166,7 @@ async def skip(task_id: str, request: Request, principal: CurrentPrincipal) -> d
 
 
 @router.get("/projects/{project}/policy")
-async def get_policy(project: str, request: Request,
+async def get_policy(project: Project, request: Request,
                      principal: Annotated[Principal, Depends(project_access("reviewer"))]
                      ) -> dict[str, Any]:
     """The routing policy, threshold and calibration (reviewers and admins: the count of
@@ -174,7 +178,7 @@ async def get_policy(project: str, request: Request,
 
 
 @router.post("/projects/{project}/policy/recalibrate")
-async def recalibrate(project: str, request: Request,
+async def recalibrate(project: Project, request: Request,
                       principal: Annotated[Principal, Depends(project_access("admin"))]
                       ) -> dict[str, Any]:
     """Decide the auto-accept threshold now from the reviews since the last decision
@@ -192,7 +196,7 @@ async def recalibrate(project: str, request: Request,
 
 
 @router.post("/projects/{project}/gold")
-async def add_gold(project: str, body: GoldIn, request: Request,
+async def add_gold(project: Project, body: GoldIn, request: Request,
                    principal: Annotated[Principal, Depends(project_access("admin"))]
                    ) -> dict[str, Any]:
     """Add or replace gold items (known answers, optional planted wrong pre-labels)."""
@@ -200,7 +204,7 @@ async def add_gold(project: str, body: GoldIn, request: Request,
 
 
 @router.get("/projects/{project}/gold")
-async def list_gold(project: str, request: Request,
+async def list_gold(project: Project, request: Request,
                     principal: Annotated[Principal, Depends(project_access("admin"))]
                     ) -> dict[str, Any]:
     items = await _svc(request).gold_items(project)
@@ -208,7 +212,7 @@ async def list_gold(project: str, request: Request,
 
 
 @router.get("/projects/{project}/queue")
-async def queue_state(project: str, request: Request,
+async def queue_state(project: Project, request: Request,
                       principal: Annotated[Principal, Depends(project_access("reviewer"))]
                       ) -> dict[str, Any]:
     """Queue depths (reviewers and admins; dropped tasks and pauses for admins). Not for
@@ -223,7 +227,7 @@ async def queue_state(project: str, request: Request,
 
 
 @router.delete("/projects/{project}/paused/{labeler}")
-async def unpause(project: str, labeler: str, request: Request,
+async def unpause(project: Project, labeler: UserId, request: Request,
                   principal: Annotated[Principal, Depends(project_access("admin"))]
                   ) -> dict[str, Any]:
     """Let a paused labeler take tasks again (admin)."""

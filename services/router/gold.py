@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
 from shared.events import check_distribution
+from shared.limits import FINITE, ItemId, JsonObject, Label, Version
 from shared.projects import RoutingPolicy
 
 from .routing import present
@@ -27,7 +27,8 @@ from .routing import present
 class GoldPrediction(BaseModel):
     """The model's real prediction for a gold item (what it would show on any task)."""
 
-    model_version: str | None = Field(None, max_length=256)
+    model_config = FINITE
+    model_version: Version | None = None
     probs: dict[str, float] = Field(default_factory=dict)
 
     @field_validator("probs")
@@ -43,10 +44,10 @@ class GoldPrediction(BaseModel):
 
 
 class GoldItem(BaseModel):
-    item_id: str = Field(min_length=1, max_length=256)
-    label: str = Field(min_length=1, max_length=256)
-    payload: dict[str, Any] | None = None
-    wrong_prelabel: str | None = Field(None, description="the planted wrong pre-label to show")
+    item_id: ItemId
+    label: Label
+    payload: JsonObject | None = None
+    wrong_prelabel: Label | None = Field(None, description="the planted wrong pre-label to show")
     prediction: GoldPrediction | None = Field(
         None, description="the model's prediction for the item, if known (a prediction for "
                           "the item on the predictions stream replaces it)")

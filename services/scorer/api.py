@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from shared.auth import Principal, project_access
 from shared.events import ItemEvent
+from shared.limits import FINITE, ItemId, JsonObject, Name, Project, Text
 from shared.projects import SelectionSettings
 from shared.service import runtime_of, service_of
 
@@ -19,20 +20,24 @@ router = APIRouter(prefix="/v1", tags=["scorer"])
 
 
 class PredictIn(BaseModel):
+    model_config = FINITE
     features: list[list[float]] | None = None
-    texts: list[str] | None = None
+    texts: list[Text] | None = None
 
 
 class ItemIn(BaseModel):
-    item_id: str = Field(min_length=1, max_length=256)
+    """An item as the scorer stores it (shared.limits, the same as ItemEvent's)."""
+
+    model_config = FINITE
+    item_id: ItemId
     features: list[float] | None = None
-    text: str | None = None
-    payload: dict[str, Any] | None = None
+    text: Text | None = None
+    payload: JsonObject | None = None
 
 
 class SelectIn(BaseModel):
     budget: int = Field(ge=1, le=10_000)
-    strategy: str | None = Field(None, description="default: the project's configured strategy")
+    strategy: Name | None = Field(None, description="default: the project's configured strategy")
     diversity: Literal["kmeanspp", "coreset", "none", "default"] = "default"
 
 
@@ -46,7 +51,7 @@ def _svc(request: Request) -> ScorerService:
 
 @router.post("/projects/{project}/train")
 async def train(
-    project: str,
+    project: Project,
     request: Request,
     principal: Annotated[Principal, Depends(project_access("admin"))],
 ) -> dict:
@@ -59,7 +64,7 @@ async def train(
 
 @router.get("/projects/{project}/models")
 async def models(
-    project: str,
+    project: Project,
     request: Request,
     principal: Annotated[Principal, Depends(project_access("labeler"))],
 ) -> dict:
@@ -69,7 +74,7 @@ async def models(
 
 @router.post("/projects/{project}/predict")
 async def predict(
-    project: str,
+    project: Project,
     body: PredictIn,
     request: Request,
     principal: Annotated[Principal, Depends(project_access("reviewer"))],
@@ -92,7 +97,7 @@ async def predict(
 
 @router.post("/projects/{project}/items")
 async def register_items(
-    project: str,
+    project: Project,
     body: RegisterIn,
     request: Request,
     principal: Annotated[Principal, Depends(project_access("admin"))],
@@ -108,11 +113,11 @@ async def register_items(
 
 
 class LookupIn(BaseModel):
-    item_ids: list[str] = Field(max_length=10_000)
+    item_ids: list[ItemId] = Field(max_length=10_000)
 
 
 @router.post("/projects/{project}/items/lookup")
-async def lookup_items(project: str, body: LookupIn, request: Request,
+async def lookup_items(project: Project, body: LookupIn, request: Request,
                        principal: Annotated[Principal, Depends(project_access("service"))]
                        ) -> dict[str, Any]:
     """What reviewers are shown of each known item (other services ask; the scorer owns
@@ -122,7 +127,7 @@ async def lookup_items(project: str, body: LookupIn, request: Request,
 
 
 @router.post("/projects/{project}/select")
-async def select(project: str, body: SelectIn, request: Request,
+async def select(project: Project, body: SelectIn, request: Request,
                  principal: Annotated[Principal, Depends(project_access("admin"))]) -> dict:
     """Pick the pool items that would teach the model most and queue them for review."""
     diversity = None if body.diversity == "none" else body.diversity
@@ -133,7 +138,7 @@ async def select(project: str, body: SelectIn, request: Request,
 
 
 @router.get("/projects/{project}/config", response_model=SelectionSettings)
-async def get_config(project: str, request: Request,
+async def get_config(project: Project, request: Request,
                      principal: Annotated[Principal, Depends(project_access("labeler"))]) -> Any:
     """The project's selection settings in force here (changed at the labels service:
     ``PATCH :8003/v1/projects/{project}`` with a ``selection`` section)."""

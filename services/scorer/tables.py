@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from sqlalchemy import JSON, Column, DateTime, Integer, LargeBinary, String, Table, Text
 
+from shared.limits import ID_MAX, PROJECT_MAX, VERSION_MAX
 from shared.tables import metadata
 
 items = Table(
     "items",
     metadata,
-    Column("project", String(64), primary_key=True),
-    Column("item_id", String(256), primary_key=True),
+    Column("project", String(PROJECT_MAX), primary_key=True),
+    Column("item_id", String(ID_MAX), primary_key=True),
     Column("features", JSON, nullable=True),
     Column("text", Text, nullable=True),
     Column("payload", JSON, nullable=True),
@@ -21,8 +22,8 @@ items = Table(
 models = Table(
     "models",
     metadata,
-    Column("version", String(64), primary_key=True),
-    Column("project", String(64), nullable=False, index=True),
+    Column("version", String(VERSION_MAX), primary_key=True),
+    Column("project", String(PROJECT_MAX), nullable=False, index=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("label_count", Integer, nullable=False),
     Column("metrics", JSON, nullable=False),
