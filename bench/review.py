@@ -355,7 +355,7 @@ def run(per_population: int = 10, tasks: int = 2000, seed: int = 1, concurrency:
     info: dict[str, Any] = {}
     if per_population:
         say(f"flushing {redis_url} (this benchmark's own Redis database)")
-        sync_redis.Redis.from_url(redis_url).flushdb()
+        sync_redis.Redis.from_url(redis_url).flushdb(asynchronous=True)  # big leftovers: no timeout
         tmp = Path(tempfile.mkdtemp(prefix="loopwise-bench-review-"))
         database_url = database_url or f"sqlite+aiosqlite:///{tmp}/review.db"
         settings = Settings(redis_url=redis_url, database_url=database_url,

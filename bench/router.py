@@ -566,7 +566,7 @@ def main(
     settings = Settings(redis_url=redis_url, database_url=db_url, router_port=router_port)
     sync = redis.Redis.from_url(redis_url)
     say(f"FLUSHDB {redis_url}")
-    sync.flushdb()
+    sync.flushdb(asynchronous=True)  # big leftovers: no timeout
     say(f"generating {predictions:,} predictions over {projects} projects")
     texts, expected = prediction_entries(predictions, names, auto_share, seed)
     fill_stream(sync, texts)

@@ -391,7 +391,7 @@ def run(rate: float = 5000.0, seconds: float = 600.0, warmup: float = 60.0,
     """Run the soak against freshly started services; the section's body."""
     db = redis_url.rsplit("/", 1)[-1]
     say(f"Redis database {db} at {redis_url} is this benchmark's own: flushing it now")
-    sync_redis.Redis.from_url(redis_url).flushdb()
+    sync_redis.Redis.from_url(redis_url).flushdb(asynchronous=True)  # big leftovers: no timeout
     tmp = Path(tempfile.mkdtemp(prefix="loopwise-bench-soak-"))
     database_url = database_url or f"sqlite+aiosqlite:///{tmp}/soak.db"
     upgrade(database_url)

@@ -37,7 +37,7 @@ def _private_redis(settings) -> str:
     client.close()
     url = settings.redis_url.rsplit("/", 1)[0] + f"/{db}"
     with redis.Redis.from_url(url) as client:
-        client.flushdb()
+        client.flushdb(asynchronous=True)
     return url
 
 
