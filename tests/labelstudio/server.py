@@ -163,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     server = start(exe, args.port)
     print(f"Label Studio at {server.url} ({time.monotonic() - began:.0f} s to start); "
           f"user {server.username}, token {server.token}; Ctrl-C stops it", flush=True)
+    # A background job ignores SIGINT: SIGTERM must stop the server too, not orphan it.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     try:
         server.process.wait()
     except KeyboardInterrupt:
