@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test chaos lint install clean
+.PHONY: demo test chaos labelstudio lint install clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), f"Python 3.11+ needed, found {sys.version}"'
@@ -32,6 +32,12 @@ test: lint
 # fail instead of skip.
 chaos: $(STAMP)
 	$(VENV)/bin/pytest -q -rs -s -m chaos tests/chaos --durations=0 --junitxml=var/junit-chaos.xml
+
+# Label Studio both ways against a real Label Studio (tests/labelstudio, marker `labelstudio`):
+# installs label-studio from PyPI into var/labelstudio-venv on first run (cached after), starts
+# it on loopback (LOOPWISE_TEST_PORT_BASE + 100) with a fresh data dir, and stops it.
+labelstudio: $(STAMP)
+	$(VENV)/bin/pytest -q -rs -s -m labelstudio tests/labelstudio --durations=0 --junitxml=var/junit-labelstudio.xml
 
 # Style, layering (who may import whom: pyproject's import-linter contracts) and types.
 lint: $(STAMP)

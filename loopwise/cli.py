@@ -438,6 +438,10 @@ def labels_export(
     out: Annotated[
         str | None, typer.Option(help="output file (default: <project>-<version>.<ext>)")
     ] = None,
+    item_key: Annotated[str | None, typer.Option(
+        help="labelstudio: a data field to write the item id into")] = None,
+    annotator_domain: Annotated[str, typer.Option(
+        help="labelstudio: email domain for labelers (alice -> alice@DOMAIN)")] = "loopwise.local",
 ) -> None:
     """Stream a version's labels to a file, with progress."""
     from pathlib import Path
@@ -458,7 +462,8 @@ def labels_export(
         try:
             with path.open("wb") as sink:
                 written = asyncio.run(export_version(
-                    settings, project, sink, version=version, fmt=format,
+                    settings, project, sink, version=version, fmt=format, item_key=item_key,
+                    annotator_domain=annotator_domain,
                     on_start=lambda total: progress.update(task, total=total),
                     on_rows=lambda n: progress.advance(task, n),
                 ))  # fmt: skip
