@@ -444,13 +444,15 @@ class _Base:
         self.timeout = timeout
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
-    def _request(self, call: Call[Any]) -> httpx.Request:
+    def _request(self, http: httpx.Client | httpx.AsyncClient, call: Call[Any]
+                 ) -> httpx.Request:
+        """The request, with the client's token (``send`` alone would not add it)."""
         url = self.urls[call.service] + call.path
         content = call.content if call.content is not None else (
             json.dumps(call.body).encode() if call.body is not None else None)
         headers = {"content-type": "application/json"} if call.body is not None else {}
-        return httpx.Request(call.method, url, params=call.params, content=content,
-                             headers=headers)
+        return http.build_request(call.method, url, params=call.params, content=content,
+                                  headers=headers)
 
     @staticmethod
     def _read(call: Call[T], response: httpx.Response) -> T | None:
@@ -501,7 +503,7 @@ class Client(_Base):
 
     def call(self, call: Call[T]) -> T:
         """Send one :class:`Call` and read its answer (raises ApiError on 4xx/5xx)."""
-        request = self._request(call)
+        request = self._request(self._http, call)
         try:
             response = self._http.send(request)
         except httpx.TransportError as exc:
@@ -623,7 +625,7 @@ class Client(_Base):
                format: ExportFormat = "jsonl", version: str | int | None = None,
                as_of: datetime | None = None) -> int:
         """Stream an export into a file (a path or a binary file object); bytes written."""
-        request = self._request(Calls.export(project, format, version, as_of))
+        request = self._request(self._http, Calls.export(project, format, version, as_of))
         sink, owned = _sink(dest)
         written = 0
         try:
@@ -720,7 +722,7 @@ class AsyncClient(_Base):
 
     async def call(self, call: Call[T]) -> T:
         """Send one :class:`Call` and read its answer (raises ApiError on 4xx/5xx)."""
-        request = self._request(call)
+        request = self._request(self._http, call)
         try:
             response = await self._http.send(request)
         except httpx.TransportError as exc:
@@ -842,7 +844,7 @@ class AsyncClient(_Base):
                      format: ExportFormat = "jsonl", version: str | int | None = None,
                      as_of: datetime | None = None) -> int:
         """Stream an export into a file (a path or a binary file object); bytes written."""
-        request = self._request(Calls.export(project, format, version, as_of))
+        request = self._request(self._http, Calls.export(project, format, version, as_of))
         sink, owned = _sink(dest)
         written = 0
         try:
