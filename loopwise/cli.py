@@ -227,6 +227,54 @@ def demo(
         where = write_report(summary.evaluation, Path("var") / "reports" / summary.project)
         typer.echo(f"  evaluation report        {where.resolve()} (open it in a browser; "
                    f"`loopwise evaluate --project {summary.project}` prints it again)")
+    typer.echo(_next_steps(summary.project))
+
+
+def _command_path() -> str:
+    """How the user can type ``loopwise`` from here: bare if it is on PATH, else the
+    virtual environment's script (``.venv/bin/loopwise`` after ``make demo``)."""
+    import os
+    import shutil
+    import sys
+
+    script = Path(sys.executable).parent / "loopwise"
+    on_path = shutil.which("loopwise")
+    if on_path and Path(on_path).resolve() == script.resolve():
+        return "loopwise"
+    try:
+        return os.path.relpath(script)
+    except ValueError:
+        return str(script)
+
+
+def _next_steps(project: str) -> str:
+    """What to do after the demo, with commands that work as printed (same database)."""
+    import os
+
+    from loopwise.localredis import reachable
+
+    settings = get_settings()
+    lw = _command_path()
+    db = os.environ.get("LOOPWISE_DATABASE_URL")
+    env = f"LOOPWISE_DATABASE_URL={db} " if db else ""
+    lines = [
+        "",
+        "Next steps (the demo stopped its services; its labels stay in the database):",
+        f"  make up    (or: {env}{lw} up)",
+        "      the four services again, on the demo's database; Ctrl-C stops them",
+        f"  {env}{lw} token create --user alice --role labeler --project {project}",
+        "      a token for a reviewer (prints it)",
+        f"  {settings.url_of('router')}/",
+        "      the reviewer page: sign in with that token; number keys label, Enter submits",
+        f"  {env}{lw} evaluate --project {project}",
+        "      does the review pay? the figures above, again (--json for a script)",
+        "  README.md, \"Python client\"",
+        "      post items and predictions from your code (loopwise.client)",
+    ]
+    if not reachable(settings.redis_url):
+        lines.append(f"  (`up` needs Redis at {settings.redis_url.split('@')[-1]}: the demo "
+                     "used a private one; `redis-server --daemonize yes` starts one)")
+    return "\n".join(lines)
 
 
 def _demo_scenario(scenario: str, reviewers: int, seed_labels: int, threshold: float,
