@@ -168,3 +168,31 @@ def test_a_benchmark_warns_before_it_flushes_redis(settings):
     first = run.stderr.strip().splitlines()[0]
     assert first.startswith("loopwise: warning: bench router FLUSHES Redis database 9 at "
                             "redis://127.0.0.1:1/9")
+
+
+def test_the_next_steps_the_demo_prints_run_as_written(settings, project, monkeypatch):
+    """The commands at the end of `make demo` carry the demo's database URL, so that the
+    token they make is in the database the services will read."""
+    import shlex
+
+    from loopwise.cli import _next_steps
+    from shared.settings import get_settings
+
+    for name, value in service_env(settings).items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        steps = _next_steps(project)
+    finally:
+        get_settings.cache_clear()
+    assert "make up" in steps and f"{settings.url_of('router')}/" in steps
+    [line] = [s.strip() for s in steps.splitlines() if " token create " in s]
+    words = shlex.split(line)
+    env = dict(w.split("=", 1) for w in words if "=" in w and w.startswith("LOOPWISE_"))
+    assert env == {"LOOPWISE_DATABASE_URL": settings.database_url}
+    argv = [w for w in words if not w.startswith("LOOPWISE_")]
+    assert argv[0].endswith("loopwise") and Path(argv[0]).exists()
+    made = subprocess.run(argv, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **service_env(settings), **env})
+    assert made.returncode == 0, made.stderr
+    assert len(made.stdout.strip()) > 20  # the token
