@@ -871,7 +871,21 @@ def _one_line(exc: BaseException) -> str:
     if name == "redis":
         url = get_settings().redis_url.split("@")[-1]
         return f"cannot use Redis ({url}): {first}"
+    if _caused_by_redis(exc):  # e.g. stored, but Redis was down when it was to be published
+        url = get_settings().redis_url.split("@")[-1]
+        return f"cannot use Redis ({url}): {first}"
     return f"{type(exc).__name__}: {first}"
+
+
+def _caused_by_redis(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if type(cause).__module__.split(".")[0] == "redis":
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def main() -> None:

@@ -66,6 +66,16 @@ def test_a_file_that_is_not_a_label_studio_export_says_what_is_wrong(settings, t
     assert f"{bad} is not a Label Studio JSON export" in line
 
 
+def test_redis_down_when_an_import_is_to_be_published_says_so(settings, project, tmp_path):
+    """Stored in the database, not yet on the stream: the line names Redis and says to send
+    the file again (the import is idempotent)."""
+    source = tmp_path / "ls.json"
+    source.write_bytes(_export(["i1"]))
+    line = one_line_error(loopwise(settings, "labels", "import", "--project", project,
+                                   str(source), "--item-key", "item_id", env=NO_REDIS))
+    assert "cannot use Redis (redis://127.0.0.1:1/0)" in line and "again" in line
+
+
 def test_debug_shows_the_traceback_anywhere_on_the_line(settings):
     for args in (["--debug", "labels", "versions", "--project", "x"],
                  ["labels", "versions", "--project", "x", "--debug"]):
