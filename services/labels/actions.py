@@ -311,6 +311,30 @@ async def list_users(ctx: Context, principal: auth.Principal) -> list[dict[str, 
         return [dict(r._mapping) for r in rows.all()]
 
 
+async def list_tokens(ctx: Context, principal: auth.Principal, *, user: str | None = None,
+                      project: str | None = None) -> list[dict[str, Any]]:
+    """Tokens without their secrets: every token for a global admin, else the caller's own."""
+    query = select(
+        api_tokens.c.id, api_tokens.c.user_id, api_tokens.c.role, api_tokens.c.project,
+        api_tokens.c.created_at, api_tokens.c.expires_at, api_tokens.c.revoked_at,
+    ).order_by(api_tokens.c.id)  # fmt: skip
+    if not principal.is_global:
+        query = query.where(api_tokens.c.user_id == principal.user_id)
+    if user is not None:
+        query = query.where(api_tokens.c.user_id == user)
+    if project is not None:
+        query = query.where(api_tokens.c.project == project)
+    async with ctx.engine.connect() as conn:
+        return [dict(r._mapping) for r in (await conn.execute(query)).all()]
+
+
+async def project_exists(ctx: Context, project: str) -> bool:
+    """A project is known once it has settings or a stored label event."""
+    async with ctx.engine.connect() as conn:
+        return (await store.get_project(conn, project) is not None
+                or bool(await store.count_events(conn, project)))
+
+
 async def disable_user(ctx: Context, actor: Actor, principal: auth.Principal,
                        user_id: str) -> dict[str, Any]:
     """A disabled user's tokens stop working (at once here, within 2 s elsewhere)."""

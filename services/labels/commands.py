@@ -143,6 +143,17 @@ async def revoke_token(settings: Settings, token_id: int, actor: audit.Actor) ->
     return bool(result["was_live"])
 
 
+async def list_tokens(settings: Settings, *, user: str | None = None,
+                      project: str | None = None) -> list[dict[str, Any]]:
+    who = operator(cli_actor())
+    return await run(settings, lambda ctx: actions.list_tokens(ctx, who, user=user,
+                                                               project=project))
+
+
+async def project_exists(settings: Settings, project: str) -> bool:
+    return await run(settings, lambda ctx: actions.project_exists(ctx, project))
+
+
 async def user_command(settings: Settings, action: str, actor: audit.Actor,
                        user_id: str | None) -> Any:
     """``list``, ``create`` or ``disable`` users."""
