@@ -134,7 +134,9 @@ end
 return {added, cjson.encode(dropped)}
 """
 
-# KEYS: queue, leases index. ARGV: labeler, now, ttl, scan limit, prefix, the key of the
+# KEYS: queue, leases index, then the project's review and adjudication queues (a lapsed
+# lease in the shared index goes back to its own kind's queue, whichever kind is asked
+# for). ARGV: labeler, now, ttl, scan limit, prefix, the key of the
 # set of paused labelers ('' for none), finished-task ttl (ms), then optionally a task to
 # create and hand out directly: its id, a set key and member to remember it by (the
 # labeler's seen gold), and its field/value pairs. Returns {id, expiry, task fields},
@@ -160,7 +162,9 @@ for _, member in ipairs(expired) do
       redis.call('HSET', tkey, 'state', 'expired')
       settle(tkey, task_ttl)
     else
-      redis.call('ZADD', queue, redis.call('HGET', tkey, 'priority'), tid)
+      local home = KEYS[3]
+      if redis.call('HGET', tkey, 'kind') == 'adjudication' then home = KEYS[4] end
+      redis.call('ZADD', home, redis.call('HGET', tkey, 'priority'), tid)
     end
   end
 end
@@ -469,7 +473,8 @@ class ReviewQueue:
         """
         extra = [direct.task_id, *(remember or ("", "")), *direct.flat()] if direct else []
         got = await self._run(
-            self._next, [self.queue_key(project, kind), self.leases_key(project)],
+            self._next, [self.queue_key(project, kind), self.leases_key(project),
+                         self.queue_key(project), self.queue_key(project, "adjudication")],
             [labeler, _now_ms(), lease_seconds * 1000, self.scan_limit, self.prefix,
              paused_key, self.finished_ttl_ms, *extra])
         if not got:

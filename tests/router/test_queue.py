@@ -185,3 +185,22 @@ async def test_a_cancelled_script_call_leaves_no_reply_behind_for_the_next_calle
     for i in range(3):  # every pooled connection answers its own command
         assert await run_script(echo, [], [f"mine-{i}"]) == f"mine-{i}".encode()
     await run_script.aclose()
+
+
+async def test_a_lapsed_lease_goes_back_to_its_own_kind_of_queue(queue, project):
+    """Review and adjudication leases share one index a project; the sweep that runs in
+    either kind's ``next`` must return a lapsed task to the queue of its own kind, never to
+    the other (a review task must not be offered as an adjudication, nor vanish from review)."""
+    review = _task(project, 0.5)
+    adjudication = NewTask(str(uuid.uuid4()), project, "item-adj", 0.5, 1,
+                           {"kind": "adjudication", "payload": "null", "probs": "{}"})
+    await queue.enqueue_many([review])
+    await queue.enqueue_many([adjudication], kind="adjudication")
+    assert (await queue.next(project, "alice", 1))[0] == review.task_id
+    assert (await queue.next(project, "alice", 1, kind="adjudication"))[0] == adjudication.task_id
+    await asyncio.sleep(1.1)
+    # bob asks for adjudication first: that call sweeps both lapsed leases
+    assert (await queue.next(project, "bob", 60, kind="adjudication"))[0] == adjudication.task_id
+    assert await queue.next(project, "bob", 60, kind="adjudication") is None
+    assert (await queue.next(project, "bob", 60))[0] == review.task_id
+    assert await queue.depth(project) == 0 and await queue.depth(project, "adjudication") == 0
