@@ -411,6 +411,11 @@ class QualityService:
         """
         state = self.state(project)
         table, engine = state.table, state.engine
+        if not len(table.classes):  # no human vote yet (auto labels only): nothing to fit
+            state.consensus = {"method": CONSENSUS_VERSION, "computed_at": utcnow().isoformat(),
+                               "items_with_consensus": 0, "mean_confidence": None,
+                               "classes": [], "labelers": {}, "refits": engine.refits}
+            return
         changed = [np.zeros(0, dtype=np.intp)]
         if state.pending_refit is not None:  # a background refit finished: take it
             (refit, since), state.pending_refit = state.pending_refit, None

@@ -70,3 +70,24 @@ async def test_large_projects_are_settled_from_the_touched_items(engine, project
         1 for i in range(state.table.n_items) if state.table.item_size[i] >= 2)
     assert set(summary["labelers"]) == set(state.table.labelers.names)
     assert all(e["confusion"] is not None for e in summary["labelers"].values())
+
+
+async def test_a_project_with_auto_labels_only_settles_to_nothing(engine, project):
+    """Auto labels are not votes: a project that has only them (every confident prediction
+    accepted, nobody reviewing yet) settles without fitting a zero-class model."""
+    said: list = []
+
+    async def publish(stream: str, events: list) -> list[str]:
+        said.extend(events)
+        return []
+
+    service = QualityService(
+        SimpleNamespace(engine=engine, bus=SimpleNamespace(publish=publish)),  # type: ignore[arg-type]
+        QualityConfig())
+    state = service.state(project)
+    for n in range(50):
+        state.apply({**vote(project, n, f"i{n}", "router", "cat"), "source": "auto"})
+    await service.settle(project)
+    await service.settle(project, full=True)
+    assert said == [] and state.published == {}
+    assert service.summary(project)["consensus"]["items_with_consensus"] == 0
