@@ -23,9 +23,11 @@ second half's slope is under 1% of the rate).
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -384,6 +386,38 @@ async def _report(redis: aioredis.Redis, run: Run, database_url: str, posting_to
     ])
 
 
+def log_problems(log_dir: Path) -> dict[str, Counter[str]]:
+    """Per service, the warnings and errors its log holds, counted by event and error: a
+    soak whose figures look right while a loop fails every few seconds is not a pass."""
+    found: dict[str, Counter[str]] = {}
+    for path in sorted(log_dir.glob("*.log")):
+        seen: Counter[str] = Counter()
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                entry = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                if line.strip():
+                    seen[line.strip()[:120]] += 1  # a traceback or print outside the logger
+                continue
+            if isinstance(entry, dict) and entry.get("level") in ("warning", "error",
+                                                                  "critical"):
+                what = str(entry.get("event", "?"))
+                if entry.get("error"):
+                    what += f" ({str(entry['error'])[:80]})"
+                seen[what] += 1
+        if seen:
+            found[path.stem] = seen
+    return found
+
+
+def _problems_line(found: dict[str, Counter[str]]) -> str:
+    if not found:
+        return "Warnings or errors in the services' logs: **none**."
+    parts = [f"{svc}: " + "; ".join(f"{n} × {what}" for what, n in seen.most_common(3))
+             for svc, seen in found.items()]
+    return "Warnings or errors in the services' logs: **" + " | ".join(parts) + "**."
+
+
 def run(rate: float = 5000.0, seconds: float = 600.0, warmup: float = 60.0,
         redis_url: str = "redis://127.0.0.1:6379/10", database_url: str | None = None,
         port_base: int = 29100, workers: int = 2, retention_seconds: int = 60,
@@ -417,9 +451,11 @@ def run(rate: float = 5000.0, seconds: float = 600.0, warmup: float = 60.0,
                        env={**env, "LOOPWISE_STREAM_WORKERS": str(workers)})
     others = ServiceGroup(settings, services=[s for s in SERVICES if s not in HOT],
                           env=env, log_dir=tmp / "logs")
+    load_before = os.getloadavg()[0]
     with hot, others:
         procs = {name: hot.procs.get(name) or others.procs[name] for name in SERVICES}
         body = asyncio.run(_run(settings, procs, soak, database_url, retention_seconds))
+    load_after = os.getloadavg()[0]
     if plot is not None and soak.samples and soak.latency is not None:
         _plot(soak, *soak.latency, plot)
         say(f"plot: {plot}")
@@ -427,4 +463,6 @@ def run(rate: float = 5000.0, seconds: float = 600.0, warmup: float = 60.0,
             f"{database_url.split('://')[0]}, stream retention {retention_seconds} s "
             f"(LOOPWISE_STREAM_RETENTION_SECONDS), {workers} stream worker(s) for the router "
             f"and the labels service (LOOPWISE_STREAM_WORKERS; the scorer and quality 1), "
-            f"warm-up {soak.warmup:.0f} s.")
+            f"warm-up {soak.warmup:.0f} s; 1-minute load average {load_before:.1f} at start, "
+            f"{load_after:.1f} at end (2 cores: above 2 the machine was shared)."
+            f"\n\n{_problems_line(log_problems(tmp / 'logs'))}")
