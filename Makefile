@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test chaos lint install clean
+.PHONY: demo test chaos lint install clean schemas
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), f"Python 3.11+ needed, found {sys.version}"'
@@ -38,6 +38,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
+
+# The event contract for producer teams: a JSON Schema of every event and the AsyncAPI
+# document of every stream, from the models in shared/events.py (tests/test_contracts.py
+# fails when the committed files differ from what the models generate).
+schemas: $(STAMP)
+	$(PY) -m shared.contracts schemas
 
 clean:
 	rm -rf $(VENV) var
