@@ -83,9 +83,9 @@ def describe_errors(path: str, method: str, operation: dict[str, Any]) -> None:
     for status in wanted:
         given = responses.get(str(status), {}).get("description")
         responses[str(status)] = _error(status, None if given == "Validation Error" else given)
-    for status, given in list(responses.items()):  # a route's own error answers: same body
-        if status.isdigit() and int(status) >= 400 and "content" not in given:
-            responses[status] = _error(int(status), given.get("description"))
+    for code, answer in list(responses.items()):  # a route's own error answers: same body
+        if code.isdigit() and int(code) >= 400 and "content" not in answer:
+            responses[code] = _error(int(code), answer.get("description"))
 
 
 def install(app: FastAPI, metrics_path: str = "/metrics") -> None:

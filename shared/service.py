@@ -100,6 +100,10 @@ class Service(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
 
+    async def knows_project(self, project: str) -> bool:
+        """Declared (a settings copy from ``loopwise:projects``) or holding data here."""
+        ...
+
 
 def tune_gc() -> None:
     """Garbage-collector settings of a service process, applied once it has started up.
@@ -165,6 +169,7 @@ def create_service_app(
         app.state.runtime = runtime
         app.state.auth = runtime.auth
         app.state.service = service
+        app.state.known_projects = set()  # shared.auth.require_known
         # Tokens in use stay fresh (a revocation is in force within 2 s, idle or busy);
         # in the process that serves HTTP, the one that authenticates.
         supervisor.every("token refresh", REFRESH_SECONDS, runtime.auth.keep_fresh)
@@ -209,8 +214,9 @@ def create_service_app(
             status_code=200 if ready else 503,
         )
 
-    not_ready = {503: {"model": Readiness, "description": "not ready: a store does not "
-                       "answer or a consumer is not consuming"}}
+    not_ready: dict[int | str, dict[str, Any]] = {503: {
+        "model": Readiness,
+        "description": "not ready: a store does not answer or a consumer is not consuming"}}
 
     @app.get("/readyz", tags=["ops"], response_model=Readiness, responses=not_ready)
     async def readyz(request: Request) -> JSONResponse:
@@ -224,9 +230,11 @@ def create_service_app(
         """The readiness check under its older name (``/readyz``)."""
         return await readiness(request)
 
-    @app.get("/metrics", tags=["ops"], response_class=Response, responses={200: {
+    exposition: dict[int | str, dict[str, Any]] = {200: {
         "description": "the Prometheus text exposition",
-        "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}})
+        "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}}
+
+    @app.get("/metrics", tags=["ops"], response_class=Response, responses=exposition)
     async def metrics(request: Request) -> Response:
         """Prometheus metrics, for ``LOOPWISE_METRICS_TOKEN`` or a ``*`` admin or service
         token: per-labeler gold and correction rates and queue depths would let a
@@ -234,9 +242,11 @@ def create_service_app(
         await authorize_metrics(request, settings)
         return Response(metric_defs.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/asyncapi.json", tags=["ops"], responses={200: {
+    document: dict[int | str, dict[str, Any]] = {200: {
         "description": "an AsyncAPI 3.0 document",
-        "content": {"application/json": {"schema": {"type": "object"}}}}})
+        "content": {"application/json": {"schema": {"type": "object"}}}}}
+
+    @app.get("/asyncapi.json", tags=["ops"], responses=document)
     async def asyncapi() -> JSONResponse:
         """The AsyncAPI document of every loopwise stream (``schemas/asyncapi.json``): who
         consumes and who publishes it, and the schema of its events."""
