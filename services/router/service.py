@@ -204,6 +204,13 @@ class RouterService:
         supervisor.every("item index sweep", ITEM_INDEX_SWEEP_SECONDS,
                          self._forget_expired_items)
 
+    async def knows_project(self, project: str) -> bool:
+        """Declared (settings kept from ``loopwise:projects``) or with data here: a label
+        seen in its predictions, a task, gold items (shared.auth.require_known)."""
+        names = ("settings", "options", "model", "gold")
+        keys = [self._key(name, project) for name in names] + [f"{PREFIX}items:{project}"]
+        return bool(await self.redis.exists(*keys))
+
     async def stop(self) -> None:
         for cache in (self._settings, self._gold, self._options):
             await cache.aclose()
