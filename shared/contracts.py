@@ -89,6 +89,8 @@ CONSUMERS = (
     Consumer("scorer", streams.LABELS, streams.GROUP_SCORER,
              "counts new human labels towards the next retraining"),
     Consumer("scorer", streams.PROJECTS, streams.GROUP_SCORER, "keeps the selection settings"),
+    Consumer("scorer", streams.PREDICTIONS, streams.GROUP_SCORER,
+             "keeps the payload of items that came only as a producer's prediction"),
     Consumer("router", streams.PREDICTIONS, streams.GROUP_ROUTER,
              "auto-accepts or queues each prediction for review"),
     Consumer("router", streams.QUALITY, streams.GROUP_ROUTER,
