@@ -22,7 +22,6 @@ from shared.auth import (
     Principal,
     authorize,
     authorize_global,
-    issue_token,
     project_access,
 )
 from shared.limits import (
@@ -38,7 +37,7 @@ from shared.limits import (
 )
 from shared.peers import PeerError
 from shared.service import runtime_of
-from shared.tables import api_tokens, project_members
+from shared.tables import project_members
 
 from . import actions, audit, export, store
 from .audit import Actor
@@ -497,40 +496,25 @@ class TokenIn(BaseModel):
     ttl_days: float | None = Field(None, gt=0, le=3650)
 
 
-@router.post("/tokens", status_code=status.HTTP_201_CREATED, response_model=TokenCreated)
+@router.post("/tokens", status_code=status.HTTP_201_CREATED, response_model=TokenCreated,
+             responses={404: {"description": "unknown project: declare it first "
+                                             "(PUT /v1/projects/{p})"}})
 async def create_api_token(body: TokenIn, request: Request, principal: CurrentPrincipal) -> dict:
-    """A global admin may issue any token; a project admin tokens for its project, no service."""
-    if body.project == "*" or body.role == "service":
-        authorize_global(principal)
-    else:
-        authorize(principal, body.project, "admin")
-    async with _engine(request).begin() as conn:
-        token, token_id = await issue_token(
-            conn, body.user_id, body.role, body.project, body.ttl_days
-        )
-        await audit.record(
-            conn, Actor.of(principal, request), "token.create",
-            project=_project_or_none(body.project), target=str(token_id),
-            detail=body.model_dump(),
-        )  # fmt: skip
-    return {"token": token, "id": token_id, **body.model_dump()}
-
-
-def _project_or_none(project: Project) -> str | None:
-    return None if project == "*" else project
+    """A global admin may issue any token; a project admin tokens for its project, no service.
+    A project must exist (declared, or holding labels) before its tokens do: 404 otherwise,
+    asked after the 403, so a denial says nothing of which projects exist."""
+    try:
+        return await actions.create_token(
+            _ctx(request), Actor.of(principal, request), principal, body.user_id, body.role,
+            body.project, body.ttl_days)
+    except USE_CASE_ERRORS as exc:
+        raise _fail(exc) from exc
 
 
 @router.get("/tokens", response_model=TokensOut)
 async def list_tokens(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     """A global admin sees every token; anyone else their own. Never the secret."""
-    query = select(
-        api_tokens.c.id, api_tokens.c.user_id, api_tokens.c.role, api_tokens.c.project,
-        api_tokens.c.created_at, api_tokens.c.expires_at, api_tokens.c.revoked_at,
-    ).order_by(api_tokens.c.id)  # fmt: skip
-    if not principal.is_global:
-        query = query.where(api_tokens.c.user_id == principal.user_id)
-    async with _engine(request).connect() as conn:
-        return {"tokens": [dict(r._mapping) for r in (await conn.execute(query)).all()]}
+    return {"tokens": await actions.list_tokens(_ctx(request), principal)}
 
 
 @router.post("/tokens/{token_id}/revoke", response_model=TokenRevoked,
