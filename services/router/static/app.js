@@ -227,9 +227,10 @@ import { hidePanel, loadContext, renderPanel, toggleGuideline } from "./panel.js
     say("Taking the next task…");
     const project = encodeURIComponent(state.project);
     try {
-      // The context (how to draw the item) comes with the task, in parallel.
-      const [{ status, data }, context] = await Promise.all([
-        api("GET", `/v1/projects/${project}/tasks/next`), loadContext(api, state.project)]);
+      const { status, data } = await api("GET", `/v1/projects/${project}/tasks/next`);
+      // After the lease, so that "waiting" counts what is left once this task is taken;
+      // before the task is drawn, which needs the project's display.
+      const context = await loadContext(api, state.project);
       if (context) {
         state.context = context;
         renderPanel(context);
