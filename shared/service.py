@@ -34,6 +34,7 @@ from shared.auth import REFRESH_SECONDS, TokenAuth, authorize_global
 from shared.bus import Bus
 from shared.contracts import asyncapi_document
 from shared.db import make_engine
+from shared.faults import INFRASTRUCTURE, unavailable_store
 from shared.httpmetrics import RequestMetrics
 from shared.logs import configure_logging, get_logger
 from shared.peers import Peers
@@ -43,6 +44,7 @@ from shared.settings import Settings
 from shared.supervisor import Supervisor
 
 CHECK_TIMEOUT_SECONDS = 2.0  # a hung store makes readiness fail, not hang
+RETRY_AFTER_SECONDS = 5  # a 503's Retry-After: about one consumer backoff at its cap
 
 
 async def _check(call: Awaitable[Any]) -> str:
@@ -258,4 +260,20 @@ def create_service_app(
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes,
                        max_upload_bytes=settings.max_upload_bytes, upload_paths=upload_paths)
     app.add_exception_handler(RequestValidationError, validation_failed)
+
+    async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        """A store that is down is a 503 with a sentence a person can act on (the
+        reviewer page shows it), not a 500 and a traceback."""
+        store = unavailable_store(exc) or "a store this service needs"
+        log.warning("request failed: store unavailable", path=request.url.path, store=store,
+                    error=f"{type(exc).__name__}: {exc}")
+        return JSONResponse(
+            {"detail": f"{store} is unavailable right now, so the {name} cannot answer; "
+                       "try again in a moment",
+             "unavailable": store},
+            status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+    for error_class in INFRASTRUCTURE:
+        if issubclass(error_class, Exception):
+            app.add_exception_handler(error_class, store_unavailable)
     return app
