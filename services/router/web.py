@@ -18,10 +18,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse
 
-from shared.auth import authorize
+from shared.auth import Principal, project_access
 from shared.limits import Project
 from shared.service import service_of
 
@@ -65,18 +65,16 @@ api = APIRouter(prefix="/v1", tags=["review"])
 
 
 @api.get("/projects/{project}/review", response_model=ReviewContext,
-         responses={401: {"description": "no valid token"},
-                    403: {"description": "the token does not allow labeling this project"},
-                    503: {"description": "Redis is unavailable"}})
+         responses={503: {"description": "Redis is unavailable: try again (Retry-After)"}})
 async def review_context(
     project: Project, request: Request,
+    principal: Annotated[Principal, Depends(project_access("labeler"))],
     since: Annotated[datetime | None, Query(
         description="the start of the labeler's day (their local midnight); counted from "
                     "at most 26 hours back; default the UTC midnight")] = None,
 ) -> ReviewContext:
     """What the reviewer page shows beside a task: the guideline text and version, how
-    items are drawn, the labeler's submits today and the tasks waiting. No model output."""
-    principal = await request.app.state.auth(request)
-    authorize(principal, project, "labeler")
+    items are drawn, the labeler's submits today and the tasks waiting. No model output.
+    401, then 403 (the token does not reach the project), then 404 (unknown project)."""
     svc: RouterService = service_of(request)
     return await svc.review_context(project, principal, since)
