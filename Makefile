@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # The demo's label store; `make up` serves the same one unless LOOPWISE_DATABASE_URL is set.
 DEMO_DATABASE_URL := sqlite+aiosqlite:///./var/demo.db
 
-.PHONY: demo up test chaos labelstudio lint install clean
+.PHONY: demo up test chaos labelstudio lint install clean schemas
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), f"Python 3.11+ needed, found {sys.version}"'
@@ -51,6 +51,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
+
+# The event contract for producer teams: a JSON Schema of every event and the AsyncAPI
+# document of every stream, from the models in shared/events.py (tests/test_contracts.py
+# fails when the committed files differ from what the models generate).
+schemas: $(STAMP)
+	$(PY) -m shared.contracts schemas
 
 clean:
 	rm -rf $(VENV) var

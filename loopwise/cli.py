@@ -25,6 +25,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(evaluate_app, name="evaluate")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="print it as JSON (one document)")]
+ActingAs = Annotated[str | None, typer.Option("--as", help="operator named in the audit log")]
 
 
 class CommandError(Exception):
@@ -305,25 +306,21 @@ def token_create(
     role: Annotated[str, typer.Option(help="labeler | reviewer | admin | service")],
     project: Annotated[str, typer.Option(help="project, or '*' for all")],
     ttl_days: Annotated[float | None, typer.Option(help="expire after this many days")] = None,
+    acting_as: ActingAs = None,
 ) -> None:
-    """Create an API token and print it (only its hash is stored)."""
-    from shared.auth import create_token
-    from shared.db import make_engine, upgrade
+    """Create an API token and print it (only its hash is stored). The project must exist
+    (declared, or holding labels), or be '*': the same rule as POST /v1/tokens."""
+    from services.labels.commands import cli_actor, create_token
 
-    settings = get_settings()
-    upgrade(settings.database_url)
-
-    async def _create() -> str:
-        engine = make_engine(settings.database_url)
-        try:
-            return await create_token(engine, user, role, project, ttl_days)
-        finally:
-            await engine.dispose()
-
+    settings = _upgraded()
     try:
-        typer.echo(asyncio.run(_create()))
+        made = asyncio.run(create_token(settings, cli_actor(acting_as), user, role, project,
+                                        ttl_days))
+    except LookupError as exc:
+        raise CommandError(str(exc).strip("'\"")) from exc
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    typer.echo(made["token"])
 
 
 @db_app.command("upgrade")
@@ -469,7 +466,6 @@ labels_app = typer.Typer(
 users_app = typer.Typer(help="Users.", no_args_is_help=True)
 app.add_typer(labels_app, name="labels")
 app.add_typer(users_app, name="users")
-ActingAs = Annotated[str | None, typer.Option("--as", help="operator named in the audit log")]
 
 
 def _upgraded() -> Settings:

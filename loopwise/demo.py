@@ -111,7 +111,13 @@ class Behaviour:
     accuracy: float  # right this often when judging
     stamps: bool = False  # keeps any shown pre-label without looking
     skip_rate: float = 0.0  # gives a task back
-    abandon_rate: float = 0.0  # walks away from a task; its lease expires
+    abandon_rate: float = 0.0  # walks away from a task until its lease has lapsed
+
+
+async def _until_lapsed(expires_at: datetime) -> None:
+    """Sleep until a lease has expired (a moment after, so the router's clock agrees)."""
+    left = (expires_at - datetime.now(UTC)).total_seconds()
+    await asyncio.sleep(max(0.0, left) + 0.25)
 
 
 async def _reviewer(api: AsyncClient, project: str, name: str, behaviour: Behaviour,
@@ -135,7 +141,11 @@ async def _reviewer(api: AsyncClient, project: str, name: str, behaviour: Behavi
             await api.skip(task.task_id)
             continue
         if draw < behaviour.skip_rate + behaviour.abandon_rate:
-            continue  # never submitted: the lease runs out and the task goes back
+            # Walks away: asks for nothing until the lease has lapsed, as a person who left
+            # would. Asking at once would get the same task back (a held lease is handed
+            # again, for a reloaded page) and turn the abandon into a second look.
+            await _until_lapsed(task.lease_expires_at)
+            continue  # never submitted: the task went back to the queue for the others
         true_label = truth[task.item_id]
         if behaviour.stamps and task.prelabel:
             label = str(task.prelabel)

@@ -343,11 +343,38 @@ async def principal_dependency(request: Request) -> Principal:
 CurrentPrincipal = Annotated[Principal, Depends(principal_dependency)]
 
 
-def project_access(capability: str = "labeler"):
-    """Dependency for routes with a ``{project}`` path parameter."""
+def unknown_project(project: str) -> str:
+    return (f"unknown project {project!r}: nobody declared it (PUT /v1/projects/{project} at "
+            "the labels service) or sent data for it")
 
-    async def check(project: Project, principal: CurrentPrincipal) -> Principal:
+
+async def require_known(request: Request, principal: Principal, project: str) -> None:
+    """404 for a project this service does not know: neither declared (its settings, which
+    the labels service owns and publishes on ``loopwise:projects``) nor holding data here.
+    Asked after :func:`authorize`, so that only a caller who reaches the project learns
+    whether it exists. A service token is answered as before (empty results): a peer may
+    ask about a project before this service has seen its first event."""
+    if principal.role == "service":
+        return
+    known: set[str] = request.app.state.known_projects  # a project never becomes unknown
+    if project in known:
+        return
+    if await request.app.state.service.knows_project(project):
+        known.add(project)
+        return
+    raise HTTPException(status.HTTP_404_NOT_FOUND, detail=unknown_project(project))
+
+
+def project_access(capability: str = "labeler", creates: bool = False):
+    """Dependency for routes with a ``{project}`` path parameter: 403 unless the principal
+    reaches the project with ``capability``, then 404 for an unknown project unless the
+    route ``creates`` it (declares it, or brings it data)."""
+
+    async def check(project: Project, request: Request, principal: CurrentPrincipal
+                    ) -> Principal:
         authorize(principal, project, capability)
+        if not creates:
+            await require_known(request, principal, project)
         return principal
 
     return check

@@ -53,3 +53,34 @@ def is_infrastructure(exc: BaseException) -> bool:
             if isinstance(cause, BaseException):
                 todo.append(cause)
     return False
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it was explicitly raised from, nearest first."""
+    out: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo:
+        err = todo.pop(0)
+        if any(err is seen for seen in out):
+            continue
+        out.append(err)
+        for cause in (getattr(err, "orig", None), err.__cause__):
+            if isinstance(cause, BaseException):
+                todo.append(cause)
+    return out
+
+
+def unavailable_store(exc: BaseException) -> str | None:
+    """Which store an infrastructure error says is unavailable, in words for a person
+    (``Redis``, ``the database``, ``a peer service``); None if it is not one."""
+    if not is_infrastructure(exc):
+        return None
+    for err in _causes(exc):
+        if isinstance(err, redis_errors.RedisError):
+            return "Redis"
+        if isinstance(err, sa_errors.SQLAlchemyError | asyncpg.PostgresError
+                      | asyncpg.InterfaceError):
+            return "the database"
+        if isinstance(err, httpx.TransportError):
+            return "a peer service"
+    return "a store this service needs"

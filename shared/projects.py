@@ -9,14 +9,16 @@ that a setting is validated once, at the door, with the same rules everywhere.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.events import NONE_OF_THESE, Event, utcnow
-from shared.limits import LABEL_MAX, JsonObject, Label, Project, UserId, Version
+from shared.limits import LABEL_MAX, JsonObject, Label, Project, Text, UserId, Version
 from shared.settings import get_settings
 
 # The scorer's query strategies by name (services/scorer/strategies.py registers the
@@ -24,7 +26,7 @@ from shared.settings import get_settings
 # where settings are written, not when a selection first runs.
 STRATEGY_NAMES = ("random", "least_confidence", "margin", "entropy", "vote_entropy",
                   "consensus_kl")
-SECTIONS = ("routing", "selection", "quality")
+SECTIONS = ("routing", "selection", "quality", "review")
 
 # A Redis script for the services that keep a copy of a project's settings (each in a
 # hash of its own): store ARGV[2] only if its revision ARGV[1] is newer than the kept one,
@@ -109,6 +111,49 @@ class QualitySettings(BaseModel):
     auto_pause: bool | None = Field(None, description="pause flagged labelers (default: service's)")
 
 
+# ``image WxH``: a flat list of W*H numbers (an item's ``features``) is drawn row by row.
+DISPLAY_PATTERN = re.compile(r"^image ([1-9][0-9]{0,3})x([1-9][0-9]{0,3})$")
+IMAGE_PIXELS_MAX = 1_048_576  # what a reviewer's browser draws without strain
+
+
+@dataclass(frozen=True, slots=True)
+class ImageShape:
+    width: int
+    height: int
+
+
+def image_shape(display: str | None) -> ImageShape | None:
+    """The image a ``display`` declaration asks for, None when it asks for none."""
+    found = DISPLAY_PATTERN.match(display) if display else None
+    return ImageShape(int(found[1]), int(found[2])) if found else None
+
+
+class ReviewSettings(BaseModel):
+    """What the reviewer page shows with each task: how to draw the item and the guideline
+    labelers follow (its version is ``routing.guideline_version``, stamped on every label)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    display: str | None = Field(
+        None, description="how to show an item's `features`: 'image WxH' draws a flat list of "
+                          "W*H numbers as a W by H greyscale image (e.g. 'image 8x8' for the "
+                          "digits); null shows them as numbers")
+    guideline: Text | None = Field(
+        None, description="the labeling guideline, plain text, shown beside every task")
+
+    @field_validator("display")
+    @classmethod
+    def _known_display(cls, display: str | None) -> str | None:
+        if display is None:
+            return None
+        shape = image_shape(display)
+        if shape is None:
+            raise ValueError(f"display {display[:40]!r}: expected 'image WxH', e.g. 'image 8x8'")
+        if shape.width * shape.height > IMAGE_PIXELS_MAX:
+            raise ValueError(f"display {display!r}: at most {IMAGE_PIXELS_MAX} pixels")
+        return display
+
+
 class ProjectSettings(BaseModel):
     """Everything a project declares, in one document."""
 
@@ -121,6 +166,7 @@ class ProjectSettings(BaseModel):
     routing: RoutingPolicy = Field(default_factory=RoutingPolicy)
     selection: SelectionSettings = Field(default_factory=SelectionSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
     settings: JsonObject = Field(default_factory=dict, description="free notes of the team")
 
     @field_validator("label_options")
@@ -135,7 +181,7 @@ class ProjectSettings(BaseModel):
 
     def merged(self, changes: dict[str, Any]) -> ProjectSettings:
         """These settings with ``changes`` applied: top-level fields replaced, the sections
-        (routing, selection, quality) updated field by field; validated as a whole."""
+        (routing, selection, quality, review) updated field by field; validated as a whole."""
         current = self.model_dump()
         for key, value in changes.items():
             if key in SECTIONS and isinstance(value, dict):

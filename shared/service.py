@@ -17,19 +17,24 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import metrics as metric_defs
+from shared import openapi
 from shared.auth import REFRESH_SECONDS, TokenAuth, authorize_global
 from shared.bus import Bus
+from shared.contracts import asyncapi_document
 from shared.db import make_engine
+from shared.faults import INFRASTRUCTURE, unavailable_store
 from shared.httpmetrics import RequestMetrics
 from shared.logs import configure_logging, get_logger
 from shared.peers import Peers
@@ -39,6 +44,7 @@ from shared.settings import Settings
 from shared.supervisor import Supervisor
 
 CHECK_TIMEOUT_SECONDS = 2.0  # a hung store makes readiness fail, not hang
+RETRY_AFTER_SECONDS = 5  # a 503's Retry-After: about one consumer backoff at its cap
 
 
 async def _check(call: Awaitable[Any]) -> str:
@@ -52,6 +58,31 @@ async def _check(call: Awaitable[Any]) -> str:
 async def _select_one(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         await conn.execute(text("SELECT 1"))
+
+
+class Liveness(BaseModel):
+    status: Literal["ok"]
+    service: str
+
+
+class ConsumerReport(BaseModel):
+    """One stream consumer of the process, as readiness sees it."""
+
+    stream: str
+    group: str
+    status: str = Field(description="consuming, starting, backing off, stalled or stopped")
+    phase: str
+    seconds_since_progress: float
+    failures: int
+    last_error: str | None
+    group_recreated: int
+
+
+class Readiness(BaseModel):
+    status: Literal["ok", "unhealthy"]
+    service: str
+    checks: dict[str, str] = Field(description="redis, database: 'ok' or the error")
+    consumers: list[ConsumerReport]
 
 
 @dataclass
@@ -70,6 +101,10 @@ class Runtime:
 class Service(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
+
+    async def knows_project(self, project: str) -> bool:
+        """Declared (a settings copy from ``loopwise:projects``) or holding data here."""
+        ...
 
 
 def tune_gc() -> None:
@@ -136,6 +171,7 @@ def create_service_app(
         app.state.runtime = runtime
         app.state.auth = runtime.auth
         app.state.service = service
+        app.state.known_projects = set()  # shared.auth.require_known
         # Tokens in use stay fresh (a revocation is in force within 2 s, idle or busy);
         # in the process that serves HTTP, the one that authenticates.
         supervisor.every("token refresh", REFRESH_SECONDS, runtime.auth.keep_fresh)
@@ -154,10 +190,14 @@ def create_service_app(
             await engine.dispose()
             log.info("stopped")
 
-    app = FastAPI(title=f"loopwise {name}", description=description, lifespan=lifespan)
+    # /docs and /redoc from assets in the fastapi-offline package, not a CDN: they work on a
+    # machine without internet access, and no browser asks a third party for them.
+    app = FastAPIOffline(title=f"loopwise {name}", description=description, lifespan=lifespan,
+                         static_url="/docs-assets")
+    openapi.install(app)
     app.add_middleware(RequestMetrics, service=name)  # count and time every request
 
-    @app.get("/livez", tags=["ops"])
+    @app.get("/livez", tags=["ops"], response_model=Liveness)
     async def livez() -> JSONResponse:
         """Liveness: the process answers. Restart it only if this fails."""
         return JSONResponse({"status": "ok", "service": name})
@@ -176,19 +216,27 @@ def create_service_app(
             status_code=200 if ready else 503,
         )
 
-    @app.get("/readyz", tags=["ops"])
+    not_ready: dict[int | str, dict[str, Any]] = {503: {
+        "model": Readiness,
+        "description": "not ready: a store does not answer or a consumer is not consuming"}}
+
+    @app.get("/readyz", tags=["ops"], response_model=Readiness, responses=not_ready)
     async def readyz(request: Request) -> JSONResponse:
         """Readiness: Redis and the database answer and every stream consumer of this
         process is consuming (not backing off, stalled or stopped); 503 with each
         consumer's state otherwise."""
         return await readiness(request)
 
-    @app.get("/healthz", tags=["ops"])
+    @app.get("/healthz", tags=["ops"], response_model=Readiness, responses=not_ready)
     async def healthz(request: Request) -> JSONResponse:
         """The readiness check under its older name (``/readyz``)."""
         return await readiness(request)
 
-    @app.get("/metrics", tags=["ops"])
+    exposition: dict[int | str, dict[str, Any]] = {200: {
+        "description": "the Prometheus text exposition",
+        "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}}
+
+    @app.get("/metrics", tags=["ops"], response_class=Response, responses=exposition)
     async def metrics(request: Request) -> Response:
         """Prometheus metrics, for ``LOOPWISE_METRICS_TOKEN`` or a ``*`` admin or service
         token: per-labeler gold and correction rates and queue depths would let a
@@ -196,10 +244,36 @@ def create_service_app(
         await authorize_metrics(request, settings)
         return Response(metric_defs.exposition(), media_type=CONTENT_TYPE_LATEST)
 
+    document: dict[int | str, dict[str, Any]] = {200: {
+        "description": "an AsyncAPI 3.0 document",
+        "content": {"application/json": {"schema": {"type": "object"}}}}}
+
+    @app.get("/asyncapi.json", tags=["ops"], responses=document)
+    async def asyncapi() -> JSONResponse:
+        """The AsyncAPI document of every loopwise stream (``schemas/asyncapi.json``): who
+        consumes and who publishes it, and the schema of its events."""
+        return JSONResponse(asyncapi_document())
+
     for router in routers:
         app.include_router(router)
     # Authentication, then the body's size, before any route reads the body.
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes,
                        max_upload_bytes=settings.max_upload_bytes, upload_paths=upload_paths)
     app.add_exception_handler(RequestValidationError, validation_failed)
+
+    async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        """A store that is down is a 503 with a sentence a person can act on (the
+        reviewer page shows it), not a 500 and a traceback."""
+        store = unavailable_store(exc) or "a store this service needs"
+        log.warning("request failed: store unavailable", path=request.url.path, store=store,
+                    error=f"{type(exc).__name__}: {exc}")
+        return JSONResponse(
+            {"detail": f"{store} is unavailable right now, so the {name} cannot answer; "
+                       "try again in a moment",
+             "unavailable": store},
+            status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+    for error_class in INFRASTRUCTURE:
+        if issubclass(error_class, Exception):
+            app.add_exception_handler(error_class, store_unavailable)
     return app

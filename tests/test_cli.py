@@ -111,18 +111,31 @@ def _running(pid: str) -> bool:
 
 
 def test_token_create_prints_a_token_that_authenticates(services, project):
+    """The README's order: a '*' admin token, the project declared with it, then the
+    project's tokens; a token for a project nobody declared is refused (exit 1, one line)."""
     env = {**os.environ, **service_env(services)}
-    out = subprocess.run([sys.executable, "-m", "loopwise", "token", "create", "--user", "kim",
-                          "--role", "labeler", "--project", project], env=env,
-                         capture_output=True, text=True, timeout=60)
+
+    def create(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "loopwise", "token", "create", *args],
+                              env=env, capture_output=True, text=True, timeout=60)
+
+    early = create("--user", "kim", "--role", "labeler", "--project", project)
+    assert early.returncode == 1, early.stderr
+    assert f"unknown project '{project}': declare it first" in early.stderr
+    assert len(early.stderr.strip().splitlines()) == 1 and not early.stdout
+    root = create("--user", f"root-{project}", "--role", "admin", "--project", "*")
+    assert root.returncode == 0, root.stderr
+    r = httpx.put(f"{services.url_of('labels')}/v1/projects/{project}",
+                  json={"label_options": ["a", "b"]},
+                  headers={"Authorization": f"Bearer {root.stdout.strip()}"})
+    assert r.status_code == 200, r.text
+    out = create("--user", "kim", "--role", "labeler", "--project", project)
     assert out.returncode == 0, out.stderr
     token = out.stdout.strip()
     r = httpx.get(f"{services.url_of('labels')}/v1/projects/{project}/labels",
                   headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200
-    bad = subprocess.run([sys.executable, "-m", "loopwise", "token", "create", "--user", "kim",
-                          "--role", "emperor", "--project", project], env=env,
-                         capture_output=True, text=True, timeout=60)
+    bad = create("--user", "kim", "--role", "emperor", "--project", project)
     assert bad.returncode != 0 and "unknown role" in bad.stderr
 
 

@@ -54,6 +54,8 @@ NO_REDIS = {"LOOPWISE_REDIS_URL": "redis://127.0.0.1:1/0"}
     (["labels", "revert", "--project", "no-such-project", "--batch", "b"], {},
      "unknown project 'no-such-project'"),
     (["evaluate", "--project", "no-such-project"], {}, "unknown project 'no-such-project'"),
+    (["token", "create", "--user", "u", "--role", "labeler", "--project", "no-such-project"],
+     {}, "unknown project 'no-such-project': declare it first"),
 ])
 def test_an_operational_error_is_one_line_and_exit_1(settings, args, env, says):
     assert says in one_line_error(loopwise(settings, *args, env=env))
@@ -183,7 +185,15 @@ def test_a_benchmark_warns_before_it_flushes_redis(settings):
 def test_the_next_steps_the_demo_prints_run_as_written(settings, project, monkeypatch):
     """The commands at the end of `make demo` carry the demo's database URL, so that the
     token they make is in the database the services will read."""
+    import asyncio
     import shlex
+
+    from services.labels import actions
+    from services.labels.commands import cli_actor, run
+
+    # the demo's project exists (declared, labeled) by the time the steps are printed
+    asyncio.run(run(settings, lambda ctx: actions.change_project(
+        ctx, cli_actor(), project, {"label_options": ["a", "b"]})))
 
     from loopwise.cli import _next_steps
     from shared.settings import get_settings

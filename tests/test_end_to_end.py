@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from services.labels.tables import label_events
 from shared import streams
-from tests.helpers import client, groups_idle, metrics_text, token
+from tests.helpers import client, configure, groups_idle, metrics_text, token
 
 pytestmark = pytest.mark.integration
 N = 1000
@@ -159,6 +159,7 @@ async def test_predictions_from_redis_cli_are_routed_reviewed_stored_and_bad_one
 async def test_every_v1_route_needs_a_token_for_its_project(services, engine, project):
     settings = services
     mine = await token(engine, "carol", "reviewer", project)
+    root = await token(engine, f"root-{project}", "admin", "*")
     routes = [("router", "GET", f"/v1/projects/{project}/tasks/next"),
               ("labels", "GET", f"/v1/projects/{project}/labels"),
               ("quality", "GET", f"/v1/projects/{project}/quality"),
@@ -174,7 +175,15 @@ async def test_every_v1_route_needs_a_token_for_its_project(services, engine, pr
             other = path.replace(project, project + "-other")
             r = await http.request(method, other)
             assert r.status_code == 403 and "not valid for this project" in r.json()["detail"]
+            # authorized, but nobody declared the project or sent it data: only now a 404
+            r = await http.request(method, path)
+            assert r.status_code == 404 and "unknown project" in r.json()["detail"], r.text
+    await configure(settings, root, project, label_options=["a", "b"])
+    for service, method, path in routes:
+        async with client(settings, service, mine) as http:
             assert (await http.request(method, path)).status_code in (200, 204)
+            r = await http.request(method, path.replace(project, project + "-other"))
+            assert r.status_code == 403  # declared or not, another project is a 403
     async with client(settings, "scorer", mine) as http:  # a reviewer may not train
         r = await http.post(f"/v1/projects/{project}/train")
         assert r.status_code == 403 and "admin" in r.json()["detail"]

@@ -79,6 +79,8 @@ async def test_values_no_store_can_hold_get_422_before_anything_is_recorded(
                                  headers={"Content-Type": "application/json"})
             assert r.status_code == 422, (body, r.status_code, r.text)
         assert (await http.get(f"/v1/projects/{project}")).status_code == 404  # not created
+        r = await http.put(f"/v1/projects/{project}", json={"label_options": ["a", "b"]})
+        assert r.status_code == 200, r.text  # declared: what follows is about values, not 404s
         r = await http.put(f"/v1/projects/{project}/members/a%00b", json={"role": "labeler"})
         assert r.status_code == 422, r.text
         r = await http.get("/v1/audit", params={"project": project, "after_id": 2**33})

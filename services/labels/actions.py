@@ -331,8 +331,38 @@ async def list_tokens(ctx: Context, principal: auth.Principal, *, user: str | No
 async def project_exists(ctx: Context, project: str) -> bool:
     """A project is known once it has settings or a stored label event."""
     async with ctx.engine.connect() as conn:
-        return (await store.get_project(conn, project) is not None
-                or bool(await store.count_events(conn, project)))
+        return await store.has_project(conn, project)
+
+
+def undeclared_project(project: str) -> str:
+    return (f"unknown project {project!r}: declare it first (PUT /v1/projects/{project} at "
+            "the labels service, with a '*' admin token: `loopwise token create --user U "
+            "--role admin --project '*'`), or send it data; then create its tokens")
+
+
+async def create_token(ctx: Context, actor: Actor, principal: auth.Principal, user_id: str,
+                       role: str, project: str, ttl_days: float | None = None
+                       ) -> dict[str, Any]:
+    """Issue a token (shown once) and audit it: a global admin any token, a project's admin
+    tokens for that project except ``service`` ones.
+
+    Only for a project that exists (declared, or holding labels) or for ``*``: a token for a
+    typo would make every route answer 404 to its holder, and declaring a project on the
+    side would let a typo create one. Asked after the caller's rights, so that a caller who
+    may not make tokens there does not learn whether the project exists.
+    """
+    if project == auth.ALL_PROJECTS or role == "service":
+        _global_admin(principal)
+    elif not principal.may_in(project, "admin"):
+        raise Forbidden(auth.NOT_YOUR_PROJECT)
+    async with ctx.engine.begin() as conn:
+        if project != auth.ALL_PROJECTS and not await store.has_project(conn, project):
+            raise store.NotFound(undeclared_project(project))
+        token, token_id = await auth.issue_token(conn, user_id, role, project, ttl_days)
+        detail = {"user_id": user_id, "role": role, "project": project, "ttl_days": ttl_days}
+        await audit.record(conn, actor, "token.create", project=_project_or_none(project),
+                           target=str(token_id), detail=detail)
+    return {"token": token, "id": token_id, **detail}
 
 
 async def disable_user(ctx: Context, actor: Actor, principal: auth.Principal,

@@ -22,7 +22,6 @@ from shared.auth import (
     Principal,
     authorize,
     authorize_global,
-    issue_token,
     project_access,
 )
 from shared.limits import (
@@ -38,11 +37,32 @@ from shared.limits import (
 )
 from shared.peers import PeerError
 from shared.service import runtime_of
-from shared.tables import api_tokens, project_members
+from shared.tables import project_members
 
 from . import actions, audit, export, store
 from .audit import Actor
 from .labelstudio import ANNOTATOR_DOMAIN, LabelStudioFormatError
+from .responses import (
+    AuditOut,
+    DiffOut,
+    ImportOut,
+    LabelsOut,
+    LabelsStored,
+    MemberOut,
+    MemberRemoved,
+    MembersOut,
+    ProjectOut,
+    RevertOut,
+    TokenCreated,
+    TokenRevoked,
+    TokensOut,
+    TraceOut,
+    UserDisabled,
+    UserOut,
+    UsersOut,
+    Version,
+    VersionsOut,
+)
 from .revert import RevertSelector
 
 router = APIRouter(prefix="/v1", tags=["labels"])
@@ -50,6 +70,9 @@ router = APIRouter(prefix="/v1", tags=["labels"])
 Labeler = Annotated[Principal, Depends(project_access("labeler"))]
 Reviewer = Annotated[Principal, Depends(project_access("reviewer"))]
 Admin = Annotated[Principal, Depends(project_access("admin"))]
+# The routes that declare a project or bring it labels: no 404 for a project not known yet.
+DeclaringAdmin = Annotated[Principal, Depends(project_access("admin", creates=True))]
+ContributingReviewer = Annotated[Principal, Depends(project_access("reviewer", creates=True))]
 # The routes that take a file: LOOPWISE_MAX_UPLOAD_BYTES at the door (shared.request_guard).
 IMPORT_PATHS = (r"/v1/projects/[^/]+/imports/labelstudio",)
 
@@ -83,6 +106,13 @@ def _fail(exc: Exception) -> HTTPException:
     return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc))
 
 
+# The answers of a use case's errors (_fail) besides those every route has.
+CHANGE_ERRORS: dict[int | str, dict[str, Any]] = {
+    409: {"description": "conflicts with what is stored (a version name in use)"},
+    503: {"description": "stored, but publishing to the stream failed, or a peer service "
+                         "is unreachable: retry (an event_id makes it harmless)"},
+}
+
 USE_CASE_ERRORS = (store.NotFound, store.Conflict, actions.Forbidden, actions.NotPublished,
                    PeerError, ValueError)
 
@@ -96,7 +126,7 @@ async def _view(conn, project: Project, version: str | None, as_of: datetime | N
 # --- labels ----------------------------------------------------------------------------------
 
 
-@router.get("/projects/{project}/labels")
+@router.get("/projects/{project}/labels", response_model=LabelsOut)
 async def get_current_labels(
     project: Project,
     request: Request,
@@ -139,9 +169,10 @@ class LabelsIn(BaseModel):
     labels: list[dict[str, Any]] = Field(min_length=1, max_length=10_000)
 
 
-@router.post("/projects/{project}/labels", status_code=status.HTTP_201_CREATED)
+@router.post("/projects/{project}/labels", status_code=status.HTTP_201_CREATED,
+             response_model=LabelsStored, responses=CHANGE_ERRORS)
 async def submit_labels(
-    project: Project, body: LabelsIn, request: Request, principal: Reviewer
+    project: Project, body: LabelsIn, request: Request, principal: ContributingReviewer
 ) -> dict[str, Any]:
     """Store labels given directly (corrections, adjudications); all or nothing. They are
     published on ``loopwise:labels`` like every other label, so every consumer sees them."""
@@ -155,7 +186,8 @@ async def submit_labels(
 # --- projects and members --------------------------------------------------------------------
 
 
-@router.get("/projects/{project}")
+@router.get("/projects/{project}", response_model=ProjectOut,
+            responses={404: {"description": "unknown project, or no settings declared"}})
 async def get_project(project: Project, request: Request, principal: Labeler) -> dict[str, Any]:
     """The project's settings: label schema, sensitivity, routing, selection, quality."""
     try:
@@ -164,9 +196,9 @@ async def get_project(project: Project, request: Request, principal: Labeler) ->
         raise _fail(exc) from exc
 
 
-@router.put("/projects/{project}")
+@router.put("/projects/{project}", response_model=ProjectOut, responses=CHANGE_ERRORS)
 async def put_project(
-    project: Project, body: dict[str, Any], request: Request, principal: Admin
+    project: Project, body: dict[str, Any], request: Request, principal: DeclaringAdmin
 ) -> dict[str, Any]:
     """Create a project or change its settings: the fields given are replaced, the sections
     (``routing``, ``selection``, ``quality``) updated field by field, the rest kept. The
@@ -174,9 +206,9 @@ async def put_project(
     return await _change_project(project, body, request, principal)
 
 
-@router.patch("/projects/{project}")
+@router.patch("/projects/{project}", response_model=ProjectOut, responses=CHANGE_ERRORS)
 async def patch_project(
-    project: Project, body: dict[str, Any], request: Request, principal: Admin
+    project: Project, body: dict[str, Any], request: Request, principal: DeclaringAdmin
 ) -> dict[str, Any]:
     """The same as PUT: a partial change of the settings document."""
     return await _change_project(project, body, request, principal)
@@ -193,7 +225,7 @@ async def _change_project(project: Project, body: dict[str, Any], request: Reque
         raise _fail(exc) from exc
 
 
-@router.get("/projects/{project}/members")
+@router.get("/projects/{project}/members", response_model=MembersOut)
 async def list_members(project: Project, request: Request, principal: Admin) -> dict[str, Any]:
     async with _engine(request).connect() as conn:
         rows = await conn.execute(
@@ -206,7 +238,7 @@ class MemberIn(BaseModel):
     role: Literal["labeler", "reviewer", "admin", "service"]
 
 
-@router.put("/projects/{project}/members/{user_id}")
+@router.put("/projects/{project}/members/{user_id}", response_model=MemberOut)
 async def put_member(
     project: Project, user_id: UserId, body: MemberIn, request: Request, principal: Admin
 ) -> dict[str, Any]:
@@ -214,7 +246,8 @@ async def put_member(
                                     user_id, body.role)
 
 
-@router.delete("/projects/{project}/members/{user_id}")
+@router.delete("/projects/{project}/members/{user_id}", response_model=MemberRemoved,
+               responses=CHANGE_ERRORS)
 async def delete_member(
     project: Project, user_id: UserId, request: Request, principal: Admin
 ) -> dict[str, Any]:
@@ -238,13 +271,14 @@ class VersionIn(BaseModel):
     message: Message = ""
 
 
-@router.get("/projects/{project}/versions")
+@router.get("/projects/{project}/versions", response_model=VersionsOut)
 async def list_versions(project: Project, request: Request, principal: Reviewer) -> dict[str, Any]:
     async with _engine(request).connect() as conn:
         return {"project": project, "versions": await store.list_versions(conn, project)}
 
 
-@router.post("/projects/{project}/versions", status_code=status.HTTP_201_CREATED)
+@router.post("/projects/{project}/versions", status_code=status.HTTP_201_CREATED,
+             response_model=Version, responses=CHANGE_ERRORS)
 async def create_version(
     project: Project, body: VersionIn, request: Request, principal: Reviewer
 ) -> dict[str, Any]:
@@ -256,7 +290,7 @@ async def create_version(
         raise _fail(exc) from exc
 
 
-@router.get("/projects/{project}/versions/{version}")
+@router.get("/projects/{project}/versions/{version}", response_model=Version)
 async def get_version(
     project: Project, version: VersionName, request: Request, principal: Reviewer
 ) -> dict[str, Any]:
@@ -267,7 +301,7 @@ async def get_version(
             raise _fail(exc) from exc
 
 
-@router.get("/projects/{project}/diff")
+@router.get("/projects/{project}/diff", response_model=DiffOut)
 async def diff_versions(
     project: Project,
     request: Request,
@@ -297,7 +331,7 @@ def _selector_of(body: RevertIn) -> RevertSelector:
     return RevertSelector.model_validate(fields)
 
 
-@router.post("/projects/{project}/reverts")
+@router.post("/projects/{project}/reverts", response_model=RevertOut, responses=CHANGE_ERRORS)
 async def revert_labels(
     project: Project, body: RevertIn, request: Request, principal: Admin
 ) -> dict[str, Any]:
@@ -316,7 +350,8 @@ class UnrevertIn(BaseModel):
     dry_run: bool = False
 
 
-@router.post("/projects/{project}/versions/{version}/revert")
+@router.post("/projects/{project}/versions/{version}/revert", response_model=RevertOut,
+             responses=CHANGE_ERRORS)
 async def revert_version(
     project: Project, version: VersionName, body: UnrevertIn, request: Request, principal: Admin
 ) -> dict[str, Any]:
@@ -329,7 +364,7 @@ async def revert_version(
         raise _fail(exc) from exc
 
 
-@router.get("/projects/{project}/items/{item_id}/trace")
+@router.get("/projects/{project}/items/{item_id}/trace", response_model=TraceOut)
 async def trace_item(
     project: Project,
     item_id: ItemId,
@@ -350,7 +385,10 @@ async def trace_item(
 # --- export and import -----------------------------------------------------------------------
 
 
-@router.get("/projects/{project}/export")
+@router.get("/projects/{project}/export", response_class=StreamingResponse,
+            responses={200: {"description": "the labels as a file (Content-Disposition)",
+                             "content": {media: {"schema": {"type": "string"}}
+                                         for media in export.MEDIA_TYPES.values()}}})
 async def export_labels(
     project: Project,
     request: Request,
@@ -387,11 +425,12 @@ async def export_labels(
     )
 
 
-@router.post("/projects/{project}/imports/labelstudio")
+@router.post("/projects/{project}/imports/labelstudio", response_model=ImportOut,
+             responses=CHANGE_ERRORS)
 async def import_labelstudio(
     project: Project,
     request: Request,
-    principal: Reviewer,
+    principal: ContributingReviewer,
     label_key: str | None = None,
     item_key: str | None = None,
     batch_id: Annotated[str | None, Query(max_length=64)] = None,
@@ -421,7 +460,8 @@ class UserIn(BaseModel):
     display_name: Name | None = None
 
 
-@router.post("/users", status_code=status.HTTP_201_CREATED)
+@router.post("/users", status_code=status.HTTP_201_CREATED, response_model=UserOut,
+             responses=CHANGE_ERRORS)
 async def create_user(body: UserIn, request: Request, principal: CurrentPrincipal) -> dict:
     try:
         return await actions.create_user(_ctx(request), Actor.of(principal, request),
@@ -430,7 +470,7 @@ async def create_user(body: UserIn, request: Request, principal: CurrentPrincipa
         raise _fail(exc) from exc
 
 
-@router.get("/users")
+@router.get("/users", response_model=UsersOut)
 async def list_users(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     try:
         return {"users": await actions.list_users(_ctx(request), principal)}
@@ -438,7 +478,7 @@ async def list_users(request: Request, principal: CurrentPrincipal) -> dict[str,
         raise _fail(exc) from exc
 
 
-@router.post("/users/{user_id}/disable")
+@router.post("/users/{user_id}/disable", response_model=UserDisabled, responses=CHANGE_ERRORS)
 async def disable_user(user_id: UserId, request: Request, principal: CurrentPrincipal) -> dict:
     """A disabled user's tokens stop working (within the 2 s auth cache)."""
     try:
@@ -456,43 +496,29 @@ class TokenIn(BaseModel):
     ttl_days: float | None = Field(None, gt=0, le=3650)
 
 
-@router.post("/tokens", status_code=status.HTTP_201_CREATED)
+@router.post("/tokens", status_code=status.HTTP_201_CREATED, response_model=TokenCreated,
+             responses={404: {"description": "unknown project: declare it first "
+                                             "(PUT /v1/projects/{p})"}})
 async def create_api_token(body: TokenIn, request: Request, principal: CurrentPrincipal) -> dict:
-    """A global admin may issue any token; a project admin tokens for its project, no service."""
-    if body.project == "*" or body.role == "service":
-        authorize_global(principal)
-    else:
-        authorize(principal, body.project, "admin")
-    async with _engine(request).begin() as conn:
-        token, token_id = await issue_token(
-            conn, body.user_id, body.role, body.project, body.ttl_days
-        )
-        await audit.record(
-            conn, Actor.of(principal, request), "token.create",
-            project=_project_or_none(body.project), target=str(token_id),
-            detail=body.model_dump(),
-        )  # fmt: skip
-    return {"token": token, "id": token_id, **body.model_dump()}
+    """A global admin may issue any token; a project admin tokens for its project, no service.
+    A project must exist (declared, or holding labels) before its tokens do: 404 otherwise,
+    asked after the 403, so a denial says nothing of which projects exist."""
+    try:
+        return await actions.create_token(
+            _ctx(request), Actor.of(principal, request), principal, body.user_id, body.role,
+            body.project, body.ttl_days)
+    except USE_CASE_ERRORS as exc:
+        raise _fail(exc) from exc
 
 
-def _project_or_none(project: Project) -> str | None:
-    return None if project == "*" else project
-
-
-@router.get("/tokens")
+@router.get("/tokens", response_model=TokensOut)
 async def list_tokens(request: Request, principal: CurrentPrincipal) -> dict[str, Any]:
     """A global admin sees every token; anyone else their own. Never the secret."""
-    query = select(
-        api_tokens.c.id, api_tokens.c.user_id, api_tokens.c.role, api_tokens.c.project,
-        api_tokens.c.created_at, api_tokens.c.expires_at, api_tokens.c.revoked_at,
-    ).order_by(api_tokens.c.id)  # fmt: skip
-    if not principal.is_global:
-        query = query.where(api_tokens.c.user_id == principal.user_id)
-    async with _engine(request).connect() as conn:
-        return {"tokens": [dict(r._mapping) for r in (await conn.execute(query)).all()]}
+    return {"tokens": await actions.list_tokens(_ctx(request), principal)}
 
 
-@router.post("/tokens/{token_id}/revoke")
+@router.post("/tokens/{token_id}/revoke", response_model=TokenRevoked,
+             responses={**CHANGE_ERRORS, 404: {"description": "no such token"}})
 async def revoke_api_token(
     token_id: Annotated[int, Path(ge=1, le=INT32_MAX)], request: Request,
     principal: CurrentPrincipal
@@ -505,7 +531,7 @@ async def revoke_api_token(
         raise _fail(exc) from exc
 
 
-@router.get("/audit")
+@router.get("/audit", response_model=AuditOut)
 async def read_audit(
     request: Request,
     principal: CurrentPrincipal,

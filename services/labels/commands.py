@@ -143,6 +143,13 @@ async def revoke_token(settings: Settings, token_id: int, actor: audit.Actor) ->
     return bool(result["was_live"])
 
 
+async def create_token(settings: Settings, actor: audit.Actor, user_id: str, role: str,
+                       project: str, ttl_days: float | None = None) -> dict[str, Any]:
+    """The HTTP route's use case, with the operator as a global admin."""
+    return await run(settings, lambda ctx: actions.create_token(
+        ctx, actor, operator(actor), user_id, role, project, ttl_days))
+
+
 async def list_tokens(settings: Settings, *, user: str | None = None,
                       project: str | None = None) -> list[dict[str, Any]]:
     who = operator(cli_actor())

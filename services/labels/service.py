@@ -18,7 +18,7 @@ from shared.projects import label_problems
 from shared.service import Runtime
 
 from . import audit
-from .store import append_events, label_options_of
+from .store import append_events, has_project, label_options_of
 
 log = get_logger(__name__)
 STREAM_ACTOR = audit.Actor("service:labels", "service", f"stream:{streams.LABELS}")
@@ -48,6 +48,11 @@ class LabelsService:
 
     async def stop(self) -> None:
         await self._schemas.aclose()
+
+    async def knows_project(self, project: str) -> bool:
+        """Declared here (its settings: this service owns them) or with labels stored."""
+        async with self.runtime.engine.connect() as conn:
+            return await has_project(conn, project)
 
     async def on_labels(self, batch: list[Delivery[LabelEvent]]) -> None:
         """Commit the whole batch before returning: the entries are acked only after that.

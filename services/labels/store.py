@@ -715,6 +715,15 @@ async def put_project(
     return (await get_project(conn, name)) or {}, old
 
 
+async def has_project(conn: AsyncConnection, project: str) -> bool:
+    """Declared (a settings row) or holding labels: what makes a project known."""
+    for query in (select(projects.c.name).where(projects.c.name == project),
+                  select(label_events.c.project).where(label_events.c.project == project)):
+        if (await conn.execute(query.limit(1))).first() is not None:
+            return True
+    return False
+
+
 async def is_sensitive(conn: AsyncConnection, project: str) -> bool:
     """Whether only the project's members may see its payloads."""
     row = (await conn.execute(select(projects.c.sensitive).where(projects.c.name == project))

@@ -8,7 +8,9 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
 from shared.auth import Principal, project_access
+from shared.events import FlagSummary
 from shared.limits import Note, Project, UserId
+from shared.projects import QualitySettings
 from shared.service import service_of
 
 from .service import evaluation_of
@@ -20,7 +22,70 @@ class ClearFlagIn(BaseModel):
     note: Note | None = Field(None, description="what the review found, for the record")
 
 
-@router.get("/projects/{project}/quality")
+class ModelErrorRate(BaseModel):
+    mean: float | None
+    cautious: float | None = Field(description="an upper bound: what the flags compare to")
+    gold_checked: int
+
+
+class Adjudication(BaseModel):
+    requested: int
+    adjudicated: int
+    open: list[str]
+    labels: dict[str, str] = Field(description="item -> adjudicated label")
+
+
+class QualityOut(BaseModel):
+    """A project's counts, agreement, consensus and per-labeler gold and deference figures.
+    The nested reports (``agreement``, ``consensus``, each labeler's entry) are objects
+    whose fields follow the measures computed (see the README's quality section)."""
+
+    project: str
+    label_events: dict[str, int] = Field(description="events by source")
+    items_with_human_labels: int
+    items_with_overlap: int
+    human_labels_by_labeler: dict[str, int]
+    pairwise_agreement: float | None
+    agreeing_pairs: int
+    total_pairs: int
+    agreement: dict[str, Any]
+    consensus: dict[str, Any]
+    model_error_rate: ModelErrorRate
+    labelers: dict[str, dict[str, Any]]
+    flags: list[dict[str, Any]]
+    adjudication: Adjudication
+    guideline_alerts: list[dict[str, Any]]
+    settings: QualitySettings
+    thresholds: dict[str, float | None]
+
+
+class EvaluationOut(BaseModel):
+    """Label error on gold and audits before review and after each stage, per mode."""
+
+    project: str
+    label_events: int
+    gold_items: int | None = None
+    audited_items: int | None = None
+    before_review: dict[str, Any] | None = None
+    stages: dict[str, dict[str, Any]] | None = None
+    correction: dict[str, Any] | None = None
+    over_time: dict[str, Any] | None = None
+    labelers: dict[str, Any] | None = None
+
+
+class FlagClearedOut(BaseModel):
+    """The clearing as recorded (the ``labeler_flag_cleared`` event without its envelope)."""
+
+    labeler_id: str
+    cleared_by: str
+    note: str | None
+    cleared_at: str
+    pause: bool
+    tasks_seen: int
+    flag: FlagSummary
+
+
+@router.get("/projects/{project}/quality", response_model=QualityOut)
 async def get_quality(
     project: Project,
     request: Request,
@@ -31,7 +96,7 @@ async def get_quality(
     return service_of(request).summary(project)
 
 
-@router.get("/projects/{project}/evaluation")
+@router.get("/projects/{project}/evaluation", response_model=EvaluationOut)
 async def get_evaluation(
     project: str,
     request: Request,
@@ -43,7 +108,9 @@ async def get_evaluation(
     return await evaluation_of(service_of(request).runtime.engine, project)
 
 
-@router.post("/projects/{project}/flags/{labeler_id}/clear")
+@router.post("/projects/{project}/flags/{labeler_id}/clear",
+             response_model=FlagClearedOut,
+             responses={404: {"description": "the labeler is not flagged"}})
 async def clear_flag(
     project: Project,
     labeler_id: UserId,

@@ -124,6 +124,15 @@ class QualityService:
     async def stop(self) -> None:
         return None
 
+    async def knows_project(self, project: str) -> bool:
+        """Declared (settings kept from ``loopwise:projects``) or with votes here."""
+        if await self.runtime.bus.redis.exists(f"{SETTINGS_PREFIX}{project}"):
+            return True
+        async with self.runtime.engine.connect() as conn:
+            vote = await conn.execute(select(quality_label_votes.c.project).where(
+                quality_label_votes.c.project == project).limit(1))
+            return vote.first() is not None
+
     # ------------------------------------------------------------------ settings
 
     def project_settings(self, project: str) -> ProjectSettings:

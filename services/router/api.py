@@ -8,10 +8,11 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from shared.auth import CurrentPrincipal, Principal, authorize, project_access
+from shared.auth import CurrentPrincipal, Principal, authorize, project_access, require_known
 from shared.limits import Count, Label, Project, TaskId, UserId, Version
+from shared.projects import RoutingPolicy
 from shared.service import service_of
 
 from .gold import GoldItem
@@ -70,6 +71,81 @@ class GoldIn(BaseModel):
     items: list[GoldItem] = Field(min_length=1, max_length=100_000)
 
 
+class RevisedOut(BaseModel):
+    event_id: str
+    status: str
+    supersedes: str = Field(description="the event of the submit this revision replaces")
+
+
+class SkippedOut(BaseModel):
+    task_id: str
+    status: str
+
+
+class PolicyOut(RoutingPolicy):
+    """The routing policy with the threshold in force and the calibration behind it."""
+
+    model_config = ConfigDict(extra="allow")
+    threshold_in_force: float
+    calibration: dict[str, Any] = Field(
+        description="the last decision: threshold, precision, bound, observations")
+
+
+class Estimate(BaseModel):
+    threshold: float
+    precision: float | None
+    lower_bound: float | None
+    effective_n: float
+    calibrated: bool
+    tested: bool
+
+
+class RecalibratedOut(BaseModel):
+    threshold_in_force: float
+    decided: bool = Field(description="False: too little evidence (or a fixed policy)")
+    estimate: Estimate | None = None
+
+
+class GoldStored(BaseModel):
+    project: str
+    stored: int
+
+
+class GoldOut(BaseModel):
+    project: str
+    items: list[GoldItem]
+
+
+class DroppedTask(BaseModel):
+    """A task dropped because the queue was full (the lowest priority went)."""
+
+    model_config = ConfigDict(extra="allow")
+    task_id: str
+    item_id: str | bool | None = None
+    priority: float | str | None = None
+    dropped_at: float | str | None = None
+
+
+class QueueOut(BaseModel):
+    project: str
+    depth: int
+    adjudication_depth: int
+    dropped: list[DroppedTask] | None = Field(None, description="admins only")
+    paused: list[str] | None = Field(None, description="paused labelers; admins only")
+
+
+class UnpausedOut(BaseModel):
+    labeler: str
+    unpaused: bool
+
+
+# What a task route answers besides the errors every route has (ReviewError's statuses).
+TASK_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "no such task"},
+    409: {"description": "the task is not handed to this labeler, or already finished"},
+}
+
+
 def _svc(request: Request) -> RouterService:
     return service_of(request)
 
@@ -98,6 +174,7 @@ async def next_task(project: Project, request: Request) -> Any:
     # dependency solver (the same checks: shared.auth), which cost a tenth of a request.
     principal = await request.app.state.auth(request)
     authorize(principal, project, "labeler")
+    await require_known(request, principal, project)
     try:
         task = await _svc(request).next_task(project, principal, raw=True)
     except ReviewError as exc:
@@ -120,7 +197,7 @@ async def next_adjudication(
     return task if task else Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/tasks/{task_id}/submit", response_model=SubmitOut)
+@router.post("/tasks/{task_id}/submit", response_model=SubmitOut, responses=TASK_ERRORS)
 async def submit(task_id: TaskId, body: SubmitIn, request: Request) -> Any:
     """Record the label with provenance, then reveal the model's label; repeats are harmless."""
     principal = await request.app.state.auth(request)  # inline, as in next_task
@@ -142,7 +219,7 @@ async def submit(task_id: TaskId, body: SubmitIn, request: Request) -> Any:
                     media_type="application/json")
 
 
-@router.post("/tasks/{task_id}/revise")
+@router.post("/tasks/{task_id}/revise", response_model=RevisedOut, responses=TASK_ERRORS)
 async def revise(task_id: TaskId, body: ReviseIn, request: Request,
                  principal: CurrentPrincipal) -> dict[str, Any]:
     """Change a label after seeing the reveal: recorded as a separate, marked event."""
@@ -154,7 +231,7 @@ async def revise(task_id: TaskId, body: ReviseIn, request: Request,
         raise _raise(exc) from exc
 
 
-@router.post("/tasks/{task_id}/skip")
+@router.post("/tasks/{task_id}/skip", response_model=SkippedOut, responses=TASK_ERRORS)
 async def skip(task_id: TaskId, request: Request, principal: CurrentPrincipal) -> dict[str, str]:
     """Give the task back; it will not be handed to this labeler again."""
     task, _, _ = await _task_for(request, task_id, principal)
@@ -165,7 +242,7 @@ async def skip(task_id: TaskId, request: Request, principal: CurrentPrincipal) -
     return {"task_id": task_id, "status": outcome}
 
 
-@router.get("/projects/{project}/policy")
+@router.get("/projects/{project}/policy", response_model=PolicyOut)
 async def get_policy(project: Project, request: Request,
                      principal: Annotated[Principal, Depends(project_access("reviewer"))]
                      ) -> dict[str, Any]:
@@ -177,7 +254,7 @@ async def get_policy(project: Project, request: Request,
             "calibration": await svc.calibration(project)}
 
 
-@router.post("/projects/{project}/policy/recalibrate")
+@router.post("/projects/{project}/policy/recalibrate", response_model=RecalibratedOut)
 async def recalibrate(project: Project, request: Request,
                       principal: Annotated[Principal, Depends(project_access("admin"))]
                       ) -> dict[str, Any]:
@@ -195,15 +272,15 @@ async def recalibrate(project: Project, request: Request,
     return {"threshold_in_force": await svc.threshold(project), **out}
 
 
-@router.post("/projects/{project}/gold")
+@router.post("/projects/{project}/gold", response_model=GoldStored)
 async def add_gold(project: Project, body: GoldIn, request: Request,
-                   principal: Annotated[Principal, Depends(project_access("admin"))]
+                   principal: Annotated[Principal, Depends(project_access("admin", creates=True))]
                    ) -> dict[str, Any]:
     """Add or replace gold items (known answers, optional planted wrong pre-labels)."""
     return {"project": project, "stored": await _svc(request).add_gold(project, body.items)}
 
 
-@router.get("/projects/{project}/gold")
+@router.get("/projects/{project}/gold", response_model=GoldOut)
 async def list_gold(project: Project, request: Request,
                     principal: Annotated[Principal, Depends(project_access("admin"))]
                     ) -> dict[str, Any]:
@@ -211,7 +288,7 @@ async def list_gold(project: Project, request: Request,
     return {"project": project, "items": [g.model_dump() for g in items]}
 
 
-@router.get("/projects/{project}/queue")
+@router.get("/projects/{project}/queue", response_model=QueueOut)
 async def queue_state(project: Project, request: Request,
                       principal: Annotated[Principal, Depends(project_access("reviewer"))]
                       ) -> dict[str, Any]:
@@ -226,7 +303,7 @@ async def queue_state(project: Project, request: Request,
     return body
 
 
-@router.delete("/projects/{project}/paused/{labeler}")
+@router.delete("/projects/{project}/paused/{labeler}", response_model=UnpausedOut)
 async def unpause(project: Project, labeler: UserId, request: Request,
                   principal: Annotated[Principal, Depends(project_access("admin"))]
                   ) -> dict[str, Any]:

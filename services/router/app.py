@@ -9,6 +9,7 @@ from shared.settings import Settings, get_settings
 
 from .api import router
 from .service import RouterService
+from .web import api as web_api
 from .web import router as web_router
 
 
@@ -17,6 +18,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "router",
         settings or get_settings(),
         RouterService,
-        [router, web_router],
+        [router, web_api, web_router],
         description="Routes predictions by confidence; serves review tasks.",
     )

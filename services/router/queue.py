@@ -10,7 +10,10 @@ its latest task;
 ``task:{id}:leases`` labeler → expiry; ``task:{id}:seen`` labelers not to
 hand it again; ``task:{id}:handed`` everyone it was ever handed to (a late
 submit is accepted from them); ``task:{id}:submitted`` labeler → event id;
-``dropped:{project}`` list of tasks dropped because the queue was full.
+``dropped:{project}`` list of tasks dropped because the queue was full;
+``held:{queue|adjudication}:{project}`` labeler → the task of their newest lease (a
+reload gets it back while the lease lives); ``progress:{project}:{labeler}:{day}``
+quarter-hour → the labeler's recorded submits (the reviewer page's "labeled today").
 
 Retention: a task that is finished (done, dropped, a gold task expired or skipped) is
 kept, with its ``:leases``/``:seen``/``:handed``/``:submitted``/``:skipped`` keys, for
@@ -31,6 +34,7 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
 import orjson
@@ -40,6 +44,8 @@ from redis.exceptions import ResponseError
 
 from shared.redislink import RedisLink, Unsupported
 from shared.wire import text as _text
+
+from .progress import PROGRESS_TTL_MS, bucket_of, parse_buckets
 
 PREFIX = "loopwise:router:"
 
@@ -134,15 +140,18 @@ end
 return {added, cjson.encode(dropped)}
 """
 
-# KEYS: queue, leases index, then the project's review and adjudication queues (a lapsed
-# lease in the shared index goes back to its own kind's queue, whichever kind is asked
-# for). ARGV: labeler, now, ttl, scan limit, prefix, the key of the
-# set of paused labelers ('' for none), finished-task ttl (ms), then optionally a task to
-# create and hand out directly: its id, a set key and member to remember it by (the
-# labeler's seen gold), and its field/value pairs. Returns {id, expiry, task fields},
-# {'paused'} or nil.
+# KEYS: queue, leases index, held (labeler -> the task of their newest lease from this
+# queue), then the project's review and adjudication queues (a lapsed lease in the shared
+# index goes back to its own kind's queue, whichever kind is asked for). ARGV: labeler,
+# now, ttl, scan limit, prefix, the key of the set of paused
+# labelers ('' for none), finished-task ttl (ms), then optionally a task to create and
+# hand out directly: its id, a set key and member to remember it by (the labeler's seen
+# gold), and its field/value pairs. A labeler whose newest lease is still live (not
+# expired, submitted or skipped, its task open) gets that task back, lease unchanged: a
+# reloaded page shows the task it held instead of hiding it for the lease's length.
+# Returns {id, expiry, task fields}, {'paused'} or nil.
 _NEXT = _SETTLE + """
-local queue, leases = KEYS[1], KEYS[2]
+local queue, leases, held = KEYS[1], KEYS[2], KEYS[3]
 local labeler, now, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local limit, prefix, task_ttl = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[7])
 if ARGV[6] ~= '' and redis.call('SISMEMBER', ARGV[6], labeler) == 1 then
@@ -162,11 +171,20 @@ for _, member in ipairs(expired) do
       redis.call('HSET', tkey, 'state', 'expired')
       settle(tkey, task_ttl)
     else
-      local home = KEYS[3]
-      if redis.call('HGET', tkey, 'kind') == 'adjudication' then home = KEYS[4] end
+      local home = KEYS[4]
+      if redis.call('HGET', tkey, 'kind') == 'adjudication' then home = KEYS[5] end
       redis.call('ZADD', home, redis.call('HGET', tkey, 'priority'), tid)
     end
   end
+end
+local holding = redis.call('HGET', held, labeler)
+if holding then
+  local tkey = prefix .. 'task:' .. holding
+  local until_ms = tonumber(redis.call('HGET', tkey .. ':leases', labeler) or '0')
+  if until_ms > now and redis.call('HGET', tkey, 'state') == 'open' then
+    return {holding, tostring(until_ms), redis.call('HGETALL', tkey)}
+  end
+  redis.call('HDEL', held, labeler)
 end
 local function lease(tid, tkey)
   local expires = now + ttl
@@ -174,6 +192,7 @@ local function lease(tid, tkey)
   redis.call('SADD', tkey .. ':handed', labeler)
   redis.call('HSET', tkey .. ':leases', labeler, expires)
   redis.call('ZADD', leases, expires, tid .. '|' .. labeler)
+  redis.call('HSET', held, labeler, tid)
   return {tid, tostring(expires), redis.call('HGETALL', tkey)}
 end
 if ARGV[8] then
@@ -314,6 +333,13 @@ end
 return removed
 """
 
+# KEYS: a labeler's progress hash for one UTC day. ARGV: quarter hour, ttl (ms).
+_COUNT_SUBMIT = """
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class NewTask:
@@ -409,6 +435,7 @@ class ReviewQueue:
         self._submit = redis.register_script(_SUBMIT)
         self._observations = redis.register_script(_OBSERVATIONS)
         self._forget_items = redis.register_script(_FORGET_ITEMS)
+        self._count_submit = redis.register_script(_COUNT_SUBMIT)
         self._run = ScriptRunner(redis)
 
     async def aclose(self) -> None:
@@ -420,6 +447,11 @@ class ReviewQueue:
 
     def leases_key(self, project: str) -> str:
         return f"{self.prefix}leases:{project}"
+
+    def held_key(self, project: str, kind: str = "review") -> str:
+        """Labeler -> the task of their newest lease from this queue (see ``_NEXT``)."""
+        name = "adjudication" if kind == "adjudication" else "queue"
+        return f"{self.prefix}held:{name}:{project}"
 
     def task_key(self, task_id: str) -> str:
         return f"{self.prefix}task:{task_id}"
@@ -464,7 +496,8 @@ class ReviewQueue:
     async def next(self, project: str, labeler: str, lease_seconds: int, kind: str = "review",
                    direct: NewTask | None = None, remember: tuple[str, str] | None = None,
                    paused_key: str = "") -> tuple[str, int, dict[str, str]] | None:
-        """Lease the most uncertain open task this labeler has not seen; None when none.
+        """The task this labeler holds a live lease on, else lease the most uncertain open
+        task they have not seen; None when none.
 
         ``direct`` creates a task and hands it out in the same script (gold salting),
         so a gold task takes the same path as any other; ``remember`` = (set key,
@@ -474,7 +507,8 @@ class ReviewQueue:
         extra = [direct.task_id, *(remember or ("", "")), *direct.flat()] if direct else []
         got = await self._run(
             self._next, [self.queue_key(project, kind), self.leases_key(project),
-                         self.queue_key(project), self.queue_key(project, "adjudication")],
+                         self.held_key(project, kind), self.queue_key(project),
+                         self.queue_key(project, "adjudication")],
             [labeler, _now_ms(), lease_seconds * 1000, self.scan_limit, self.prefix,
              paused_key, self.finished_ttl_ms, *extra])
         if not got:
@@ -554,6 +588,24 @@ class ReviewQueue:
                     removed += int(await self._forget_items(keys=[key],
                                                             args=[self.prefix, *flat]))
         return removed
+
+    def progress_key(self, project: str, labeler: str, day: date) -> str:
+        return f"{self.prefix}progress:{project}:{labeler}:{day.isoformat()}"
+
+    async def count_submit(self, project: str, labeler: str, at: datetime) -> None:
+        """Count a recorded submit in the labeler's quarter-hour bucket (progress.py)."""
+        day, quarter = bucket_of(at)
+        await self._run(self._count_submit, [self.progress_key(project, labeler, day)],
+                        [quarter, PROGRESS_TTL_MS])
+
+    async def submits_on(self, project: str, labeler: str, days: list[date]
+                         ) -> dict[date, dict[int, int]]:
+        """The labeler's submit counts per quarter hour, for each of ``days``."""
+        pipe = self.redis.pipeline(transaction=False)
+        for day in days:
+            pipe.hgetall(self.progress_key(project, labeler, day))
+        return {day: parse_buckets(raw)
+                for day, raw in zip(days, await pipe.execute(), strict=True)}
 
     async def depth(self, project: str, kind: str = "review") -> int:
         return int(await self.redis.zcard(self.queue_key(project, kind)))

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from shared import metrics, streams
 from shared.auth import Principal
@@ -41,12 +42,22 @@ from shared.projects import (
     ProjectSettings,
     ProjectSettingsChanged,
     RoutingPolicy,
+    image_shape,
     label_problems,
 )
 from shared.service import Runtime
 from shared.wire import text
 
 from .gold import GoldItem, GoldPrediction, gold_showing, pick_gold, should_salt
+from .progress import (
+    Display,
+    Progress,
+    ReviewContext,
+    day_start,
+    days_between,
+    labeled_since,
+    waiting,
+)
 from .queue import PREFIX, NewTask, Paused, QueuedTask, ReviewQueue
 from .recalibration import (
     BLIND,
@@ -204,6 +215,13 @@ class RouterService:
         supervisor.every("item index sweep", ITEM_INDEX_SWEEP_SECONDS,
                          self._forget_expired_items)
 
+    async def knows_project(self, project: str) -> bool:
+        """Declared (settings kept from ``loopwise:projects``) or with data here: a label
+        seen in its predictions, a task, gold items (shared.auth.require_known)."""
+        names = ("settings", "options", "model", "gold")
+        keys = [self._key(name, project) for name in names] + [f"{PREFIX}items:{project}"]
+        return bool(await self.redis.exists(*keys))
+
     async def stop(self) -> None:
         for cache in (self._settings, self._gold, self._options):
             await cache.aclose()
@@ -243,6 +261,11 @@ class RouterService:
             event = d.event
             await self._keep_newest(keys=[self._key("settings", event.project)],
                                     args=[event.revision, event.settings.model_dump_json()])
+            if event.settings.label_options:
+                # Declared labels are offered even before any model has predicted them
+                # (items sent before the first training come with no probabilities).
+                await self.redis.sadd(self._key("options", event.project),
+                                      *event.settings.label_options)
             self._settings.drop(event.project)
             policy = await self.policy(event.project)
             metrics.AUTO_ACCEPT_THRESHOLD.labels(event.project).set(
@@ -714,9 +737,36 @@ class RouterService:
             raise ReviewError(409, NOT_HANDED if outcome == "not_handed" else SKIPPED)
         if outcome == "duplicate":
             return SubmitResult(event_id, "duplicate", False, reveal)
-        if outcome == "recorded" and observation:
-            self._uncalibrated.add(project)
+        if outcome == "recorded":
+            if observation:
+                self._uncalibrated.add(project)
+            await self._count_submit(project, principal.user_id)
         return SubmitResult(event_id, outcome, late, reveal)
+
+    async def _count_submit(self, project: str, labeler: str) -> None:
+        """Count a recorded submit towards the labeler's "labeled today". A display
+        counter: failing to count never turns a recorded label into an error."""
+        try:
+            await self.queue.count_submit(project, labeler, datetime.now(UTC))
+        except RedisError as exc:
+            log.warning("progress not counted", project=project, error=str(exc))
+
+    async def review_context(self, project: str, principal: Principal,
+                             since: datetime | None) -> ReviewContext:
+        """What the reviewer page shows beside a task (see ``progress``): the guideline and
+        its version, how to draw items, what the labeler did today and what is waiting."""
+        settings = await self.project_settings(project)
+        now = datetime.now(UTC)
+        start = day_start(since, now)
+        counts = await self.queue.submits_on(project, principal.user_id,
+                                             days_between(start, now))
+        shape = image_shape(settings.review.display)
+        return ReviewContext(
+            project=project, guideline_version=settings.routing.guideline_version,
+            guideline=settings.review.guideline,
+            display=Display(width=shape.width, height=shape.height) if shape else None,
+            progress=Progress(labeled_today=labeled_since(counts, start), since=start),
+            waiting=waiting(await self.queue.depth(project), settings.routing.gold_rate))
 
     async def revise(self, task: ReviewTask, principal: Principal, label: str,
                      duration_ms: int | None = None,

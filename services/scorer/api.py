@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
@@ -45,11 +46,56 @@ class RegisterIn(BaseModel):
     items: list[ItemIn] = Field(min_length=1, max_length=100_000)
 
 
+class TrainedOut(BaseModel):
+    version: str = Field(description="the new model version, now serving")
+    label_count: int
+    metrics: dict[str, Any] = Field(description="accuracy figures, classes, label set")
+
+
+class ModelRow(BaseModel):
+    version: str
+    created_at: datetime
+    label_count: int
+    metrics: dict[str, Any]
+
+
+class ModelsOut(BaseModel):
+    project: str
+    models: list[ModelRow]
+
+
+class PredictOut(BaseModel):
+    model_version: str
+    classes: list[str]
+    probs: list[list[float]] = Field(description="one row per input, in the classes' order")
+
+
+class RegisteredOut(BaseModel):
+    project: str
+    received: int
+    new: int = Field(description="items not registered before")
+
+
+class LookupOut(BaseModel):
+    items: dict[str, dict[str, Any]] = Field(description="item_id -> what reviewers see")
+
+
+class SelectedOut(BaseModel):
+    project: str
+    selected: list[str] = Field(description="the items queued for review, best first")
+    model_version: str | None
+    strategy: str
+    diversity: str | None
+    pool: int = Field(description="unlabelled items the choice was made from")
+    priorities: list[float] = Field(default_factory=list)
+
+
 def _svc(request: Request) -> ScorerService:
     return service_of(request)
 
 
-@router.post("/projects/{project}/train")
+@router.post("/projects/{project}/train", response_model=TrainedOut,
+             responses={409: {"description": "too few labels to train on"}})
 async def train(
     project: Project,
     request: Request,
@@ -62,7 +108,7 @@ async def train(
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from exc
 
 
-@router.get("/projects/{project}/models")
+@router.get("/projects/{project}/models", response_model=ModelsOut)
 async def models(
     project: Project,
     request: Request,
@@ -72,7 +118,7 @@ async def models(
         return {"project": project, "models": await store.list_models(conn, project)}
 
 
-@router.post("/projects/{project}/predict")
+@router.post("/projects/{project}/predict", response_model=PredictOut)
 async def predict(
     project: Project,
     body: PredictIn,
@@ -95,12 +141,12 @@ async def predict(
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
 
 
-@router.post("/projects/{project}/items")
+@router.post("/projects/{project}/items", response_model=RegisteredOut)
 async def register_items(
     project: Project,
     body: RegisterIn,
     request: Request,
-    principal: Annotated[Principal, Depends(project_access("admin"))],
+    principal: Annotated[Principal, Depends(project_access("admin", creates=True))],
 ) -> dict:
     """Register items without scoring them (a seed set, or a pool to select from later)."""
     try:
@@ -116,7 +162,7 @@ class LookupIn(BaseModel):
     item_ids: list[ItemId] = Field(max_length=10_000)
 
 
-@router.post("/projects/{project}/items/lookup")
+@router.post("/projects/{project}/items/lookup", response_model=LookupOut)
 async def lookup_items(project: Project, body: LookupIn, request: Request,
                        principal: Annotated[Principal, Depends(project_access("service"))]
                        ) -> dict[str, Any]:
@@ -126,7 +172,7 @@ async def lookup_items(project: Project, body: LookupIn, request: Request,
         return {"items": await store.reviewer_payloads(conn, project, body.item_ids)}
 
 
-@router.post("/projects/{project}/select")
+@router.post("/projects/{project}/select", response_model=SelectedOut)
 async def select(project: Project, body: SelectIn, request: Request,
                  principal: Annotated[Principal, Depends(project_access("admin"))]) -> dict:
     """Pick the pool items that would teach the model most and queue them for review."""

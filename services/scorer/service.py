@@ -80,6 +80,13 @@ class ScorerService:
     async def stop(self) -> None:
         return None
 
+    async def knows_project(self, project: str) -> bool:
+        """Declared (settings kept from ``loopwise:projects``) or with items here."""
+        if await self.runtime.bus.redis.exists(self._config_key(project)):
+            return True
+        async with self.runtime.engine.connect() as conn:
+            return await store.has_project(conn, project)
+
     async def current_labels(self, project: str, include_auto: bool
                              ) -> tuple[list[dict[str, Any]], int | None]:
         """The project's current labels and label-set version, from the labels service."""

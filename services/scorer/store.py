@@ -62,6 +62,15 @@ async def save_prediction_payloads(conn: AsyncConnection,
         for key, e in rows.items() if key not in known])
 
 
+async def has_project(conn: AsyncConnection, project: str) -> bool:
+    """Whether the scorer holds an item or a model of the project."""
+    for query in (select(items.c.project).where(items.c.project == project),
+                  select(models.c.project).where(models.c.project == project)):
+        if (await conn.execute(query.limit(1))).first() is not None:
+            return True
+    return False
+
+
 async def latest_model(conn: AsyncConnection, project: str) -> TrainedModel | None:
     row = (
         await conn.execute(

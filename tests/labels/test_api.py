@@ -182,6 +182,33 @@ async def test_global_routes_need_a_global_admin(app, world):
         assert r.status_code == 403 and r.json()["detail"] == NOT_YOUR_PROJECT
 
 
+async def test_a_token_needs_its_project_to_exist_and_the_refusal_comes_after_the_403(
+        app, world):
+    """401, then 403 for a project the caller may not make tokens for (whether or not it
+    exists), then 404 for an undeclared one: a token for a typo is refused, not issued."""
+    plain = world["projects"]["plain"]
+    ghost = {"user_id": "newbie", "role": "labeler", "project": plain + "-ghost"}
+    async with http(app) as anonymous:
+        assert (await anonymous.post("/v1/tokens", json=ghost)).status_code == 401
+    async with http(app, world["tokens"][(plain, "admin")]) as admin:
+        r = await admin.post("/v1/tokens", json=ghost)
+        assert r.status_code == 403 and r.json()["detail"] == NOT_YOUR_PROJECT
+    async with http(app, world["root"]) as root:
+        r = await root.post("/v1/tokens", json=ghost)
+        assert r.status_code == 404, r.text
+        assert "declare it first" in r.json()["detail"] and ghost["project"] in r.json()["detail"]
+        listed = (await root.get("/v1/tokens")).json()["tokens"]
+        assert not [t for t in listed if t["project"] == ghost["project"]]
+        assert (await root.put(f"/v1/projects/{ghost['project']}",
+                               json={"label_options": OPTIONS})).status_code == 200
+        r = await root.post("/v1/tokens", json=ghost)
+        assert r.status_code == 201, r.text
+        anywhere = await root.post("/v1/tokens", json={**ghost, "project": "*"})
+        assert anywhere.status_code == 201, anywhere.text  # '*' is no project to declare
+    async with http(app, r.json()["token"]) as newbie:
+        assert (await newbie.get(f"/v1/projects/{ghost['project']}/labels")).status_code == 200
+
+
 async def test_sensitive_payloads_are_for_members_only(app, world):
     sensitive = world["projects"]["sensitive"]
     path = f"/v1/projects/{sensitive}/export?format=labelstudio"

@@ -32,19 +32,45 @@ async def test_most_uncertain_first_and_redelivery_adds_nothing(queue, project):
     assert (await queue.enqueue_many([low, high]))[0] == 2
     assert (await queue.enqueue_many([low]))[0] == 0
     first = await queue.next(project, "alice", 60)
+    await _commit(queue, project, first[0], "alice", "e-first")
     second = await queue.next(project, "alice", 60)
     assert (first[0], second[0]) == (high.task_id, low.task_id)
+    await _commit(queue, project, second[0], "alice", "e-second")
     assert await queue.next(project, "alice", 60) is None
 
 
+async def test_a_live_lease_is_handed_back_until_submitted_skipped_or_expired(queue, project):
+    """A reload (a second next without an answer) gets the held task back with its lease
+    unchanged, instead of hiding it for the lease's length and leasing another."""
+    a, b, c = _task(project, 0.9), _task(project, 0.5), _task(project, 0.1)
+    await queue.enqueue_many([a, b, c])
+    held = await queue.next(project, "alice", 60)
+    again = await queue.next(project, "alice", 60)
+    assert held[0] == again[0] == a.task_id and held[1] == again[1]  # same lease expiry
+    assert (await queue.next(project, "bob", 60))[0] == b.task_id  # others go on as before
+    await _commit(queue, project, a.task_id, "alice", "e-a")
+    after_submit = await queue.next(project, "alice", 60)
+    assert after_submit[0] == c.task_id  # b is bob's; a is done
+    assert await queue.skip(project, c.task_id, "alice") == "skipped"
+    assert await queue.next(project, "alice", 60) is None  # nothing is handed back after a skip
+    await _commit(queue, project, b.task_id, "bob", "e-b")
+    assert (await queue.next(project, "carol", 1))[0] == c.task_id
+    d = _task(project, 0.3)
+    await queue.enqueue_many([d])
+    await asyncio.sleep(1.1)  # carol's lease runs out: she is given the next task, not c again
+    assert (await queue.next(project, "carol", 60))[0] == d.task_id
+
+
 async def test_overlap_hands_a_task_to_distinct_labelers_only(queue, project):
-    t = _task(project, 0.5, needed=2)
+    t = _task(project, 0.5, needed=3)
     await queue.enqueue_many([t])
     assert (await queue.next(project, "alice", 60))[0] == t.task_id
+    assert (await _commit(queue, project, t.task_id, "alice", "e-alice"))[0] == "recorded"
     assert await queue.next(project, "alice", 60) is None  # never the same labeler twice
     assert (await queue.next(project, "bob", 60))[0] == t.task_id
-    assert await queue.next(project, "carol", 60) is None  # both slots taken
-    for who in ("alice", "bob"):
+    assert (await queue.next(project, "carol", 60))[0] == t.task_id
+    assert await queue.next(project, "dave", 60) is None  # all three slots taken
+    for who in ("bob", "carol"):
         _, standing, _ = await queue.task_with_state(t.task_id, who)
         assert standing == "on_time"
         assert (await _commit(queue, project, t.task_id, who, f"e-{who}"))[0] == "recorded"
@@ -201,6 +227,6 @@ async def test_a_lapsed_lease_goes_back_to_its_own_kind_of_queue(queue, project)
     await asyncio.sleep(1.1)
     # bob asks for adjudication first: that call sweeps both lapsed leases
     assert (await queue.next(project, "bob", 60, kind="adjudication"))[0] == adjudication.task_id
-    assert await queue.next(project, "bob", 60, kind="adjudication") is None
-    assert (await queue.next(project, "bob", 60))[0] == review.task_id
+    assert await queue.next(project, "carol", 60, kind="adjudication") is None
+    assert (await queue.next(project, "carol", 60))[0] == review.task_id
     assert await queue.depth(project) == 0 and await queue.depth(project, "adjudication") == 0

@@ -148,8 +148,12 @@ async def test_gold_is_salted_at_the_configured_rate(services, engine, redis, pr
     erin = await token(engine, "erin", "labeler", project)
     served = []
     async with client(services, "router", erin) as http:
-        for _ in range(400):
-            served.append((await http.get(f"/v1/projects/{project}/tasks/next")).json()["item_id"])
+        for _ in range(400):  # answered, so that the next call leases another task
+            task = (await http.get(f"/v1/projects/{project}/tasks/next")).json()
+            served.append(task["item_id"])
+            submitted = await http.post(f"/v1/tasks/{task['task_id']}/submit",
+                                        json={"label": "5"})
+            assert submitted.status_code == 200, submitted.text
     n_gold = sum(s.startswith("gold-") for s in served)
     assert 5 <= n_gold <= 40  # Binomial(400, 0.05): mean 20, this range is > 99.9%
 

@@ -328,7 +328,7 @@ async def test_prelabel_hint_is_never_preselected_and_choice_offers_none_of_thes
         buttons = page.locator("#options button.option")
         assert await buttons.count() == len(task["options"])
         assert "none of these" in await buttons.last.inner_text()
-        assert "scan-17" in await page.inner_text("#example pre")  # other payload fields as JSON
+        assert "scan-17" in await page.inner_text("#example dl.fields")  # other fields: metadata
         none_key = (await buttons.last.locator("kbd").inner_text()).strip()
         assert none_key not in task["options"]  # a digit label keeps its own digit
         await page.keyboard.press(none_key)

@@ -1,8 +1,17 @@
 // loopwise reviewer page: take a task, label it, see the model's answer only afterwards.
 //
-// Blind mode is the point: this page asks the API for nothing but the task itself
-// before the labeler submits, and the API sends no model guess in blind mode.
-"use strict";
+// Blind mode is the point: this page asks the API for nothing but the task itself (and
+// the guideline and progress beside it, which hold no model output) before the labeler
+// submits, and the API sends no model guess in blind mode.
+//
+// Modules: api.js (requests, error sentences), example.js (drawing the item), panel.js
+// (guideline, progress); this one is the labeling flow and its keys. Another view (a
+// comparison of two outputs, say) belongs in a module of its own, wired in here.
+
+import { ApiError, client } from "./api.js";
+import { renderExample } from "./example.js";
+import { hidePanel, loadContext, renderPanel, toggleGuideline } from "./panel.js";
+
 
 (() => {
   const NONE_OF_THESE = "__none_of_these__";
@@ -18,47 +27,10 @@
     submitted: null,
     shownAt: 0,
     keyToOption: new Map(),
+    context: null, // the project's guideline, display and the labeler's progress
   };
 
-  // --- the API ---------------------------------------------------------------------------
-  class ApiError extends Error {
-    constructor(status, message) {
-      super(message);
-      this.status = status;
-    }
-  }
-
-  function detailText(status, body) {
-    const detail = body && body.detail;
-    if (typeof detail === "string") return detail;
-    if (Array.isArray(detail)) {
-      return detail.map((d) => (d && d.msg) || JSON.stringify(d)).join("; ");
-    }
-    return `the server answered ${status}`;
-  }
-
-  async function api(method, path, body) {
-    const init = { method, headers: { Authorization: `Bearer ${state.token}` } };
-    if (body !== undefined) {
-      init.headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(body);
-    }
-    let response;
-    try {
-      response = await fetch(path, init);
-    } catch (err) {
-      throw new ApiError(0, `cannot reach the router (${err.message})`);
-    }
-    if (response.status === 204) return { status: 204, data: null };
-    let data = null;
-    try {
-      data = await response.json();
-    } catch (err) {
-      data = null;
-    }
-    if (!response.ok) throw new ApiError(response.status, detailText(response.status, data));
-    return { status: response.status, data };
-  }
+  const api = client(() => state.token);
 
   // --- status and errors -----------------------------------------------------------------
   function say(text) {
@@ -79,6 +51,14 @@
     showError(err instanceof ApiError ? err.message : String(err));
   }
 
+  async function refreshPanel() {
+    const context = await loadContext(api, state.project);
+    if (context) {
+      state.context = context;
+      renderPanel(context);
+    }
+  }
+
   // --- views -------------------------------------------------------------------------------
   function show(view) {
     for (const id of ["login", "idle", "task"]) $(id).hidden = id !== view;
@@ -94,7 +74,9 @@
     STORE.removeItem("loopwise.token");
     state.token = "";
     state.task = null;
+    state.context = null;
     state.phase = "login";
+    hidePanel();
     show("login");
     $("project").value = state.project;
     $("token").value = "";
@@ -111,83 +93,6 @@
     $("idle-title").textContent = title;
     $("idle-text").textContent = text;
     $("take").focus();
-  }
-
-  // --- the example -------------------------------------------------------------------------
-  function asPixels(image) {
-    // A 2-D array of numbers; a flat list of a square length (e.g. 64) is read as a square.
-    if (!Array.isArray(image) || image.length === 0) return null;
-    let rows = image;
-    if (!Array.isArray(image[0])) {
-      const side = Math.round(Math.sqrt(image.length));
-      if (side * side !== image.length) return null;
-      rows = [];
-      for (let r = 0; r < side; r += 1) rows.push(image.slice(r * side, (r + 1) * side));
-    }
-    const width = rows[0].length;
-    const ok = width > 0 && rows.every((row) => Array.isArray(row) && row.length === width &&
-      row.every((v) => typeof v === "number" && Number.isFinite(v)));
-    return ok ? rows : null;
-  }
-
-  function drawImage(rows) {
-    const height = rows.length;
-    const width = rows[0].length;
-    const values = rows.flat();
-    const lo = Math.min(0, ...values);
-    const hi = Math.max(...values);
-    const span = hi > lo ? hi - lo : 1;
-    const canvas = document.createElement("canvas");
-    canvas.width = width;
-    canvas.height = height;
-    canvas.className = "pixels";
-    canvas.setAttribute("role", "img");
-    canvas.setAttribute("aria-label", `image, ${width} by ${height} pixels`);
-    const side = 320;
-    canvas.style.width = `${width >= height ? side : Math.round((side * width) / height)}px`;
-    canvas.style.height = `${height >= width ? side : Math.round((side * height) / width)}px`;
-    const ctx = canvas.getContext("2d");
-    const pixels = ctx.createImageData(width, height);
-    values.forEach((v, i) => {
-      const grey = Math.round(255 * (1 - (v - lo) / span)); // ink is dark, as on paper
-      pixels.data.set([grey, grey, grey, 255], i * 4);
-    });
-    ctx.putImageData(pixels, 0, 0);
-    return canvas;
-  }
-
-  function renderExample(payload) {
-    const box = $("example");
-    box.replaceChildren();
-    if (payload === null || payload === undefined) {
-      const p = document.createElement("p");
-      p.className = "muted";
-      p.textContent = "This item has no payload to show.";
-      box.append(p);
-      return;
-    }
-    if (typeof payload !== "object" || Array.isArray(payload)) {
-      payload = { value: payload };
-    }
-    const rest = { ...payload };
-    const pixels = asPixels(payload.image);
-    if (pixels) {
-      box.append(drawImage(pixels));
-      delete rest.image;
-    }
-    if (typeof payload.text === "string") {
-      const p = document.createElement("p");
-      p.className = "text";
-      p.textContent = payload.text;
-      box.append(p);
-      delete rest.text;
-    }
-    if (Object.keys(rest).length > 0) {
-      const pre = document.createElement("pre");
-      pre.className = "json";
-      pre.textContent = JSON.stringify(rest, null, 2);
-      box.append(pre);
-    }
   }
 
   // --- options and keys ----------------------------------------------------------------------
@@ -286,7 +191,7 @@
     $("task").dataset.taskId = task.task_id;
     $("item-id").textContent = task.item_id;
     $("mode-name").textContent = MODES[task.mode] || task.mode;
-    renderExample(task.payload);
+    renderExample($("example"), task.payload, state.context && state.context.display);
     const hint = $("hint");
     hint.replaceChildren();
     if (task.mode === "prelabel" && task.prelabel) {
@@ -306,7 +211,8 @@
     $("submit").disabled = true;
     $("submit").firstChild.textContent = "Submit ";
     $("skip").hidden = false;
-    $("keys-help").textContent = `Keys: ${pickHelp(task.options)} · Enter submits · S skips`;
+    $("keys-help").textContent =
+      `Keys: ${pickHelp(task.options)} · Enter submits · S skips · G shows or hides the guideline`;
     state.phase = "labeling";
     state.shownAt = performance.now();
     say(`Task ready: ${task.options.length} options.`);
@@ -322,6 +228,13 @@
     const project = encodeURIComponent(state.project);
     try {
       const { status, data } = await api("GET", `/v1/projects/${project}/tasks/next`);
+      // After the lease, so that "waiting" counts what is left once this task is taken;
+      // before the task is drawn, which needs the project's display.
+      const context = await loadContext(api, state.project);
+      if (context) {
+        state.context = context;
+        renderPanel(context);
+      }
       if (status === 204) {
         idle("Nothing to label", "No task is waiting for you right now. Try again in a moment.");
         say("Nothing is waiting.");
@@ -339,7 +252,11 @@
         fail(err);
         return;
       }
-      idle("Could not take a task", "See the message above, then try again.");
+      if (err instanceof ApiError && err.unavailable) {
+        idle("Service unavailable", "Nothing was lost. Press N (or the button) to try again.");
+      } else {
+        idle("Could not take a task", "See the message above, then try again.");
+      }
       fail(err);
     }
   }
@@ -362,9 +279,13 @@
         { label: chosen, duration_ms: duration });
       state.submitted = chosen;
       showReveal(chosen, data);
+      refreshPanel();
     } catch (err) {
       state.phase = "labeling";
       fail(err);
+      if (err instanceof ApiError && err.unavailable) {
+        say("Not saved yet: your pick is kept. Press Enter to try again.");
+      }
     }
   }
 
@@ -404,7 +325,8 @@
     setOptionsEnabled(false);
     $("actions").hidden = true;
     $("after").hidden = false;
-    $("keys-help").textContent = "Keys: N or Enter takes the next task · C changes your answer";
+    $("keys-help").textContent =
+      "Keys: N or Enter takes the next task · C changes your answer · G the guideline";
     state.phase = "revealed";
     say("Saved. The model's answer is shown.");
     $("next").focus();
@@ -489,7 +411,9 @@
     if (target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA")) return;
     const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
     let handled = true;
-    if (state.phase === "labeling" || state.phase === "revising") {
+    if (key === "g" && state.phase !== "login" && !$("panel").hidden) {
+      toggleGuideline();
+    } else if (state.phase === "labeling" || state.phase === "revising") {
       if (state.keyToOption.has(key)) pick(state.keyToOption.get(key));
       else if (key === "Enter") submit();
       else if (key === "s" && state.phase === "labeling") skip();
@@ -536,7 +460,9 @@
     document.addEventListener("keydown", onKey);
 
     if (state.token && state.project) {
-      idle("Welcome back", `Signed in to ${state.project}. Take a task when you are ready.`);
+      // A reload: the router hands back the task this labeler holds (or leases the next).
+      idle("Welcome back", `Signed in to ${state.project}.`);
+      takeNext();
     } else {
       show("login");
       $("project").value = state.project;
