@@ -355,22 +355,26 @@ async def export_labels(
     project: Project,
     request: Request,
     principal: Reviewer,
-    format: Literal["jsonl", "csv", "labelstudio"] = "jsonl",
+    format: Literal["jsonl", "csv", "labelstudio", "trl"] = "jsonl",
     version: VersionName | None = None,
     as_of: datetime | None = None,
     from_name: str = "label",
     to_name: str = "text",
 ) -> StreamingResponse:
-    """Stream a version's labels: current labels as JSONL/CSV, counted events as Label Studio."""
+    """Stream a version's labels: current labels as JSONL/CSV, counted events as Label Studio,
+    counted preferences as TRL reward-trainer pairs (``trl``: prompt, chosen, rejected)."""
     engine = _engine(request)
     async with engine.connect() as conn:
         view = await _view(conn, project, version, as_of)
         payloads_visible = principal.sees_payloads(project, await store.is_sensitive(conn, project))
+    if format == "trl" and not payloads_visible:  # the pairs are the candidates' texts
+        raise HTTPException(403, detail="this project is sensitive: only its members "
+                                        "export its preferences")
 
     body = actions.export_chunks(_ctx(request), project, view, format,
                                  payloads_visible=payloads_visible, from_name=from_name,
                                  to_name=to_name)
-    suffix = {"jsonl": "jsonl", "csv": "csv", "labelstudio": "json"}[format]
+    suffix = {"jsonl": "jsonl", "csv": "csv", "labelstudio": "json", "trl": "jsonl"}[format]
     name = f"{project}-{'v' + str(view.version) if version else 'head'}.{suffix}"
     return StreamingResponse(
         body,

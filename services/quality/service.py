@@ -221,9 +221,10 @@ class QualityService:
     async def on_labels(self, batch: list[Delivery[LabelEvent]]) -> None:
         """Count each label once as a vote; a label its project's schema refuses (the
         labels service refuses it too) is dead-lettered, never counted."""
-        refused = [(d, problems[0]) for d in batch if (problems := label_problems(
-            d.event.project, self.project_settings(d.event.project).label_options,
-            [d.event.label]))]
+        refused = [(d, problems[0]) for d in batch if d.event.preference is None and (
+            problems := label_problems(
+                d.event.project, self.project_settings(d.event.project).label_options,
+                [d.event.label]))]
         if refused:
             await self.runtime.bus.refuse(streams.LABELS, streams.GROUP_QUALITY, refused)
             batch = [d for d in batch if all(d is not r for r, _ in refused)]

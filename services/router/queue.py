@@ -52,7 +52,7 @@ DROPPED_TTL_MS = 7 * 24 * 3600 * 1000
 _SETTLE = """
 local function settle(tkey, ttl)
   redis.call('PEXPIRE', tkey, ttl)
-  for _, suffix in ipairs({':leases', ':seen', ':handed', ':submitted', ':skipped'}) do
+  for _, suffix in ipairs({':leases', ':seen', ':handed', ':submitted', ':skipped', ':order'}) do
     redis.call('PEXPIRE', tkey .. suffix, ttl)
   end
 end
@@ -385,6 +385,11 @@ class ScriptRunner:
             await self._link.aclose()
 
 
+def _queue_name(kind: str) -> str:
+    """The queue a task kind waits in: review and gold tasks share one."""
+    return kind if kind in ("adjudication", "comparison") else "queue"
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -411,11 +416,19 @@ class ReviewQueue:
         await self._run.aclose()
 
     def queue_key(self, project: str, kind: str = "review") -> str:
-        name = "adjudication" if kind == "adjudication" else "queue"
-        return f"{self.prefix}{name}:{project}"
+        return f"{self.prefix}{_queue_name(kind)}:{project}"
 
-    def leases_key(self, project: str) -> str:
+    def leases_key(self, project: str, kind: str = "review") -> str:
+        """The lease index a task's kind uses. Comparisons have their own: the next-task
+        script puts a task whose lease lapsed back into the queue it was called for."""
+        if kind == "comparison":
+            return f"{self.prefix}leases:comparison:{project}"
         return f"{self.prefix}leases:{project}"
+
+    def order_key(self, task_id: str) -> str:
+        """labeler -> the order a comparison task's candidates were shown to them (JSON);
+        expires with the task."""
+        return f"{self.prefix}task:{task_id}:order"
 
     def task_key(self, task_id: str) -> str:
         return f"{self.prefix}task:{task_id}"
@@ -443,8 +456,7 @@ class ReviewQueue:
         stream, events = labels or ("", [])
         if not tasks and not events:
             return 0, Counter()
-        name = "adjudication" if kind == "adjudication" else "queue"
-        args: list[Any] = [self.prefix, name, _now_ms(), stream, self.finished_ttl_ms,
+        args: list[Any] = [self.prefix, _queue_name(kind), _now_ms(), stream, self.finished_ttl_ms,
                            self.dropped_ttl_ms, len(events), *events, len(tasks)]
         for row in tasks:
             args += row
@@ -469,7 +481,7 @@ class ReviewQueue:
         """
         extra = [direct.task_id, *(remember or ("", "")), *direct.flat()] if direct else []
         got = await self._run(
-            self._next, [self.queue_key(project, kind), self.leases_key(project)],
+            self._next, [self.queue_key(project, kind), self.leases_key(project, kind)],
             [labeler, _now_ms(), lease_seconds * 1000, self.scan_limit, self.prefix,
              paused_key, self.finished_ttl_ms, *extra])
         if not got:
@@ -517,14 +529,14 @@ class ReviewQueue:
         """
         obs_key, obs_value, obs_max = observation or ("", "", 0)
         got = await self._run(
-            self._submit, [self.queue_key(project, kind), self.leases_key(project)],
+            self._submit, [self.queue_key(project, kind), self.leases_key(project, kind)],
             [self.prefix, task_id, labeler, _now_ms(), event_id, stream, on_time_json,
              late_json, obs_key, obs_value, obs_max, self.finished_ttl_ms])
         return _text(got[0]), _text(got[1]), _text(got[2]) == "1"
 
     async def skip(self, project: str, task_id: str, labeler: str, kind: str = "review") -> str:
         got = await self._skip(
-            keys=[self.queue_key(project, kind), self.leases_key(project)],
+            keys=[self.queue_key(project, kind), self.leases_key(project, kind)],
             args=[self.prefix, task_id, labeler, self.finished_ttl_ms],
         )
         return _text(got)

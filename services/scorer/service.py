@@ -184,7 +184,8 @@ class ScorerService:
     async def on_labels(self, batch: list[Delivery[LabelEvent]]) -> None:
         """Count new non-auto labels; retrain a project once enough have arrived."""
         for d in batch:
-            if d.event.source is not LabelSource.auto:
+            # A preference trains the reward model, not the classifier.
+            if d.event.source is not LabelSource.auto and d.event.preference is None:
                 self.new_labels[d.event.project] += 1
         for project, n in list(self.new_labels.items()):
             if n >= self.runtime.settings.retrain_every and not self.locks[project].locked():
