@@ -41,6 +41,11 @@ ROUTES: list[tuple[str, str, str, str, dict[str, Any]]] = [
     ("router", "POST", "/v1/projects/{p}/gold", "admin",
      {"json": {"items": [{"item_id": "g-extra", "label": "c"}]}}),
     ("router", "DELETE", "/v1/projects/{p}/paused/nobody", "admin", {}),
+    ("router", "GET", "/v1/projects/{p}/comparisons/next", "labeler", {}),
+    ("router", "POST", "/v1/projects/{p}/comparisons", "admin",
+     {"json": {"comparisons": [{"comparison_id": "cmp-extra", "prompt": "q", "candidates": [
+         {"candidate_id": "a", "text": "x"}, {"candidate_id": "b", "text": "y"}]}]}}),
+    ("labels", "GET", "/v1/projects/{p}/export?format=trl", "reviewer", {}),
     ("scorer", "GET", "/v1/projects/{p}/models", "labeler", {}),
     ("scorer", "GET", "/v1/projects/{p}/config", "labeler", {}),
     ("scorer", "POST", "/v1/projects/{p}/predict", "reviewer", {"json": {"texts": ["x"]}}),

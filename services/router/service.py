@@ -81,6 +81,7 @@ OPTIONS_CACHE_SECONDS = 2.0
 HANDED_CACHE = 20_000  # fields of the tasks this process handed out most recently
 NOT_HANDED = "this task was not handed to you; take one with tasks/next"
 SKIPPED = "you skipped this task: it is no longer yours to label; take one with tasks/next"
+COMPARISON_ELSEWHERE = "this task is a comparison: submit it at /v1/comparisons/{task_id}/submit"
 WRITE_CHUNK = 125  # predictions routed per script call; chunks overlap with routing
 
 # Adopts a calibration decision if no other decision was adopted since the one its window
@@ -696,6 +697,8 @@ class RouterService:
         standing. Either way the recording script decides it again, atomically.
         """
         project, task_id = task.project, task.task_id
+        if task.kind == "comparison":
+            raise ReviewError(409, COMPARISON_ELSEWHERE)
         reveal = task.reveal()
         if standing == "duplicate":
             return SubmitResult(detail or "", "duplicate", False, reveal)
@@ -728,6 +731,8 @@ class RouterService:
                      guideline_version: str | None = None) -> dict[str, Any]:
         """A change after the reveal: a separate event, marked, pointing at the first, built
         by the same rules as the submit (guideline version, duration, batch)."""
+        if task.kind == "comparison":
+            raise ReviewError(409, COMPARISON_ELSEWHERE)
         submitted = await self.redis.hget(self.queue.task_key(task.task_id) + ":submitted",
                                           principal.user_id)
         if submitted is None:
