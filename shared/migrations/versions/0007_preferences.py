@@ -1,13 +1,13 @@
 """label events: a comparison's preference (verdict, order shown, candidates, models)
 
-Revision ID: 0006_preferences
-Revises: 0005_quality_eval
+Revision ID: 0007_preferences
+Revises: 0006_prediction_payloads
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_preferences"
-down_revision = "0005_quality_eval"
+revision = "0007_preferences"
+down_revision = "0006_prediction_payloads"
 branch_labels = None
 depends_on = None
 
