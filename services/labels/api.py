@@ -40,7 +40,7 @@ from shared.peers import PeerError
 from shared.service import runtime_of
 from shared.tables import api_tokens, project_members
 
-from . import actions, audit, export, store
+from . import actions, audit, export, preferences, store
 from .audit import Actor
 from .labelstudio import ANNOTATOR_DOMAIN, LabelStudioFormatError
 from .revert import RevertSelector
@@ -125,6 +125,8 @@ async def get_current_labels(
             conn, project, include_auto=include_auto, limit=limit, offset=offset, view=view
         )
         counts = await store.count_events(conn, project)
+        rows = preferences.visible(rows, principal.sees_payloads(
+            project, await store.is_sensitive(conn, project)))
     return {
         "project": project,
         "view": view.description,
@@ -342,9 +344,14 @@ async def trace_item(
     async with _engine(request).connect() as conn:
         view = await _view(conn, project, version, as_of)
         try:
-            return {"project": project, **await store.trace(conn, project, item_id, view)}
+            found = await store.trace(conn, project, item_id, view)
         except store.NotFound as exc:
             raise _fail(exc) from exc
+        if not principal.sees_payloads(project, await store.is_sensitive(conn, project)):
+            if found.get("decided_by"):
+                found["decided_by"] = preferences.visible([found["decided_by"]], False)[0]
+            found["history"] = preferences.visible(found["history"], False)
+        return {"project": project, **found}
 
 
 # --- export and import -----------------------------------------------------------------------
