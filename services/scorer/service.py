@@ -61,6 +61,7 @@ class ScorerService:
         self.models: dict[str, TrainedModel | None] = {}
         self.new_labels: Counter[str] = Counter()
         self.locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.reward_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._keep_newest = runtime.bus.redis.register_script(KEEP_NEWEST)
         # Labels (labels service), gold and queue depth (router): through their APIs.
         self.peers = runtime.peers
