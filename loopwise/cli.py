@@ -202,7 +202,8 @@ def demo(
     ] = True,
     scenario: Annotated[str | None, typer.Option(
         help="automation-bias: a third of the reviewers rubber-stamp, prelabel then blind "
-             "mode (records EVALUATION.md with --write)")] = None,
+             "mode; preferences: comparisons, a reward model and position bias on a world "
+             "with known truth (either records EVALUATION.md with --write)")] = None,
     write: Annotated[bool, typer.Option(help="record the scenario in EVALUATION.md")] = False,
 ) -> None:
     """The whole loop on scikit-learn's digits, with simulated reviewers, then a summary."""
@@ -280,8 +281,12 @@ def _next_steps(project: str) -> str:
 
 def _demo_scenario(scenario: str, reviewers: int, seed_labels: int, threshold: float,
                    write: bool) -> None:
+    if scenario == "preferences":
+        _demo_preferences(write)
+        return
     if scenario != "automation-bias":
-        typer.echo(f"unknown scenario {scenario!r}: try automation-bias", err=True)
+        typer.echo(f"unknown scenario {scenario!r}: try automation-bias or preferences",
+                   err=True)
         raise typer.Exit(2)
     from bench import report
     from loopwise.demo import SCENARIO_SECTION, run_automation_bias
@@ -298,6 +303,19 @@ def _demo_scenario(scenario: str, reviewers: int, seed_labels: int, threshold: f
     typer.echo(body)
     if write:
         report.write_section(SCENARIO_SECTION, body, REPORT)
+
+
+def _demo_preferences(write: bool) -> None:
+    from bench import report
+    from loopwise.demo_preferences import SECTION, run_preferences
+    from loopwise.evaluate import REPORT
+
+    summary = run_preferences(get_settings())
+    body = "\n".join([SECTION, "", *report.header("loopwise demo --scenario preferences"), "",
+                      summary.render(), ""])
+    typer.echo(body)
+    if write:
+        report.write_section(SECTION, body, REPORT)
 
 
 @token_app.command("create")
@@ -359,6 +377,22 @@ def bench_al(
     body += "\n\n![learning curves](bench/plots/al_curves.png)\n"
     typer.echo(_record("## Active learning (loopwise bench al)",
                        f"loopwise bench al --seeds {seeds}", body, write))
+
+
+@bench_app.command("preferences")
+def bench_preferences(
+    seeds: Annotated[int, typer.Option(min=5, help="seeds (at least 5)")] = 5,
+    budget: Annotated[int, typer.Option(min=100, help="comparisons per run")] = 800,
+    write: Annotated[bool, typer.Option(help="update BENCHMARKS.md")] = True,
+) -> None:
+    """Reward-model accuracy against comparisons: active pair selection against random."""
+    from bench.preferences import main
+
+    body = main(seeds=seeds, budget=budget)
+    body += "\n\n![preference learning curves](bench/plots/preferences.png)\n"
+    typer.echo(_record("## Preference learning (loopwise bench preferences)",
+                       f"loopwise bench preferences --seeds {seeds} --budget {budget}", body,
+                       write))
 
 
 @bench_app.command("pool")

@@ -27,8 +27,10 @@ from pydantic import (
 )
 
 from shared.limits import (
+    FINITE,
     LABEL_MAX,
     BatchId,
+    CandidateId,
     Count,
     EventRef,
     GuidelineName,
@@ -218,6 +220,138 @@ class ReviewMode(StrEnum):
     prelabel = "prelabel"
     choice = "choice"
     adjudication = "adjudication"
+    comparison = "comparison"  # a preference between candidate outputs (loopwise:comparisons)
+
+
+# A preference's verdict: which candidate is better, a full ranking, a tie, or none is good.
+TIE = "__tie__"
+BOTH_BAD = "__both_bad__"
+CANDIDATES_MAX = 8
+
+
+class Verdict(StrEnum):
+    better = "better"  # one candidate is the best; the others are not ranked among themselves
+    ranked = "ranked"  # every candidate in order, best first
+    tie = "tie"  # as good as each other
+    both_bad = "both_bad"  # none is acceptable: no preference to learn from
+
+
+class Candidate(BaseModel):
+    """One output to compare: what the reviewer reads, and (hidden until the submit) which
+    model wrote it."""
+
+    model_config = FINITE
+    candidate_id: CandidateId
+    text: Text
+    model: Name | None = Field(None, description="the model that wrote it; never shown "
+                                                 "before the submit")
+    features: list[float] | None = Field(
+        None, description="numeric features for the reward model (else it hashes the text)")
+
+
+def _distinct_candidates(candidates: list[Candidate]) -> list[Candidate]:
+    ids = [c.candidate_id for c in candidates]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"candidate ids must be distinct (got {ids})")
+    return candidates
+
+
+class ComparisonEvent(Event):
+    """A prompt and two or more candidate outputs to compare (``loopwise:comparisons``).
+
+    The router queues it as a comparison task, like a prediction it sends to review; the
+    scorer keeps it for the reward model. ``gold_choice`` (a known better candidate) makes
+    it a gold pair: reviewers are not told, the quality service scores them on it.
+    """
+
+    kind: ClassVar[str] = "comparison"
+
+    project: Project
+    comparison_id: ItemId
+    prompt: Text
+    candidates: list[Candidate] = Field(min_length=2, max_length=CANDIDATES_MAX)
+    payload: JsonObject | None = None
+    priority: float | None = Field(
+        None, description="higher is reviewed first (the active pair selector's score)")
+    gold_choice: CandidateId | None = Field(
+        None, description="the candidate known to be better: a gold pair")
+    created_at: datetime = Field(default_factory=utcnow)
+
+    @field_validator("candidates")
+    @classmethod
+    def _distinct(cls, candidates: list[Candidate]) -> list[Candidate]:
+        return _distinct_candidates(candidates)
+
+    @model_validator(mode="after")
+    def _gold_is_a_candidate(self) -> ComparisonEvent:
+        if self.gold_choice is not None and self.gold_choice not in {
+                c.candidate_id for c in self.candidates}:
+            raise ValueError(f"gold_choice {self.gold_choice!r} is not one of the candidates")
+        return self
+
+
+class Preference(BaseModel):
+    """What a comparison's label event records beyond the label: what was shown, in which
+    order, which models wrote it (revealed after the submit), and the verdict in full.
+
+    The event's ``label`` is the verdict in one string, so that agreement, versions, diff
+    and rollback treat preferences like any label: the better candidate's id, the ranking
+    joined by ``>`` (best first), ``__tie__`` or ``__both_bad__``.
+    """
+
+    model_config = FINITE
+    verdict: Verdict
+    ranking: list[CandidateId] = Field(
+        default_factory=list, max_length=CANDIDATES_MAX,
+        description="best first: one id for 'better', every candidate for 'ranked'")
+    shown_order: list[CandidateId] = Field(min_length=2, max_length=CANDIDATES_MAX,
+                                           description="the order the reviewer saw")
+    prompt: Text
+    texts: dict[CandidateId, Text] = Field(description="candidate id -> its text")
+    models: dict[CandidateId, Name] = Field(default_factory=dict,
+                                            description="candidate id -> the model")
+    reason: Note | None = None
+    gold_choice: CandidateId | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Preference:
+        shown = set(self.shown_order)
+        if len(shown) != len(self.shown_order) or shown != set(self.texts):
+            raise ValueError("shown_order must list every candidate once")
+        if not set(self.ranking) <= shown or len(set(self.ranking)) != len(self.ranking):
+            raise ValueError("the ranking must name distinct shown candidates")
+        want = {Verdict.better: 1, Verdict.ranked: len(shown), Verdict.tie: 0,
+                Verdict.both_bad: 0}[self.verdict]
+        if len(self.ranking) != want:
+            raise ValueError(f"a '{self.verdict.value}' verdict ranks {want} candidate(s), "
+                             f"not {len(self.ranking)}")
+        return self
+
+    def label(self) -> str:
+        """The verdict as the label store holds it."""
+        if self.verdict is Verdict.tie:
+            return TIE
+        if self.verdict is Verdict.both_bad:
+            return BOTH_BAD
+        return ">".join(self.ranking)
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """(chosen, rejected) pairs the verdict implies: the best over each other one, or
+        every ordered pair of a ranking; none for a tie or both bad."""
+        if self.verdict is Verdict.better:
+            best = self.ranking[0]
+            return [(best, c) for c in self.shown_order if c != best]
+        if self.verdict is Verdict.ranked:
+            r = self.ranking
+            return [(r[i], r[j]) for i in range(len(r)) for j in range(i + 1, len(r))]
+        return []
+
+    def first_shown_chosen(self) -> bool | None:
+        """Whether the reviewer preferred the candidate shown first (position bias); None
+        when the verdict prefers none."""
+        if not self.ranking:
+            return None
+        return self.ranking[0] == self.shown_order[0]
 
 
 class LabelEvent(Event):
@@ -255,6 +389,8 @@ class LabelEvent(Event):
     late_submit: bool = Field(False, description="submitted after the lease had expired")
     supersedes: EventRef | None = Field(
         None, description="event id this one revises (after reveal)")
+    preference: Preference | None = Field(
+        None, description="a comparison's verdict in full (mode 'comparison')")
 
     @model_validator(mode="after")
     def _attribution_is_consistent(self) -> LabelEvent:
@@ -262,6 +398,9 @@ class LabelEvent(Event):
             raise ValueError("an auto label's labeler_id must be 'model:<version>'")
         if self.source is LabelSource.human and self.mode is None:
             raise ValueError("a human label must say its review mode")
+        if self.preference is not None and self.label != self.preference.label():
+            raise ValueError(f"a preference's label must be {self.preference.label()!r}, "
+                             f"its verdict")
         return self
 
 

@@ -161,6 +161,10 @@ BatchId = Annotated[str, StringConstraints(min_length=1, max_length=BATCH_ID_MAX
 VersionName = Annotated[str, StringConstraints(min_length=1, max_length=VERSION_NAME_MAX),
                         _NAME]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=ID_MAX), _NAME]  # a class...
+# A comparison's candidate: short, and without '>' (a ranking's label joins ids with it).
+CANDIDATE_ID_MAX = 28  # 8 ids and 7 separators fit a label (LABEL_MAX)
+CandidateId = Annotated[str, StringConstraints(min_length=1, max_length=CANDIDATE_ID_MAX,
+                                               pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
 EventRef = Annotated[str, StringConstraints(min_length=1, max_length=EVENT_ID_MAX),
                      _NAME]  # an event id as text
 # A guideline version as the quality service names it ("" for labels without one).

@@ -9,6 +9,7 @@ by shared.auth, not one service's data).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -51,7 +52,14 @@ class Peers:
     async def post(self, service: str, path: str, body: Any) -> Any:
         return await self._call("POST", service, path, json=body)
 
-    async def _call(self, method: str, service: str, path: str, **options: Any) -> Any:
+    async def get_jsonl(self, service: str, path: str, **params: Any) -> list[Any]:
+        """GET a JSON-lines body (an export): one value a line."""
+        text = await self._call("GET", service, path, lines=True,
+                                params={k: v for k, v in params.items() if v is not None})
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    async def _call(self, method: str, service: str, path: str, lines: bool = False,
+                    **options: Any) -> Any:
         url = self.settings.url_of(service) + path
         try:
             r = await (await self._http()).request(method, url, **options)
@@ -64,7 +72,7 @@ class Peers:
         if r.status_code >= 400:
             raise PeerError(f"{service} answered {r.status_code} to {method} {path}: "
                             f"{r.text[:300]}")
-        return r.json()
+        return r.text if lines else r.json()
 
     async def _renew(self) -> None:
         await self.aclose()

@@ -6,13 +6,15 @@ LABELS = "loopwise:labels"
 QUALITY = "loopwise:quality"
 PROJECTS = "loopwise:projects"  # project settings changes (an addition to the design contract)
 MODELS = "loopwise:models"  # model-trained events (an addition to the design contract)
+# Prompts with candidate outputs to compare (an addition to the design contract).
+COMPARISONS = "loopwise:comparisons"
 DEADLETTER = "loopwise:deadletter"
 
 # Streams without consumer groups, capped (approximately) at this many entries when
 # published to; the others are trimmed behind their groups (shared.retention).
 CAPPED = {DEADLETTER: 100_000, MODELS: 10_000}
 
-ALL = (ITEMS, PREDICTIONS, LABELS, QUALITY, PROJECTS, MODELS, DEADLETTER)
+ALL = (ITEMS, PREDICTIONS, COMPARISONS, LABELS, QUALITY, PROJECTS, MODELS, DEADLETTER)
 
 
 # One consumer group per (service, stream): every service sees every entry once.

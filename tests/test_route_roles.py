@@ -41,6 +41,11 @@ ROUTES: list[tuple[str, str, str, str, dict[str, Any]]] = [
     ("router", "POST", "/v1/projects/{p}/gold", "admin",
      {"json": {"items": [{"item_id": "g-extra", "label": "c"}]}}),
     ("router", "DELETE", "/v1/projects/{p}/paused/nobody", "admin", {}),
+    ("router", "GET", "/v1/projects/{p}/comparisons/next", "labeler", {}),
+    ("router", "POST", "/v1/projects/{p}/comparisons", "admin",
+     {"json": {"comparisons": [{"comparison_id": "cmp-extra", "prompt": "q", "candidates": [
+         {"candidate_id": "a", "text": "x"}, {"candidate_id": "b", "text": "y"}]}]}}),
+    ("labels", "GET", "/v1/projects/{p}/export?format=trl", "reviewer", {}),
     ("scorer", "GET", "/v1/projects/{p}/models", "labeler", {}),
     ("scorer", "GET", "/v1/projects/{p}/config", "labeler", {}),
     ("scorer", "POST", "/v1/projects/{p}/predict", "reviewer", {"json": {"texts": ["x"]}}),
@@ -48,6 +53,11 @@ ROUTES: list[tuple[str, str, str, str, dict[str, Any]]] = [
      {"json": {"items": [{"item_id": "extra", "text": "extra item"}]}}),
     ("scorer", "POST", "/v1/projects/{p}/items/lookup", "service", {"json": {"item_ids": ["n0"]}}),
     ("scorer", "POST", "/v1/projects/{p}/select", "admin", {"json": {"budget": 1}}),
+    ("scorer", "GET", "/v1/projects/{p}/reward/models", "reviewer", {}),
+    ("scorer", "POST", "/v1/projects/{p}/reward/score", "reviewer", {"json": {"texts": ["x"]}}),
+    ("scorer", "POST", "/v1/projects/{p}/reward/select", "admin",
+     {"json": {"budget": 1, "strategy": "random", "prompts": [{"prompt_id": "q", "prompt": "q",
+      "candidates": [{"candidate_id": "a", "text": "x"}, {"candidate_id": "b", "text": "y"}]}]}}),
     ("labels", "GET", "/v1/projects/{p}/labels", "labeler", {}),
     ("labels", "GET", "/v1/projects/{p}", "labeler", {}),
     ("labels", "GET", "/v1/projects/{p}/versions", "reviewer", {}),
@@ -64,6 +74,8 @@ ROUTES: list[tuple[str, str, str, str, dict[str, Any]]] = [
 # Routes of the table's services left out on purpose, and why.
 NOT_IN_TABLE = {
     "/v1/projects/{project}/train": "trains a model (slow); admin, tested in the scorer tests",
+    "/v1/projects/{project}/reward/train": "trains a reward model; admin, tested in "
+                                           "tests/test_reward_model.py",
     "/v1/projects/{project}/reverts": "writes; the labels authorization matrix covers it",
     "/v1/projects/{project}/versions/{version}/revert": "writes; labels matrix",
     "/v1/projects/{project}/versions/{version}": "labels matrix (reviewer)",

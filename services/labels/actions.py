@@ -472,6 +472,8 @@ async def export_chunks(
                 rows(store.stream_counting_events(conn, project, view)), payloads,
                 lambda ids: store.import_refs_of(side, ids), from_name=from_name,
                 to_name=to_name, item_key=item_key, annotator_domain=annotator_domain)
+        elif fmt == "trl":
+            chunks = export.trl(rows(store.stream_counting_events(conn, project, view)))
         else:
             writer = export.jsonl if fmt == "jsonl" else export.csv_rows
             chunks = writer(rows(store.stream_current(conn, project, view)))

@@ -39,7 +39,7 @@ from shared.peers import PeerError
 from shared.service import runtime_of
 from shared.tables import project_members
 
-from . import actions, audit, export, store
+from . import actions, audit, export, preferences, store
 from .audit import Actor
 from .labelstudio import ANNOTATOR_DOMAIN, LabelStudioFormatError
 from .responses import (
@@ -155,6 +155,8 @@ async def get_current_labels(
             conn, project, include_auto=include_auto, limit=limit, offset=offset, view=view
         )
         counts = await store.count_events(conn, project)
+        rows = preferences.visible(rows, principal.sees_payloads(
+            project, await store.is_sensitive(conn, project)))
     return {
         "project": project,
         "view": view.description,
@@ -377,9 +379,14 @@ async def trace_item(
     async with _engine(request).connect() as conn:
         view = await _view(conn, project, version, as_of)
         try:
-            return {"project": project, **await store.trace(conn, project, item_id, view)}
+            found = await store.trace(conn, project, item_id, view)
         except store.NotFound as exc:
             raise _fail(exc) from exc
+        if not principal.sees_payloads(project, await store.is_sensitive(conn, project)):
+            if found.get("decided_by"):
+                found["decided_by"] = preferences.visible([found["decided_by"]], False)[0]
+            found["history"] = preferences.visible(found["history"], False)
+        return {"project": project, **found}
 
 
 # --- export and import -----------------------------------------------------------------------
@@ -393,7 +400,7 @@ async def export_labels(
     project: Project,
     request: Request,
     principal: Reviewer,
-    format: Literal["jsonl", "csv", "labelstudio"] = "jsonl",
+    format: Literal["jsonl", "csv", "labelstudio", "trl"] = "jsonl",
     version: VersionName | None = None,
     as_of: datetime | None = None,
     from_name: str = "label",
@@ -406,17 +413,21 @@ async def export_labels(
         description="Label Studio: the email domain given to loopwise labelers")
     ] = ANNOTATOR_DOMAIN,
 ) -> StreamingResponse:
-    """Stream a version's labels: current labels as JSONL/CSV, counted events as Label Studio."""
+    """Stream a version's labels: current labels as JSONL/CSV, counted events as Label Studio,
+    counted preferences as TRL reward-trainer pairs (``trl``: prompt, chosen, rejected)."""
     engine = _engine(request)
     async with engine.connect() as conn:
         view = await _view(conn, project, version, as_of)
         payloads_visible = principal.sees_payloads(project, await store.is_sensitive(conn, project))
+    if format == "trl" and not payloads_visible:  # the pairs are the candidates' texts
+        raise HTTPException(403, detail="this project is sensitive: only its members "
+                                        "export its preferences")
 
     body = actions.export_chunks(_ctx(request), project, view, format,
                                  payloads_visible=payloads_visible, from_name=from_name,
                                  to_name=to_name, item_key=item_key,
                                  annotator_domain=annotator_domain)
-    suffix = {"jsonl": "jsonl", "csv": "csv", "labelstudio": "json"}[format]
+    suffix = {"jsonl": "jsonl", "csv": "csv", "labelstudio": "json", "trl": "jsonl"}[format]
     name = f"{project}-{'v' + str(view.version) if version else 'head'}.{suffix}"
     return StreamingResponse(
         body,

@@ -14,14 +14,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from shared.events import LabelEvent
+from shared.events import LabelEvent, Preference
 
 from .labelstudio import ANNOTATOR_DOMAIN, AnnotationRef, to_export
 from .versions import utc
 
-FORMATS = ("jsonl", "csv", "labelstudio")
+FORMATS = ("jsonl", "csv", "labelstudio", "trl")
 MEDIA_TYPES = {
     "jsonl": "application/x-ndjson",
+    "trl": "application/x-ndjson",
     "csv": "text/csv; charset=utf-8",
     "labelstudio": "application/json",
 }
@@ -69,6 +70,37 @@ async def csv_rows(rows: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
             out.truncate()
     if out.tell():
         yield out.getvalue().encode()
+
+
+def preference_pairs(row: dict[str, Any]) -> list[dict[str, str]]:
+    """The (prompt, chosen, rejected) rows one stored preference gives, in the explicit-prompt
+    preference format TRL's ``RewardTrainer`` reads: the better candidate over each other
+    one, every ordered pair of a ranking; none for a tie or "both bad" (nothing to learn
+    which is better), nor for a label that is no preference."""
+    stored = row.get("preference")
+    if not stored:
+        return []
+    preference = Preference.model_validate(stored)
+    return [{"prompt": preference.prompt, "chosen": preference.texts[chosen],
+             "rejected": preference.texts[rejected]}
+            for chosen, rejected in preference.pairs()]
+
+
+async def trl(rows: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    """Every counted preference of a version as chosen/rejected JSONL: each reviewer's
+    judgment is a training pair (a reverted one is not counted, so it is not exported)."""
+    buffer: list[str] = []
+    size = 0
+    async for row in rows:
+        for pair in preference_pairs(row):
+            line = json.dumps(pair, ensure_ascii=False) + "\n"
+            buffer.append(line)
+            size += len(line)
+        if size >= FLUSH_BYTES:
+            yield "".join(buffer).encode()
+            buffer, size = [], 0
+    if buffer:
+        yield "".join(buffer).encode()
 
 
 def _event(row: dict[str, Any]) -> LabelEvent:

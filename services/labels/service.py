@@ -63,7 +63,10 @@ class LabelsService:
         async with self.runtime.engine.begin() as conn:
             for d in batch:
                 event = d.event
-                problems = label_problems(event.project, options[event.project], [event.label])
+                # A preference's label names candidates, not label options: its own model
+                # checked it against the verdict.
+                problems = [] if event.preference is not None else label_problems(
+                    event.project, options[event.project], [event.label])
                 if problems:
                     refused.append((d, problems[0]))
                 else:

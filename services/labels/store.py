@@ -15,6 +15,7 @@ the write lock before reading the clock gives the same order.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -57,6 +58,7 @@ from .versions import (
 
 __all__ = ["SOURCE_PRECEDENCE", "append_events", "count_events", "current_labels"]
 WRITE_LOCK_KEY = 4242005
+JSON_COLUMNS = frozenset({"preference"})
 CHUNK = 1000
 
 
@@ -103,6 +105,7 @@ def event_row(event: LabelEvent, stored_at: datetime) -> dict[str, Any]:
     row["event_id"] = str(event.event_id)
     row["source"] = event.source.value
     row["mode"] = event.mode.value if event.mode else None
+    row["preference"] = event.preference.model_dump(mode="json") if event.preference else None
     row["stored_at"] = stored_at
     return row
 
@@ -125,7 +128,9 @@ async def _insert_via_copy(conn: AsyncConnection, rows: list[dict[str, Any]]) ->
     times cheaper than binding the batch as parameters. Same transaction as the caller.
     """
     columns = list(rows[0])
-    records = [tuple(r[c] for c in columns) for r in rows]
+    # asyncpg's COPY takes a json column's value as its text.
+    records = [tuple(json.dumps(r[c]) if c in JSON_COLUMNS and r[c] is not None else r[c]
+                     for c in columns) for r in rows]
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None, "COPY needs asyncpg's connection"
     await driver.execute("SAVEPOINT label_copy")

@@ -62,6 +62,8 @@ label_events = Table(
     Column("audit_sample", Boolean, nullable=False, default=False),
     Column("late_submit", Boolean, nullable=False, default=False),
     Column("supersedes", String(EVENT_ID_MAX), nullable=True),
+    # a comparison's verdict in full (shared.events.Preference); null for other labels
+    Column("preference", JSON, nullable=True),
     Column("stored_at", DateTime(timezone=True), nullable=False),
     Index("ix_label_events_project_item", "project", "item_id"),
     Index("ix_label_events_project_created", "project", "created_at"),

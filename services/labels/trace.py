@@ -16,6 +16,7 @@ PROVENANCE = (
     "event_id", "label", "labeler_id", "source", "mode", "shown_prelabel",
     "agreed_with_prelabel", "revised_after_reveal", "model_version", "guideline_version",
     "task_id", "batch_id", "confidence", "created_at", "stored_at", "duration_ms",
+    "preference",  # a comparison's verdict, the order shown, the models, the reason
 )  # fmt: skip
 
 

@@ -197,6 +197,9 @@ class QualityService:
                     detail = row["detail"]
                     state.clears_due.setdefault(detail["labeler_id"], []).append(
                         int(detail["tasks_seen"]))
+                    if "comparisons_seen" in detail:
+                        state.position_clears_due.setdefault(detail["labeler_id"], []).append(
+                            int(detail["comparisons_seen"]))
                 elif row["kind"] == "guideline_alert" and row["resolved_at"] is None:
                     detail = dict(row["detail"])
                     key = (detail["class"], detail["guideline_version"])
@@ -221,6 +224,10 @@ class QualityService:
                         }.values())
         if missing:
             await self._publish_flags(missing)
+        for project, state in self.projects.items():
+            unsaid = [w for w in state.take_position_flags() if w not in state.flags]
+            if unsaid:
+                await self._publish_position_flags(project, unsaid)
         for project in self.projects:
             self._touch(project, time.monotonic(), backlog=True)
             self._export_metrics(project)
@@ -230,9 +237,10 @@ class QualityService:
     async def on_labels(self, batch: list[Delivery[LabelEvent]]) -> None:
         """Count each label once as a vote; a label its project's schema refuses (the
         labels service refuses it too) is dead-lettered, never counted."""
-        refused = [(d, problems[0]) for d in batch if (problems := label_problems(
-            d.event.project, self.project_settings(d.event.project).label_options,
-            [d.event.label]))]
+        refused = [(d, problems[0]) for d in batch if d.event.preference is None and (
+            problems := label_problems(
+                d.event.project, self.project_settings(d.event.project).label_options,
+                [d.event.label]))]
         if refused:
             await self.runtime.bus.refuse(streams.LABELS, streams.GROUP_QUALITY, refused)
             batch = [d for d in batch if all(d is not r for r, _ in refused)]
@@ -259,6 +267,10 @@ class QualityService:
                 flags.append((r["project"], flag))
         if flags:
             await self._publish_flags(flags)
+        for project in {r["project"] for r in fresh}:
+            biased = self.state(project).take_position_flags()
+            if biased:
+                await self._publish_position_flags(project, biased)
         now = time.monotonic()
         for project in {r["project"] for r in fresh}:
             self._export_metrics(project)
@@ -270,6 +282,7 @@ class QualityService:
 
     @staticmethod
     def _row(event: LabelEvent) -> dict[str, Any]:
+        pref = event.preference
         return {
             "event_id": str(event.event_id),
             "project": event.project,
@@ -290,6 +303,8 @@ class QualityService:
             "duration_ms": event.duration_ms,
             "model_version": event.model_version,
             "confidence": event.confidence,
+            "first_shown_chosen": pref.first_shown_chosen() if pref else None,
+            "candidates_shown": len(pref.shown_order) if pref and pref.ranking else None,
         }
 
     # ------------------------------------------------------------------ findings
@@ -321,6 +336,39 @@ class QualityService:
         await self.runtime.bus.publish(streams.QUALITY, events)
         await self._replace(records)  # a labeler flagged again after a review cleared them
 
+    async def _publish_position_flags(self, project: str, reviewers: list[str]) -> None:
+        """Flag reviewers who pick the first-shown candidate more often than chance, as
+        deference is flagged: a ``labeler_flag`` (the router pauses them when the
+        project's quality settings say so) and a finding a review clears."""
+        state = self.state(project)
+        test = state.position_test
+        events, records = [], []
+        for who in reviewers:
+            monitor = state.positions[who]
+            since = monitor.evidence_since
+            event = LabelerFlagEvent(
+                event_id=stable_id("position_flag", project, who,
+                                   since.isoformat() if since else ""),
+                project=project, labeler_id=who,
+                pause=self.config.auto_pause_of(self.project_settings(project).quality),
+                evidence_since=since, flagged_at=monitor.flagged_at,
+                statistic=round(monitor.cusum.statistic, 4),
+                threshold=round(monitor.cusum.threshold, 4),
+                test=(f"position bias (cusum-sprt): picks the first-shown candidate more often "
+                      f"than chance; first-shown share {monitor.first_share:.3f} over "
+                      f"{monitor.comparisons} comparisons; false flags <= "
+                      f"{test.false_positive_rate:.0%} over {test.horizon} comparisons"),
+                tasks_in_evidence=monitor.cusum.run_tasks,
+                re_review_items=state.items_since(who, since))
+            events.append(event)
+            detail = event.finding()
+            records.append(self._finding(project, "labeler_flag", who, detail, event.event_id))
+            state.flags[who] = detail
+            log.warning("reviewer flagged for position bias", project=project, labeler=who,
+                        comparisons=monitor.comparisons)
+        await self.runtime.bus.publish(streams.QUALITY, events)
+        await self._replace(records)
+
     async def clear_flag(self, project: str, labeler_id: str, by: str,
                          note: str | None) -> dict[str, Any]:
         """A reviewer looked at the evidence and cleared the labeler: unpause them and
@@ -330,6 +378,8 @@ class QualityService:
         if flag is None:
             raise LookupError(f"{labeler_id!r} is not flagged in project {project!r}")
         now = utcnow()
+        position = state.positions.get(labeler_id)
+        comparisons_seen = position.comparisons if position else None
         tasks_seen = state.clear_flag(labeler_id)
         event_id = stable_id("labeler_flag_cleared", project, labeler_id, now.isoformat())
         event = LabelerFlagClearedEvent(
@@ -337,6 +387,8 @@ class QualityService:
             note=note, cleared_at=now, tasks_seen=tasks_seen,
             flag=FlagSummary.model_validate({k: flag.get(k) for k in FlagSummary.model_fields}))
         detail = event.finding()
+        if comparisons_seen is not None:  # where a replay clears the position monitor
+            detail["comparisons_seen"] = comparisons_seen
         # Said before it is recorded: a crash in between leaves the flag standing (and
         # the clear to be done again), never a recorded clear the router did not hear.
         await self.runtime.bus.publish(streams.QUALITY, [event])
@@ -612,6 +664,13 @@ class QualityService:
             entry = gold.summary(error_rate) if gold else {}
             monitor = state.monitors.get(who)
             entry["deference_statistic"] = round(monitor.statistic, 4) if monitor else 0.0
+            position = state.positions.get(who)
+            if position is not None:
+                entry["position_bias"] = {
+                    "comparisons": position.comparisons,
+                    "first_shown_share": position.first_share,
+                    "statistic": round(position.cusum.statistic / position.cusum.threshold, 4),
+                    "flagged": position.flagged}
             entry["flagged"] = who in state.flags
             entry["paused"] = bool(state.flags.get(who, {}).get("pause"))
             entry.update(consensus_by_labeler.get(who, {}))

@@ -25,6 +25,7 @@ from services.quality.alerts import GuidelineWatch
 from services.quality.detection import DeferenceMonitor, DeferenceTest
 from services.quality.gold import LabelerGold, ModelErrorRate, prelabel_task
 from services.quality.incremental import IncrementalDawidSkene, Refit
+from services.quality.position_bias import PositionBiasMonitor, PositionBiasTest
 from services.quality.running import RunningAgreement
 from services.quality.votes import VoteTable, grown
 from services.quality.windows import VoteSnapshot
@@ -73,6 +74,12 @@ class ProjectState:
     report: dict[str, Any] = field(default_factory=dict)
     consensus: dict[str, Any] = field(default_factory=dict)
     model_checked: set[str] = field(default_factory=set)  # gold items the model is judged on
+    # Position bias in comparisons: a monitor per reviewer, the reviewers it newly flagged
+    # (for the service to publish), and on replay the comparison counts of recorded clears.
+    position_test: PositionBiasTest = field(default_factory=PositionBiasTest)
+    positions: dict[str, PositionBiasMonitor] = field(default_factory=dict)
+    position_flagged: list[str] = field(default_factory=list)
+    position_clears_due: dict[str, list[int]] = field(default_factory=dict)
     _error_cache: tuple[tuple[int, int], float] = ((-1, -1), 0.0)
 
     def cautious_error_rate(self) -> float:
@@ -109,6 +116,9 @@ class ProjectState:
             # A revision after the reveal replaces the vote; the evidence is the first answer.
             gold.revisions_after_reveal += 1
             return None
+        if row.get("first_shown_chosen") is not None:
+            self._observe_position(who, bool(row["first_shown_chosen"]),
+                                   int(row["candidates_shown"]), row["created_at"])
         task = prelabel_task(row.get("mode"), row.get("shown_prelabel"), label,
                              bool(row.get("planted_prelabel")), row.get("gold_label"))
         gold.add(label=label, gold_label=row.get("gold_label"), task=task,
@@ -133,10 +143,32 @@ class ProjectState:
             return None
         return NewFlag(who, monitor) if flagged else None
 
+    def _observe_position(self, who: str, first_chosen: bool, shown: int,
+                          at: datetime) -> None:
+        monitor = self.positions.get(who)
+        if monitor is None:
+            monitor = self.positions[who] = PositionBiasMonitor(test=self.position_test)
+        flagged = monitor.observe(first_chosen, shown, at)
+        due = self.position_clears_due.get(who)
+        if due and monitor.comparisons >= due[0]:  # replay: a review cleared the flag here
+            due.pop(0)
+            monitor.clear()
+            return
+        if flagged:
+            self.position_flagged.append(who)
+
+    def take_position_flags(self) -> list[str]:
+        """Reviewers the position-bias test newly flagged (each once), still flagged."""
+        out = [w for w in dict.fromkeys(self.position_flagged) if self.positions[w].flagged]
+        self.position_flagged = []
+        return out
+
     def clear_flag(self, labeler_id: str) -> int:
         """A review cleared the labeler: drop the flag and watch afresh. Returns how many
         pre-labelled tasks the monitor had seen, which is where a replay clears it again."""
         self.flags.pop(labeler_id, None)
+        if labeler_id in self.positions:
+            self.positions[labeler_id].clear()
         monitor = self.monitors.get(labeler_id)
         if monitor is None:
             return 0
@@ -149,6 +181,10 @@ class ProjectState:
             if due and who in self.monitors:
                 self.monitors[who].clear()
         self.clears_due.clear()
+        for who, due in self.position_clears_due.items():
+            if due and who in self.positions:
+                self.positions[who].clear()
+        self.position_clears_due.clear()
 
     def _touch(self, item: int) -> None:
         self.touched.add(item)

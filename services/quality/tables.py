@@ -47,6 +47,10 @@ quality_label_votes = Table(
     Column("duration_ms", Integer, nullable=True),
     Column("model_version", String(64), nullable=True),
     Column("confidence", Float, nullable=True),
+    # A comparison's pick (migration 0011): was it the first-shown candidate, of how many
+    # shown; null when the verdict names no best one (tie, both bad) or it is no comparison.
+    Column("first_shown_chosen", Boolean, nullable=True),
+    Column("candidates_shown", Integer, nullable=True),
     Index("ix_quality_label_votes_project_created", "project", "created_at"),
 )
 

@@ -3,18 +3,35 @@ adjudication for reviewers; routing policy, gold set and pauses for admins."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shared import streams
 from shared.auth import CurrentPrincipal, Principal, authorize, project_access, require_known
-from shared.limits import Count, Label, Project, TaskId, UserId, Version
+from shared.bus import validation_reason
+from shared.events import CANDIDATES_MAX, Candidate, ComparisonEvent, Verdict
+from shared.limits import (
+    CandidateId,
+    Count,
+    ItemId,
+    JsonObject,
+    Label,
+    Note,
+    Project,
+    TaskId,
+    Text,
+    UserId,
+    Version,
+)
 from shared.projects import RoutingPolicy
 from shared.service import service_of
 
+from .comparisons import Answer
 from .gold import GoldItem
 from .service import ReviewError, RouterService
 from .tasks import ReviewTask
@@ -146,6 +163,66 @@ TASK_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+class ShownCandidate(BaseModel):
+    position: int = Field(description="1-based, in the order drawn for this reviewer")
+    text: str
+
+
+class ComparisonTaskOut(BaseModel):
+    """A comparison as a reviewer sees it: candidates by position, never by id or model."""
+
+    task_id: str
+    project: str
+    comparison_id: str
+    prompt: str
+    payload: dict[str, Any] | None
+    candidates: list[ShownCandidate]
+    lease_expires_at: datetime
+
+
+class ComparisonIn(BaseModel):
+    """One comparison to queue: the fields of a ``loopwise:comparisons`` event."""
+
+    model_config = {"extra": "forbid", "allow_inf_nan": False}
+    event_id: uuid.UUID | None = None
+    comparison_id: ItemId
+    prompt: Text
+    candidates: list[Candidate] = Field(min_length=2, max_length=CANDIDATES_MAX)
+    payload: JsonObject | None = None
+    priority: float | None = None
+    gold_choice: CandidateId | None = None
+
+
+class ComparisonsIn(BaseModel):
+    comparisons: list[ComparisonIn] = Field(min_length=1, max_length=10_000)
+
+
+class PreferenceIn(BaseModel):
+    """A reviewer's verdict, in the positions they were shown."""
+
+    verdict: Verdict
+    chosen: int | None = Field(None, ge=1, le=CANDIDATES_MAX,
+                               description="'better': the position of the better one")
+    ranking: list[int] = Field(default_factory=list, max_length=CANDIDATES_MAX,
+                               description="'ranked': every position, best first")
+    reason: Note | None = None
+    duration_ms: Count | None = None
+    guideline_version: Version | None = None
+
+
+class RevealedCandidate(BaseModel):
+    position: int
+    candidate_id: str
+    model: str | None
+
+
+class PreferenceOut(BaseModel):
+    event_id: str
+    status: str
+    late: bool
+    reveal: dict[str, list[RevealedCandidate]]
+
+
 def _svc(request: Request) -> RouterService:
     return service_of(request)
 
@@ -242,6 +319,58 @@ async def skip(task_id: TaskId, request: Request, principal: CurrentPrincipal) -
     return {"task_id": task_id, "status": outcome}
 
 
+@router.post("/projects/{project}/comparisons", status_code=202)
+async def post_comparisons(
+    project: Project, body: ComparisonsIn, request: Request,
+    principal: Annotated[Principal, Depends(project_access("admin"))],
+) -> dict[str, Any]:
+    """Queue comparisons (admins and services): each is checked here as the
+    ``loopwise:comparisons`` event it becomes (a 422 with the reason, never a later dead
+    letter) and published to that stream, where the router and the scorer take it."""
+    try:
+        events = [ComparisonEvent.model_validate({**c.model_dump(exclude_unset=True),
+                                                  "project": project})
+                  for c in body.comparisons]
+    except ValidationError as exc:
+        raise HTTPException(422, detail=validation_reason(exc)) from exc
+    await _svc(request).runtime.bus.publish(streams.COMPARISONS, events)
+    return {"project": project, "published": len(events),
+            "event_ids": [str(e.event_id) for e in events]}
+
+
+@router.get("/projects/{project}/comparisons/next", response_model=ComparisonTaskOut,
+            responses={204: {"description": "no comparison is waiting for this reviewer"},
+                       423: {"description": "this labeler is paused"}})
+async def next_comparison(
+    project: Project, request: Request,
+    principal: Annotated[Principal, Depends(project_access("labeler"))],
+) -> Any:
+    """Lease the next comparison: candidates in an order drawn for this reviewer."""
+    try:
+        task = await _svc(request).next_comparison(project, principal)
+    except ReviewError as exc:
+        raise _raise(exc) from exc
+    return task if task else Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/comparisons/{task_id}/submit", response_model=PreferenceOut)
+async def submit_comparison(task_id: TaskId, body: PreferenceIn, request: Request,
+                            principal: CurrentPrincipal) -> Any:
+    """Record the preference with the order shown, then reveal which candidate and model
+    sat at each position; a repeat returns the first."""
+    task, standing, detail = await _task_for(request, task_id, principal)
+    answer = Answer(verdict=body.verdict, chosen=body.chosen, ranking=tuple(body.ranking),
+                    reason=body.reason)
+    try:
+        result = await _svc(request).submit_comparison(
+            task, standing, detail, principal, answer, body.duration_ms,
+            body.guideline_version)
+    except ReviewError as exc:
+        raise _raise(exc) from exc
+    return {"event_id": result.event_id, "status": result.status, "late": result.late,
+            "reveal": result.reveal}
+
+
 @router.get("/projects/{project}/policy", response_model=PolicyOut)
 async def get_policy(project: Project, request: Request,
                      principal: Annotated[Principal, Depends(project_access("reviewer"))]
@@ -296,7 +425,8 @@ async def queue_state(project: Project, request: Request,
     labelers: a gold task leaves the depth unchanged, which would tell it apart."""
     svc = _svc(request)
     body: dict[str, Any] = {"project": project, "depth": await svc.queue.depth(project),
-                            "adjudication_depth": await svc.queue.depth(project, "adjudication")}
+                            "adjudication_depth": await svc.queue.depth(project, "adjudication"),
+                            "comparison_depth": await svc.queue.depth(project, "comparison")}
     if principal.may_in(project, "admin"):
         body["dropped"] = await svc.queue.dropped(project)
         body["paused"] = await svc.paused(project)

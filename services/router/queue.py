@@ -58,7 +58,7 @@ DROPPED_TTL_MS = 7 * 24 * 3600 * 1000
 _SETTLE = """
 local function settle(tkey, ttl)
   redis.call('PEXPIRE', tkey, ttl)
-  for _, suffix in ipairs({':leases', ':seen', ':handed', ':submitted', ':skipped'}) do
+  for _, suffix in ipairs({':leases', ':seen', ':handed', ':submitted', ':skipped', ':order'}) do
     redis.call('PEXPIRE', tkey .. suffix, ttl)
   end
 end
@@ -141,8 +141,9 @@ return {added, cjson.encode(dropped)}
 """
 
 # KEYS: queue, leases index, held (labeler -> the task of their newest lease from this
-# queue), then the project's review and adjudication queues (a lapsed lease in the shared
-# index goes back to its own kind's queue, whichever kind is asked for). ARGV: labeler,
+# queue), then the project's review and adjudication queues (a lapsed lease in the index
+# review and adjudication share goes back to its own kind's queue, whichever kind is asked
+# for; comparisons have an index of their own). ARGV: labeler,
 # now, ttl, scan limit, prefix, the key of the set of paused
 # labelers ('' for none), finished-task ttl (ms), then optionally a task to create and
 # hand out directly: its id, a set key and member to remember it by (the labeler's seen
@@ -171,8 +172,10 @@ for _, member in ipairs(expired) do
       redis.call('HSET', tkey, 'state', 'expired')
       settle(tkey, task_ttl)
     else
-      local home = KEYS[4]
-      if redis.call('HGET', tkey, 'kind') == 'adjudication' then home = KEYS[5] end
+      local kind, home = redis.call('HGET', tkey, 'kind'), KEYS[4]
+      if kind == 'adjudication' then home = KEYS[5] elseif kind == 'comparison' then
+        home = queue  -- comparisons have a lease index of their own
+      end
       redis.call('ZADD', home, redis.call('HGET', tkey, 'priority'), tid)
     end
   end
@@ -415,6 +418,11 @@ class ScriptRunner:
             await self._link.aclose()
 
 
+def _queue_name(kind: str) -> str:
+    """The queue a task kind waits in: review and gold tasks share one."""
+    return kind if kind in ("adjudication", "comparison") else "queue"
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -442,16 +450,24 @@ class ReviewQueue:
         await self._run.aclose()
 
     def queue_key(self, project: str, kind: str = "review") -> str:
-        name = "adjudication" if kind == "adjudication" else "queue"
-        return f"{self.prefix}{name}:{project}"
+        return f"{self.prefix}{_queue_name(kind)}:{project}"
 
-    def leases_key(self, project: str) -> str:
+    def leases_key(self, project: str, kind: str = "review") -> str:
+        """The lease index a task's kind uses. Comparisons have their own: the next-task
+        script puts a task whose lease lapsed back into the queue it was called for."""
+        if kind == "comparison":
+            return f"{self.prefix}leases:comparison:{project}"
         return f"{self.prefix}leases:{project}"
 
     def held_key(self, project: str, kind: str = "review") -> str:
-        """Labeler -> the task of their newest lease from this queue (see ``_NEXT``)."""
-        name = "adjudication" if kind == "adjudication" else "queue"
-        return f"{self.prefix}held:{name}:{project}"
+        """Labeler -> the task of their newest lease from this queue (see ``_NEXT``); one
+        per queue, so a held review task is never handed back to a call for another kind."""
+        return f"{self.prefix}held:{_queue_name(kind)}:{project}"
+
+    def order_key(self, task_id: str) -> str:
+        """labeler -> the order a comparison task's candidates were shown to them (JSON);
+        expires with the task."""
+        return f"{self.prefix}task:{task_id}:order"
 
     def task_key(self, task_id: str) -> str:
         return f"{self.prefix}task:{task_id}"
@@ -479,8 +495,7 @@ class ReviewQueue:
         stream, events = labels or ("", [])
         if not tasks and not events:
             return 0, Counter()
-        name = "adjudication" if kind == "adjudication" else "queue"
-        args: list[Any] = [self.prefix, name, _now_ms(), stream, self.finished_ttl_ms,
+        args: list[Any] = [self.prefix, _queue_name(kind), _now_ms(), stream, self.finished_ttl_ms,
                            self.dropped_ttl_ms, len(events), *events, len(tasks)]
         for row in tasks:
             args += row
@@ -506,7 +521,7 @@ class ReviewQueue:
         """
         extra = [direct.task_id, *(remember or ("", "")), *direct.flat()] if direct else []
         got = await self._run(
-            self._next, [self.queue_key(project, kind), self.leases_key(project),
+            self._next, [self.queue_key(project, kind), self.leases_key(project, kind),
                          self.held_key(project, kind), self.queue_key(project),
                          self.queue_key(project, "adjudication")],
             [labeler, _now_ms(), lease_seconds * 1000, self.scan_limit, self.prefix,
@@ -556,14 +571,14 @@ class ReviewQueue:
         """
         obs_key, obs_value, obs_max = observation or ("", "", 0)
         got = await self._run(
-            self._submit, [self.queue_key(project, kind), self.leases_key(project)],
+            self._submit, [self.queue_key(project, kind), self.leases_key(project, kind)],
             [self.prefix, task_id, labeler, _now_ms(), event_id, stream, on_time_json,
              late_json, obs_key, obs_value, obs_max, self.finished_ttl_ms])
         return _text(got[0]), _text(got[1]), _text(got[2]) == "1"
 
     async def skip(self, project: str, task_id: str, labeler: str, kind: str = "review") -> str:
         got = await self._skip(
-            keys=[self.queue_key(project, kind), self.leases_key(project)],
+            keys=[self.queue_key(project, kind), self.leases_key(project, kind)],
             args=[self.prefix, task_id, labeler, self.finished_ttl_ms],
         )
         return _text(got)

@@ -25,6 +25,7 @@ from shared.cache import RefreshingCache
 from shared.events import (
     NONE_OF_THESE,
     AdjudicationRequestEvent,
+    ComparisonEvent,
     LabelerFlagClearedEvent,
     LabelerFlagEvent,
     LabelEvent,
@@ -48,6 +49,8 @@ from shared.projects import (
 from shared.service import Runtime
 from shared.wire import text
 
+from . import comparisons
+from .comparisons import Answer, AnswerError, preference_of, presentation_order
 from .gold import GoldItem, GoldPrediction, gold_showing, pick_gold, should_salt
 from .progress import (
     Display,
@@ -89,6 +92,7 @@ OPTIONS_CACHE_SECONDS = 2.0
 HANDED_CACHE = 20_000  # fields of the tasks this process handed out most recently
 NOT_HANDED = "this task was not handed to you; take one with tasks/next"
 SKIPPED = "you skipped this task: it is no longer yours to label; take one with tasks/next"
+COMPARISON_ELSEWHERE = "this task is a comparison: submit it at /v1/comparisons/{task_id}/submit"
 WRITE_CHUNK = 125  # predictions routed per script call; chunks overlap with routing
 
 # Adopts a calibration decision if no other decision was adopted since the one its window
@@ -206,6 +210,8 @@ class RouterService:
         bus = self.runtime.bus
         bus.consume(streams.PREDICTIONS, streams.GROUP_ROUTER, PredictionEvent, self.on_predictions)
         bus.consume(streams.QUALITY, streams.GROUP_ROUTER, QualityEvent, self.on_quality)
+        bus.consume(streams.COMPARISONS, streams.GROUP_ROUTER, ComparisonEvent,
+                    self.on_comparisons)
         bus.consume(streams.PROJECTS, streams.GROUP_ROUTER, ProjectSettingsChanged,
                     self.on_settings)
 
@@ -714,6 +720,8 @@ class RouterService:
         standing. Either way the recording script decides it again, atomically.
         """
         project, task_id = task.project, task.task_id
+        if task.kind == "comparison":
+            raise ReviewError(409, COMPARISON_ELSEWHERE)
         reveal = task.reveal()
         if standing == "duplicate":
             return SubmitResult(detail or "", "duplicate", False, reveal)
@@ -773,6 +781,8 @@ class RouterService:
                      guideline_version: str | None = None) -> dict[str, Any]:
         """A change after the reveal: a separate event, marked, pointing at the first, built
         by the same rules as the submit (guideline version, duration, batch)."""
+        if task.kind == "comparison":
+            raise ReviewError(409, COMPARISON_ELSEWHERE)
         submitted = await self.redis.hget(self.queue.task_key(task.task_id) + ":submitted",
                                           principal.user_id)
         if submitted is None:
@@ -792,6 +802,115 @@ class RouterService:
         if outcome == "not_leased":
             raise ReviewError(409, "you hold no lease on this task")
         return outcome
+
+    # --- comparisons (preferences) ------------------------------------------------
+    async def on_comparisons(self, batch: list[Delivery[ComparisonEvent]]) -> None:
+        """Queue each comparison as a task for ``overlap`` distinct reviewers, highest
+        ``priority`` first (the active pair selector's score; posting order otherwise).
+        The task id is derived from the comparison id: a redelivery, or a repost of the
+        same comparison while its task is kept, adds nothing."""
+        tasks: list[NewTask] = []
+        now = datetime.now(UTC).isoformat()
+        for d in batch:
+            event = d.event
+            policy = await self.policy(event.project)
+            task_id = stable_key("comparison", event.project, event.comparison_id)
+            task = ReviewTask(
+                task_id=task_id, project=event.project, item_id=event.comparison_id,
+                kind="comparison", mode=ReviewMode.comparison, options=[],
+                payload_json=orjson.dumps(event.payload).decode(), created_at=now,
+                gold_label=event.gold_choice, prompt=event.prompt,
+                candidates_json=orjson.dumps(
+                    [c.model_dump(mode="json") for c in event.candidates]).decode())
+            tasks.append(NewTask(task_id=task_id, project=event.project,
+                                 item_id=event.comparison_id,
+                                 priority=0.0 if event.priority is None else event.priority,
+                                 needed=policy.overlap, fields=task.fields()))
+            self._projects.add(event.project)
+        await self.queue.enqueue_many(tasks, kind="comparison")
+
+    async def _shown_order(self, task: ReviewTask, labeler: str) -> list[str]:
+        """The order this reviewer sees the task's candidates in: drawn at random when the
+        task is first handed to them, kept (a lease that lapsed and came back shows the
+        same order) and recorded on their preference event."""
+        key = self.queue.order_key(task.task_id)
+        order = presentation_order([c.candidate_id for c in task.candidates()], self.rng)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hsetnx(key, labeler, json.dumps(order))
+        pipe.hget(key, labeler)
+        _, kept = await pipe.execute()
+        return list(json.loads(kept))
+
+    async def next_comparison(self, project: str, principal: Principal) -> dict[str, Any] | None:
+        """Lease the next comparison: the prompt and the candidates by position, in this
+        reviewer's order; no candidate id, no model name, no gold mark."""
+        if not principal.sees_payloads(project, await self._sensitive(project)):
+            raise ReviewError(403, "this project is sensitive: only its members take its tasks")
+        try:
+            leased = await self.queue.next(
+                project, principal.user_id, self.settings.lease_seconds, kind="comparison",
+                paused_key=self._key("paused", project))
+        except Paused as exc:
+            raise ReviewError(423, "you are paused pending a quality review of your recent "
+                                   "labels; ask a project admin") from exc
+        if leased is None:
+            return None
+        task_id, expires_ms, fields = leased
+        task = ReviewTask.from_fields(fields)
+        order = await self._shown_order(task, principal.user_id)
+        return {
+            "task_id": task_id, "project": project, "comparison_id": task.item_id,
+            "prompt": task.prompt, "payload": json.loads(task.payload_json),
+            "candidates": comparisons.shown(task.candidates(), order),
+            "lease_expires_at": datetime.fromtimestamp(expires_ms / 1000, UTC).isoformat(),
+        }
+
+    async def submit_comparison(self, task: ReviewTask, standing: str, detail: str | None,
+                                principal: Principal, answer: Answer,
+                                duration_ms: int | None,
+                                guideline_version: str | None) -> SubmitResult:
+        """Record a preference as a label event (mode ``comparison``) with the order the
+        reviewer saw, then reveal which candidate and model sat at each position. The
+        same recording script as a label's submit: leases, overlap, late submits and
+        idempotence behave alike."""
+        if task.kind != "comparison":
+            raise ReviewError(409, "this task is not a comparison; submit it at "
+                                   "/v1/tasks/{task_id}/submit")
+        if standing in ("not_handed", "skipped"):
+            raise ReviewError(409, NOT_HANDED if standing == "not_handed" else SKIPPED)
+        raw_order = await self.redis.hget(self.queue.order_key(task.task_id),
+                                          principal.user_id)
+        if raw_order is None:
+            raise ReviewError(409, NOT_HANDED)
+        order = list(json.loads(raw_order))
+        candidates = task.candidates()
+        reveal = {"candidates": comparisons.revealed(candidates, order)}
+        if standing == "duplicate":
+            return SubmitResult(detail or "", "duplicate", False, reveal)
+        settings = await self.project_settings(task.project)
+        try:
+            preference = preference_of(answer, order, candidates, task.prompt or "",
+                                       task.gold_label)
+            event = LabelEvent(
+                event_id=stable_id("submit", task.task_id, principal.user_id),
+                project=task.project, item_id=task.item_id, label=preference.label(),
+                labeler_id=principal.user_id, source=LabelSource.human,
+                mode=ReviewMode.comparison, task_id=task.task_id,
+                guideline_version=guideline_version or settings.routing.guideline_version,
+                batch_id=session_batch_id("review", principal.user_id),
+                created_at=datetime.now(UTC), duration_ms=duration_ms,
+                gold_label=task.gold_label, preference=preference)
+        except AnswerError as exc:
+            raise ReviewError(422, str(exc)) from exc
+        except ValidationError as exc:
+            raise ReviewError(422, validation_reason(exc)) from exc
+        late_json = event.model_copy(update={"late_submit": True}).to_json()
+        outcome, event_id, late = await self.queue.submit(
+            task.project, task.task_id, principal.user_id, str(event.event_id),
+            streams.LABELS, event.to_json(), late_json, kind="comparison")
+        if outcome in ("not_handed", "skipped"):
+            raise ReviewError(409, NOT_HANDED if outcome == "not_handed" else SKIPPED)
+        return SubmitResult(event_id, outcome, late, reveal)
 
     async def unpause(self, project: str, labeler: str) -> bool:
         return bool(await self.redis.srem(self._key("paused", project), labeler))

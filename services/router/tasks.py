@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from shared.events import ReviewMode
+from shared.events import Candidate, ReviewMode
 
-TaskKind = Literal["review", "gold", "adjudication"]
+TaskKind = Literal["review", "gold", "adjudication", "comparison"]
 
 # The body keys of a routed review task (routing builds them without this class).
 FIELDS = frozenset({
@@ -52,11 +52,13 @@ class ReviewTask:
     labels_given: dict[str, str] = field(default_factory=dict)  # adjudication only
     consensus: str | None = None
     reason: str | None = None
+    prompt: str | None = None  # comparison only: the prompt and the candidates (JSON)
+    candidates_json: str = "[]"
 
     @classmethod
     def from_fields(cls, f: Mapping[str, str]) -> ReviewTask:
         kind = f.get("kind") or "review"
-        if kind not in ("review", "gold", "adjudication"):
+        if kind not in ("review", "gold", "adjudication", "comparison"):
             raise ValueError(f"task {f.get('task_id')!r} has an unknown kind {kind!r}")
         return cls(
             task_id=f["task_id"], project=f["project"], item_id=f["item_id"],
@@ -70,7 +72,8 @@ class ReviewTask:
             gold_label=_or_none(f.get("gold_label")), planted=f.get("planted") == "1",
             created_at=_or_none(f.get("created_at")),
             labels_given=json.loads(f.get("labels_given") or "{}"),
-            consensus=_or_none(f.get("consensus")), reason=_or_none(f.get("reason")))
+            consensus=_or_none(f.get("consensus")), reason=_or_none(f.get("reason")),
+            prompt=f.get("prompt"), candidates_json=f.get("candidates") or "[]")
 
     def fields(self) -> dict[str, str]:
         """The task as the queue stores it (``kind`` a hash field, the rest its body)."""
@@ -86,10 +89,17 @@ class ReviewTask:
         }
         if self.kind == "gold":
             out.update(gold_label=self.gold_label or "", planted="1" if self.planted else "0")
+        if self.kind == "comparison":
+            out.update(prompt=self.prompt or "", candidates=self.candidates_json,
+                       gold_label=self.gold_label or "")
         if self.kind == "adjudication":
             out.update(labels_given=json.dumps(self.labels_given),
                        consensus=self.consensus or "", reason=self.reason or "")
         return out
+
+    def candidates(self) -> list[Candidate]:
+        """A comparison task's candidates, as posted (ids, texts, models)."""
+        return [Candidate.model_validate(c) for c in json.loads(self.candidates_json)]
 
     @property
     def capability(self) -> str:
@@ -99,7 +109,7 @@ class ReviewTask:
     def reveal(self) -> dict[str, Any]:
         """What the labeler learns after the submit: the model's guess (none for
         adjudication, which never had one)."""
-        if self.kind == "adjudication":
+        if self.kind in ("adjudication", "comparison"):  # a comparison reveals per reviewer
             return {}
         return {"model_label": self.model_label, "confidence": self.confidence,
                 "model_version": self.model_version}

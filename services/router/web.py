@@ -32,7 +32,8 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 # The only files served under /static: no path from the URL ever reaches the file system.
 ASSETS = {"app.js": "text/javascript", "api.js": "text/javascript",
           "example.js": "text/javascript", "panel.js": "text/javascript",
-          "style.css": "text/css"}
+          "style.css": "text/css", "compare.js": "text/javascript",
+          "compare.css": "text/css"}
 HEADERS = {
     "Cache-Control": "no-cache",
     "X-Content-Type-Options": "nosniff",

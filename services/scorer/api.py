@@ -9,12 +9,12 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
 from shared.auth import Principal, project_access
-from shared.events import ItemEvent
+from shared.events import CANDIDATES_MAX, Candidate, ItemEvent
 from shared.limits import FINITE, ItemId, JsonObject, Name, Project, Text
 from shared.projects import SelectionSettings
 from shared.service import runtime_of, service_of
 
-from . import store
+from . import rewards, store
 from .service import ScorerService
 
 router = APIRouter(prefix="/v1", tags=["scorer"])
@@ -189,3 +189,85 @@ async def get_config(project: Project, request: Request,
     """The project's selection settings in force here (changed at the labels service:
     ``PATCH :8003/v1/projects/{project}`` with a ``selection`` section)."""
     return await _svc(request).config(project)
+
+
+# --- the reward model (preferences) ------------------------------------------------------
+
+
+class PromptIn(BaseModel):
+    model_config = FINITE
+    prompt_id: Annotated[str, Field(min_length=1, max_length=160, pattern=r"^[A-Za-z0-9_.-]+$")]
+    prompt: Text
+    candidates: list[Candidate] = Field(min_length=2, max_length=CANDIDATES_MAX)
+
+
+class CompareSelectIn(BaseModel):
+    model_config = FINITE
+    prompts: list[PromptIn] = Field(min_length=1, max_length=10_000)
+    budget: int = Field(ge=1, le=10_000)
+    strategy: Literal["active", "random"] = "active"
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="for 'random'")
+    exclude: list[ItemId] = Field(default_factory=list, max_length=100_000,
+                                  description="comparison ids already compared")
+
+
+@router.post("/projects/{project}/reward/train")
+async def train_reward(
+    project: Project, request: Request,
+    principal: Annotated[Principal, Depends(project_access("admin"))],
+) -> dict:
+    """Train a new Bradley-Terry reward-model version on the project's counted preferences."""
+    svc = _svc(request)
+    try:
+        return await rewards.train_reward(svc.runtime, svc.reward_locks[project], project)
+    except rewards.NotEnoughPreferences as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from exc
+
+
+@router.get("/projects/{project}/reward/models")
+async def reward_models(
+    project: Project, request: Request,
+    principal: Annotated[Principal, Depends(project_access("reviewer"))],
+) -> dict:
+    """The project's reward-model versions with their held-out pairwise accuracy."""
+    async with runtime_of(request).engine.connect() as conn:
+        return {"project": project, "models": await store.list_reward_models(conn, project)}
+
+
+class ScoreIn(BaseModel):
+    model_config = FINITE
+    texts: list[Text] = Field(min_length=1, max_length=10_000)
+
+
+@router.post("/projects/{project}/reward/score")
+async def score_texts(
+    project: Project, body: ScoreIn, request: Request,
+    principal: Annotated[Principal, Depends(project_access("reviewer"))],
+) -> dict:
+    """The newest reward model's score of each text (higher is better)."""
+    async with runtime_of(request).engine.connect() as conn:
+        model = await store.latest_reward_model(conn, project)
+    if model is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            detail=f"project {project!r} has no reward model yet")
+    return {"project": project, "version": model.version,
+            "scores": [round(float(x), 6) for x in model.score(body.texts)]}
+
+
+@router.post("/projects/{project}/reward/select", status_code=202)
+async def select_comparisons(
+    project: Project, body: CompareSelectIn, request: Request,
+    principal: Annotated[Principal, Depends(project_access("admin"))],
+) -> dict:
+    """Queue the ``budget`` candidate pairs the reward model is least sure of (``active``,
+    one pair a prompt, diverse) or random ones, as comparisons for review."""
+    ids = [p.prompt_id for p in body.prompts]
+    if len(set(ids)) != len(ids):
+        raise HTTPException(422, detail="prompt ids must be distinct")
+    pool = [rewards.PromptCandidates(p.prompt_id, p.prompt, p.candidates) for p in body.prompts]
+    try:
+        return await rewards.select_comparisons(runtime_of(request), project, pool,
+                                                body.budget, body.strategy, body.seed,
+                                                frozenset(body.exclude))
+    except ValueError as exc:
+        raise HTTPException(422, detail=str(exc)) from exc

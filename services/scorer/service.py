@@ -61,6 +61,7 @@ class ScorerService:
         self.models: dict[str, TrainedModel | None] = {}
         self.new_labels: Counter[str] = Counter()
         self.locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.reward_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._keep_newest = runtime.bus.redis.register_script(KEEP_NEWEST)
         # Labels (labels service), gold and queue depth (router): through their APIs.
         self.peers = runtime.peers
@@ -200,7 +201,8 @@ class ScorerService:
     async def on_labels(self, batch: list[Delivery[LabelEvent]]) -> None:
         """Count new non-auto labels; retrain a project once enough have arrived."""
         for d in batch:
-            if d.event.source is not LabelSource.auto:
+            # A preference trains the reward model, not the classifier.
+            if d.event.source is not LabelSource.auto and d.event.preference is None:
                 self.new_labels[d.event.project] += 1
         for project, n in list(self.new_labels.items()):
             if n >= self.runtime.settings.retrain_every and not self.locks[project].locked():

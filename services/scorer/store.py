@@ -12,8 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.db import insert_ignoring_duplicates
 from shared.events import NONE_OF_THESE, ItemEvent, PredictionEvent
 
+from . import reward
 from .model import TrainedModel, dumps, loads
-from .tables import items, models, prediction_payloads
+from .reward import RewardModel
+from .tables import items, models, prediction_payloads, reward_models
 
 
 def reviewer_payload(item: ItemEvent) -> dict[str, Any]:
@@ -206,3 +208,35 @@ async def features_of(conn: AsyncConnection, project: str, item_ids: list[str]) 
         .where(items.c.project == project, items.c.item_id.in_(item_ids))
     )
     return {r.item_id: r.features for r in rows.all() if r.features is not None}
+
+
+# --- reward models ---------------------------------------------------------------------
+
+
+async def next_reward_version(conn: AsyncConnection, project: str) -> str:
+    n = (await conn.execute(select(func.count()).where(reward_models.c.project == project))
+         ).scalar_one()
+    return f"{project}-r{n + 1}"
+
+
+async def save_reward_model(conn: AsyncConnection, project: str, model: RewardModel,
+                            pair_count: int, model_metrics: dict[str, Any]) -> None:
+    await conn.execute(insert(reward_models).values(
+        version=model.version, project=project, created_at=datetime.now(UTC),
+        pair_count=pair_count, metrics=model_metrics, blob=reward.dumps(model)))
+
+
+async def latest_reward_model(conn: AsyncConnection, project: str) -> RewardModel | None:
+    row = (await conn.execute(
+        select(reward_models.c.version, reward_models.c.blob)
+        .where(reward_models.c.project == project)
+        .order_by(desc(reward_models.c.created_at)).limit(1))).first()
+    return reward.loads(row.version, row.blob) if row else None
+
+
+async def list_reward_models(conn: AsyncConnection, project: str) -> list[dict[str, Any]]:
+    rows = await conn.execute(
+        select(reward_models.c.version, reward_models.c.created_at, reward_models.c.pair_count,
+               reward_models.c.metrics)
+        .where(reward_models.c.project == project).order_by(reward_models.c.created_at))
+    return [dict(r._mapping) for r in rows.all()]

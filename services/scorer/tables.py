@@ -41,3 +41,17 @@ models = Table(
     Column("metrics", JSON, nullable=False),
     Column("blob", LargeBinary, nullable=False),
 )
+
+# Reward-model versions (Bradley-Terry, trained on the project's stored preferences): a
+# table of their own, so that the classifier's serving model stays the newest ``models``
+# row whatever the reward models do.
+reward_models = Table(
+    "reward_models",
+    metadata,
+    Column("version", String(VERSION_MAX), primary_key=True),
+    Column("project", String(PROJECT_MAX), nullable=False, index=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("pair_count", Integer, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("blob", LargeBinary, nullable=False),
+)

@@ -1,0 +1,200 @@
+"""Preference feedback through the four running services: comparisons posted over HTTP and
+on the stream, queued with overlap and leases, shown blind in a recorded random order,
+judged, stored with provenance, exported for TRL's reward trainer, reverted."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import select
+
+from services.labels.tables import label_events
+from shared import streams
+from tests.helpers import client, configure, groups_idle, token
+
+pytestmark = pytest.mark.integration
+
+
+def _comparison(i: int, **extra) -> dict:
+    return {"comparison_id": f"cmp-{i}", "prompt": f"Explain item {i}",
+            "candidates": [
+                {"candidate_id": "a", "text": f"terse answer {i}", "model": "model-small"},
+                {"candidate_id": "b", "text": f"careful answer {i}", "model": "model-large"}],
+            **extra}
+
+
+async def _preferences(engine, redis, project):
+    await groups_idle(redis, (streams.LABELS, streams.GROUP_LABELS))
+    query = (select(label_events).where(label_events.c.project == project)
+             .order_by(label_events.c.created_at))
+    async with engine.connect() as conn:
+        return (await conn.execute(query)).all()
+
+
+async def _post(services, admin, project, comparisons):
+    async with client(services, "router", admin) as http:
+        r = await http.post(f"/v1/projects/{project}/comparisons",
+                            json={"comparisons": comparisons})
+        assert r.status_code == 202, r.text
+        return r.json()
+
+
+async def test_a_comparison_is_judged_blind_by_overlap_reviewers_and_stored_with_its_order(
+        services, engine, redis, project):
+    admin = await token(engine, "admin", "admin", project)
+    await configure(services, admin, project, routing={"overlap": 2})
+    await _post(services, admin, project, [_comparison(1)])
+    await groups_idle(redis, (streams.COMPARISONS, streams.GROUP_ROUTER))
+    answers = {}
+    for who in ("alice", "bob"):
+        bearer = await token(engine, who, "labeler", project)
+        async with client(services, "router", bearer) as http:
+            task = (await http.get(f"/v1/projects/{project}/comparisons/next")).json()
+            assert task["comparison_id"] == "cmp-1"
+            assert [c["position"] for c in task["candidates"]] == [1, 2]
+            blob = json.dumps(task)
+            assert "model-small" not in blob and "model-large" not in blob
+            assert "candidate_id" not in blob
+            # The same reviewer gets the same order again, and no second lease of it.
+            assert (await http.get(f"/v1/projects/{project}/comparisons/next")
+                    ).status_code == 204
+            careful = next(c["position"] for c in task["candidates"]
+                           if c["text"].startswith("careful"))
+            body = {"verdict": "better", "chosen": careful, "reason": "explains",
+                    "duration_ms": 700}
+            r = await http.post(f"/v1/comparisons/{task['task_id']}/submit", json=body)
+            assert r.status_code == 200, r.text
+            out = r.json()
+            assert out["status"] == "recorded" and out["late"] is False
+            models = {c["position"]: c["model"] for c in out["reveal"]["candidates"]}
+            assert models[careful] == "model-large"
+            again = (await http.post(f"/v1/comparisons/{task['task_id']}/submit",
+                                     json={"verdict": "tie"})).json()
+            assert (again["status"], again["event_id"]) == ("duplicate", out["event_id"])
+            answers[who] = [c["text"] for c in task["candidates"]]
+    # Overlap 2: a third reviewer gets nothing; the task is done.
+    carol = await token(engine, "carol", "labeler", project)
+    async with client(services, "router", carol) as http:
+        assert (await http.get(f"/v1/projects/{project}/comparisons/next")).status_code == 204
+    rows = await _preferences(engine, redis, project)
+    assert [(r.labeler_id, r.label, r.mode, r.source) for r in rows] == [
+        ("alice", "b", "comparison", "human"), ("bob", "b", "comparison", "human")]
+    for row in rows:
+        shown = [row.preference["texts"][cid] for cid in row.preference["shown_order"]]
+        assert shown == answers[row.labeler_id]  # the order recorded is the order shown
+        assert row.preference["models"] == {"a": "model-small", "b": "model-large"}
+        assert row.preference["reason"] == "explains" and row.duration_ms == 700
+        assert row.batch_id == f"review:{row.labeler_id}:{row.created_at:%Y-%m-%d}"
+
+
+async def test_verdicts_ties_and_bad_answers(services, engine, redis, project):
+    admin = await token(engine, "admin", "admin", project)
+    await configure(services, admin, project, routing={"overlap": 1})
+    three = _comparison(9)
+    three["candidates"].append({"candidate_id": "c", "text": "wrong answer", "model": "m3"})
+    await _post(services, admin, project, [_comparison(1), _comparison(2), three])
+    await groups_idle(redis, (streams.COMPARISONS, streams.GROUP_ROUTER))
+    dana = await token(engine, "dana", "labeler", project)
+    async with client(services, "router", dana) as http:
+        seen = {}
+        for _ in range(3):
+            task = (await http.get(f"/v1/projects/{project}/comparisons/next")).json()
+            seen[task["comparison_id"]] = task
+        assert (await http.get(f"/v1/projects/{project}/comparisons/next")).status_code == 204
+        wrong = await http.post(f"/v1/comparisons/{seen['cmp-9']['task_id']}/submit",
+                                json={"verdict": "ranked", "ranking": [1, 2]})
+        assert wrong.status_code == 422 and "every position 1..3" in wrong.json()["detail"]
+        texts = [c["text"] for c in seen["cmp-9"]["candidates"]]
+        order = sorted(range(1, 4), key=lambda p: ("careful" not in texts[p - 1],
+                                                   "wrong" in texts[p - 1]))
+        ok = await http.post(f"/v1/comparisons/{seen['cmp-9']['task_id']}/submit",
+                             json={"verdict": "ranked", "ranking": order})
+        assert ok.status_code == 200, ok.text
+        for cid, verdict in (("cmp-1", "tie"), ("cmp-2", "both_bad")):
+            r = await http.post(f"/v1/comparisons/{seen[cid]['task_id']}/submit",
+                                json={"verdict": verdict})
+            assert r.status_code == 200, r.text
+        # The label route refuses a comparison.
+        r = await http.post(f"/v1/tasks/{seen['cmp-1']['task_id']}/submit", json={"label": "a"})
+        assert r.status_code == 409 and "comparisons" in r.json()["detail"]
+    rows = {r.item_id: r for r in await _preferences(engine, redis, project)}
+    assert rows["cmp-9"].label == "b>a>c"
+    assert (rows["cmp-1"].label, rows["cmp-2"].label) == ("__tie__", "__both_bad__")
+
+    reviewer = await token(engine, "rita", "reviewer", project)
+    async with client(services, "labels", reviewer) as http:
+        r = await http.get(f"/v1/projects/{project}/export", params={"format": "trl"})
+        assert r.status_code == 200, r.text
+        pairs = [json.loads(line) for line in r.text.splitlines()]
+    # The ranking gives its three ordered pairs; the tie and "both bad" give none.
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [
+        ("careful answer 9", "terse answer 9"), ("careful answer 9", "wrong answer"),
+        ("terse answer 9", "wrong answer")]
+    assert {p["prompt"] for p in pairs} == {"Explain item 9"}
+
+
+async def test_a_bad_comparison_is_refused_at_the_door_and_on_the_stream(services, engine,
+                                                                         redis, project):
+    admin = await token(engine, "admin", "admin", project)
+    async with client(services, "router", admin) as http:
+        r = await http.post(f"/v1/projects/{project}/comparisons", json={"comparisons": [
+            _comparison(1, gold_choice="z")]})
+        assert r.status_code == 422 and "gold_choice" in r.text
+    labeler = await token(engine, "lee", "labeler", project)
+    async with client(services, "router", labeler) as http:
+        r = await http.post(f"/v1/projects/{project}/comparisons",
+                            json={"comparisons": [_comparison(1)]})
+        assert r.status_code == 403
+    before = await redis.xlen(streams.DEADLETTER)
+    bad = {"project": project, "comparison_id": "x", "prompt": "q",
+           "candidates": [{"candidate_id": "a", "text": "only one"}]}
+    await redis.xadd(streams.COMPARISONS, {"data": json.dumps(bad)})
+    await groups_idle(redis, (streams.COMPARISONS, streams.GROUP_ROUTER))
+    letters = await redis.xrevrange(streams.DEADLETTER, count=5)
+    assert await redis.xlen(streams.DEADLETTER) > before
+    assert any(b"loopwise:comparisons" in fields[b"data"] and b"candidates" in fields[b"data"]
+               for _, fields in letters)
+
+
+async def test_a_reverted_reviewer_leaves_the_export_and_comes_back_with_an_unrevert(
+        services, engine, redis, project):
+    admin = await token(engine, "admin", "admin", project)
+    await configure(services, admin, project, routing={"overlap": 2})
+    await _post(services, admin, project, [_comparison(i) for i in range(3)])
+    await groups_idle(redis, (streams.COMPARISONS, streams.GROUP_ROUTER))
+    for who, prefers in (("ann", "careful"), ("sloppy", "terse")):
+        bearer = await token(engine, who, "labeler", project)
+        async with client(services, "router", bearer) as http:
+            while (r := await http.get(f"/v1/projects/{project}/comparisons/next")
+                   ).status_code == 200:
+                task = r.json()
+                pick = next(c["position"] for c in task["candidates"]
+                            if c["text"].startswith(prefers))
+                done = await http.post(f"/v1/comparisons/{task['task_id']}/submit",
+                                       json={"verdict": "better", "chosen": pick})
+                assert done.status_code == 200, done.text
+    await _preferences(engine, redis, project)
+    async with client(services, "labels", admin) as http:
+        p = f"/v1/projects/{project}"
+
+        async def chosen() -> list[str]:
+            r = await http.get(f"{p}/export", params={"format": "trl"})
+            return sorted(json.loads(line)["chosen"].split()[0] for line in r.text.splitlines())
+
+        assert await chosen() == ["careful"] * 3 + ["terse"] * 3
+        snapshot = await http.post(f"{p}/versions", json={"name": "all-reviewers",
+                                                         "message": "before the revert"})
+        assert snapshot.status_code == 201, snapshot.text
+        reverted = await http.post(f"{p}/reverts", json={"labeler_id": "sloppy",
+                                                         "message": "picks the shorter"})
+        assert reverted.status_code == 200, reverted.text
+        number = reverted.json()["version"]["number"]
+        assert await chosen() == ["careful"] * 3
+        diff = (await http.get(f"{p}/diff", params={"from": "all-reviewers",
+                                                    "to": number})).json()
+        # sloppy's later verdicts decided each pair; ann's decide them now.
+        assert diff["counts"] == {"added": 0, "removed": 0, "changed": 3}
+        assert {(c["before"], c["after"]) for c in diff["changed"]} == {("a", "b")}
+        assert (await http.post(f"{p}/versions/{number}/revert", json={})).status_code == 200
+        assert await chosen() == ["careful"] * 3 + ["terse"] * 3
