@@ -56,9 +56,11 @@ async def test_a_comparison_is_judged_blind_by_overlap_reviewers_and_stored_with
             blob = json.dumps(task)
             assert "model-small" not in blob and "model-large" not in blob
             assert "candidate_id" not in blob
-            # The same reviewer gets the same order again, and no second lease of it.
-            assert (await http.get(f"/v1/projects/{project}/comparisons/next")
-                    ).status_code == 204
+            # The same reviewer asking again (a reload) gets the comparison they hold back,
+            # in the same order, not a second lease of another.
+            again = (await http.get(f"/v1/projects/{project}/comparisons/next")).json()
+            assert (again["task_id"], again["candidates"]) == (task["task_id"],
+                                                               task["candidates"])
             careful = next(c["position"] for c in task["candidates"]
                            if c["text"].startswith("careful"))
             body = {"verdict": "better", "chosen": careful, "reason": "explains",
@@ -98,26 +100,31 @@ async def test_verdicts_ties_and_bad_answers(services, engine, redis, project):
     dana = await token(engine, "dana", "labeler", project)
     async with client(services, "router", dana) as http:
         seen = {}
-        for _ in range(3):
+        for _ in range(3):  # a reviewer holds one comparison at a time: answer, then next
             task = (await http.get(f"/v1/projects/{project}/comparisons/next")).json()
-            seen[task["comparison_id"]] = task
-        assert (await http.get(f"/v1/projects/{project}/comparisons/next")).status_code == 204
-        wrong = await http.post(f"/v1/comparisons/{seen['cmp-9']['task_id']}/submit",
-                                json={"verdict": "ranked", "ranking": [1, 2]})
-        assert wrong.status_code == 422 and "every position 1..3" in wrong.json()["detail"]
-        texts = [c["text"] for c in seen["cmp-9"]["candidates"]]
-        order = sorted(range(1, 4), key=lambda p: ("careful" not in texts[p - 1],
-                                                   "wrong" in texts[p - 1]))
-        ok = await http.post(f"/v1/comparisons/{seen['cmp-9']['task_id']}/submit",
-                             json={"verdict": "ranked", "ranking": order})
-        assert ok.status_code == 200, ok.text
-        for cid, verdict in (("cmp-1", "tie"), ("cmp-2", "both_bad")):
-            r = await http.post(f"/v1/comparisons/{seen[cid]['task_id']}/submit",
-                                json={"verdict": verdict})
+            cid = task["comparison_id"]
+            seen[cid] = task
+            again = await http.get(f"/v1/projects/{project}/comparisons/next")
+            assert again.json()["task_id"] == task["task_id"]  # the held one, as on a reload
+            assert again.json()["candidates"] == task["candidates"]  # in the same order
+            if cid == "cmp-9":
+                wrong = await http.post(f"/v1/comparisons/{task['task_id']}/submit",
+                                        json={"verdict": "ranked", "ranking": [1, 2]})
+                assert wrong.status_code == 422
+                assert "every position 1..3" in wrong.json()["detail"]
+                texts = [c["text"] for c in task["candidates"]]
+                order = sorted(range(1, 4), key=lambda p: ("careful" not in texts[p - 1],
+                                                           "wrong" in texts[p - 1]))
+                body: dict = {"verdict": "ranked", "ranking": order}
+            else:
+                # The label route refuses a comparison.
+                r = await http.post(f"/v1/tasks/{task['task_id']}/submit", json={"label": "a"})
+                assert r.status_code == 409 and "comparisons" in r.json()["detail"]
+                body = {"verdict": "tie" if cid == "cmp-1" else "both_bad"}
+            r = await http.post(f"/v1/comparisons/{task['task_id']}/submit", json=body)
             assert r.status_code == 200, r.text
-        # The label route refuses a comparison.
-        r = await http.post(f"/v1/tasks/{seen['cmp-1']['task_id']}/submit", json={"label": "a"})
-        assert r.status_code == 409 and "comparisons" in r.json()["detail"]
+        assert set(seen) == {"cmp-1", "cmp-2", "cmp-9"}
+        assert (await http.get(f"/v1/projects/{project}/comparisons/next")).status_code == 204
     rows = {r.item_id: r for r in await _preferences(engine, redis, project)}
     assert rows["cmp-9"].label == "b>a>c"
     assert (rows["cmp-1"].label, rows["cmp-2"].label) == ("__tie__", "__both_bad__")
@@ -137,6 +144,7 @@ async def test_verdicts_ties_and_bad_answers(services, engine, redis, project):
 async def test_a_bad_comparison_is_refused_at_the_door_and_on_the_stream(services, engine,
                                                                          redis, project):
     admin = await token(engine, "admin", "admin", project)
+    await configure(services, admin, project, routing={"overlap": 1})  # declared: not a 404
     async with client(services, "router", admin) as http:
         r = await http.post(f"/v1/projects/{project}/comparisons", json={"comparisons": [
             _comparison(1, gold_choice="z")]})
