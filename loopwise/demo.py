@@ -54,6 +54,9 @@ class Summary:
     holdout: int = 0
     seed_labels: int = 0
     reviewer_accuracy: dict[str, float] = field(default_factory=dict)
+    # Seconds each reviewer spent thinking on the tasks it submitted: the truth the
+    # router's measured durations (lease to submit) must cover.
+    think_seconds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     gold_items: int = 0
     gold_labels: int = 0  # human labels on gold tasks (not counted in human_labels)
@@ -150,7 +153,8 @@ class Behaviour:
 async def _reviewer(api: AsyncClient, project: str, name: str, behaviour: Behaviour,
                     truth: dict[str, int], done: asyncio.Event, stats: dict[str, list[int]],
                     rng: random.Random, reviewed: list[str], paused: set[str],
-                    difficulty: dict[str, float] | None = None) -> None:
+                    difficulty: dict[str, float] | None = None,
+                    thought: dict[str, float] | None = None) -> None:
     """Pull, think, submit: right with probability ``accuracy``, else a plausible
     confusion; a stamper submits the pre-label when one is shown. Thinking takes a time
     drawn from the item's difficulty (:meth:`Behaviour.think_time`); the router measures
@@ -174,8 +178,9 @@ async def _reviewer(api: AsyncClient, project: str, name: str, behaviour: Behavi
             continue  # never submitted: the lease runs out and the task goes back
         true_label = truth[task.item_id]
         stamping = behaviour.stamps and bool(task.prelabel)
-        await asyncio.sleep(behaviour.think_time(
-            (difficulty or {}).get(task.item_id, 0.0), rng, judged=not stamping))
+        thinking = behaviour.think_time((difficulty or {}).get(task.item_id, 0.0), rng,
+                                        judged=not stamping)
+        await asyncio.sleep(thinking)
         if stamping:
             label = str(task.prelabel)
         elif rng.random() < behaviour.accuracy:
@@ -190,6 +195,8 @@ async def _reviewer(api: AsyncClient, project: str, name: str, behaviour: Behavi
             paused.add(name)
             return
         stats.setdefault(name, []).append(int(label == str(true_label)))
+        if thought is not None:
+            thought[name] = thought.get(name, 0.0) + thinking
         reviewed.append(task.item_id)
 
 
@@ -318,7 +325,8 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
         paused: set[str] = set()
         workers = [asyncio.create_task(_reviewer(apis[n], project, n, behaviours[n], truth,
                                                  done, stats, random.Random(rng_seed + k),
-                                                 reviewed, paused, difficulty))
+                                                 reviewed, paused, difficulty,
+                                                 summary.think_seconds))
                    for k, n in enumerate(reviewer_names)]
 
         async def routed() -> bool:

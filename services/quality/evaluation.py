@@ -90,7 +90,7 @@ def _stage(pairs: Paired, hours: float, alpha: float) -> dict[str, Any]:
         "after": _rate(pairs.errors_after, pairs.n),
         "errors_caught": pairs.caught,
         "errors_introduced": pairs.introduced,
-        "human_hours": round(hours, 3),
+        "human_hours": round(hours, 6),
         **verdict(pairs, alpha),
     }
     if result["verdict"] == NO_EFFECT:
@@ -278,6 +278,6 @@ def _labelers(first: list[Mapping[str, Any]], gold: Mapping[str, str]) -> dict[s
                               "interval": interval(right, len(on_gold))},
             "gold_catch": _catch(rs),
             "correction_rate": changed / len(shown) if shown else None,
-            "human_hours": round(_hours(rs), 3),
+            "human_hours": round(_hours(rs), 6),
         }
     return result
