@@ -275,7 +275,7 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
     def payload(i: int) -> dict[str, Any]:
         return {"image": digits.images[i].astype(int).tolist(), "kind": "digit-8x8"}
 
-    admin = AsyncClient(admin_token, settings=settings, timeout=60.0)
+    admin = AsyncClient(admin_token, settings=settings, timeout=300.0)  # the evaluation refits
     redis = aioredis.from_url(settings.redis_url)  # to watch the consumer groups drain
     try:
         await admin.update_project(project, {

@@ -102,7 +102,7 @@ async def comparison(
     request: Request,
     principal: Annotated[Principal, Depends(project_access("reviewer"))],
     points: Annotated[int, Query(ge=2, le=20, description="budgets on the learning curve")] = 6,
-    seeds: Annotated[int, Query(ge=2, le=20, description="random orders")] = 5,
+    seeds: Annotated[int, Query(ge=2, le=20, description="random orders")] = 3,
 ) -> dict[str, Any]:
     """The model trained on the loop's labels against baselines refitted from the same
     stored data and labeling budget (random order, auto labels only, single unreviewed

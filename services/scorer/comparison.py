@@ -168,7 +168,7 @@ def _rate(right: np.ndarray | None) -> float | None:
 
 
 def compare(arms: Arms, inputs: Mapping[str, Any], gold: Mapping[str, str], kind: str, *,
-            points: int = 6, seeds: int = 5) -> dict[str, Any]:
+            points: int = 6, seeds: int = 3) -> dict[str, Any]:
     """The arms refitted and judged on held-out gold: learning curves and the headline at
     the full budget. ``inputs``: item -> features (or text) the scorer stores."""
     judge = _Judge(inputs, gold, kind)

@@ -278,7 +278,7 @@ class ScorerService:
             if len(body["events"]) < HISTORY_PAGE:
                 return rows
 
-    async def comparison(self, project: str, points: int = 6, seeds: int = 5
+    async def comparison(self, project: str, points: int = 6, seeds: int = 3
                          ) -> dict[str, Any]:
         """The loop's model against baselines refitted from the same stored data with the
         same labeling budget, on held-out gold (:mod:`services.scorer.comparison`): what
