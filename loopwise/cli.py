@@ -841,15 +841,18 @@ def evaluate_project(
     from loopwise.evaluation_report import render_text, write_report
     from services.quality.service import evaluation_of
     from shared.db import make_engine
+    from shared.peers import Peers
 
     settings = _upgraded()
     _known_project(settings, project)
 
     async def load() -> dict[str, Any]:
         engine = make_engine(settings.database_url)
+        peers = Peers(settings, engine, "cli")  # the scorer refits the model comparison
         try:
-            return await evaluation_of(engine, project)
+            return await evaluation_of(engine, project, peers)
         finally:
+            await peers.aclose()
             await engine.dispose()
 
     with _status(f"evaluating {project} from its stored label events"):

@@ -54,6 +54,9 @@ class Summary:
     holdout: int = 0
     seed_labels: int = 0
     reviewer_accuracy: dict[str, float] = field(default_factory=dict)
+    # Seconds each reviewer spent thinking on the tasks it submitted: the truth the
+    # router's measured durations (lease to submit) must cover.
+    think_seconds: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     gold_items: int = 0
     gold_labels: int = 0  # human labels on gold tasks (not counted in human_labels)
@@ -92,7 +95,23 @@ class Summary:
         for name, stage in self.evaluation.get("stages", {}).items():
             lines.append(f"  {name:24s} {stage['verdict']} (p = {stage['p_value']:.2g}; "
                          f"{stage['errors_caught']} errors caught, {stage['errors_introduced']} "
-                         f"introduced, in {stage['items']} answers on gold)")
+                         f"introduced, in {stage['items']} answers on gold; "
+                         f"{stage['human_hours'] * 3600:.0f} s measured)")
+        comparison = self.evaluation.get("model_comparison") or {}
+        if comparison.get("available"):
+            arms = comparison["arms"]
+
+            def accuracy(key: str) -> str:
+                rate = (arms[key].get("accuracy") or {}).get("rate")
+                return "—" if rate is None else f"{rate:.3f}"
+
+            lines.append(
+                f"  model on gold            loop's labels {accuracy('loop')}, single "
+                f"unreviewed {accuracy('single_unreviewed')}, auto only "
+                f"{accuracy('auto_only')} ({comparison['budget']} labels, "
+                f"{comparison['gold_items']} held-out gold items)")
+        lines.append(f"  reviewers' thinking      scaled down {1 / THINK_SCALE:.0f}x; "
+                     "durations measured by the router from lease to submit")
         return "\n".join(lines)
 
 
@@ -104,6 +123,12 @@ GOLD_ITEMS = 60
 GOLD_RATE = 0.1
 
 
+# Simulated reviewers think for a human's time scaled down this much (a real 6 s is 60 ms
+# here), so that the router measures durations from lease to submit as it would for
+# people, and the demo still ends in minutes.
+THINK_SCALE = 0.01
+
+
 @dataclass
 class Behaviour:
     """What a simulated reviewer does, known exactly so every figure can be checked."""
@@ -112,6 +137,17 @@ class Behaviour:
     stamps: bool = False  # keeps any shown pre-label without looking
     skip_rate: float = 0.0  # gives a task back
     abandon_rate: float = 0.0  # walks away from a task until its lease has lapsed
+    # Seconds (a person's, before THINK_SCALE) to judge an item: log-normal around
+    # ``think_seconds + think_per_difficulty * difficulty`` (difficulty in [0, 1]).
+    think_seconds: float = 3.0
+    think_per_difficulty: float = 12.0
+    glance_seconds: float = 1.0  # what a stamper spends on an item whose pre-label it keeps
+
+    def think_time(self, difficulty: float, rng: random.Random, judged: bool = True) -> float:
+        """How long this reviewer looks at an item, in seconds of real (scaled) time."""
+        median = (self.think_seconds + self.think_per_difficulty * difficulty
+                  if judged else self.glance_seconds)
+        return THINK_SCALE * median * rng.lognormvariate(0.0, 0.35)
 
 
 async def _until_lapsed(expires_at: datetime) -> None:
@@ -122,9 +158,13 @@ async def _until_lapsed(expires_at: datetime) -> None:
 
 async def _reviewer(api: AsyncClient, project: str, name: str, behaviour: Behaviour,
                     truth: dict[str, int], done: asyncio.Event, stats: dict[str, list[int]],
-                    rng: random.Random, reviewed: list[str], paused: set[str]) -> None:
-    """Pull, look, submit: right with probability ``accuracy``, else a plausible confusion;
-    a stamper submits the pre-label when one is shown. Stops when paused (423)."""
+                    rng: random.Random, reviewed: list[str], paused: set[str],
+                    difficulty: dict[str, float] | None = None,
+                    thought: dict[str, float] | None = None) -> None:
+    """Pull, think, submit: right with probability ``accuracy``, else a plausible
+    confusion; a stamper submits the pre-label when one is shown. Thinking takes a time
+    drawn from the item's difficulty (:meth:`Behaviour.think_time`); the router measures
+    it (lease to submit), the reviewer never reports it. Stops when paused (423)."""
     while True:
         try:
             task = await api.next_task(project)
@@ -147,7 +187,11 @@ async def _reviewer(api: AsyncClient, project: str, name: str, behaviour: Behavi
             await _until_lapsed(task.lease_expires_at)
             continue  # never submitted: the task went back to the queue for the others
         true_label = truth[task.item_id]
-        if behaviour.stamps and task.prelabel:
+        stamping = behaviour.stamps and bool(task.prelabel)
+        thinking = behaviour.think_time((difficulty or {}).get(task.item_id, 0.0), rng,
+                                        judged=not stamping)
+        await asyncio.sleep(thinking)
+        if stamping:
             label = str(task.prelabel)
         elif rng.random() < behaviour.accuracy:
             label = str(true_label)
@@ -156,12 +200,13 @@ async def _reviewer(api: AsyncClient, project: str, name: str, behaviour: Behavi
         if label not in task.options and task.options:
             label = str(true_label)
         try:
-            await api.submit(task.task_id, label, duration_ms=int(rng.uniform(800, 4000)),
-                             guideline_version="g1")
+            await api.submit(task.task_id, label, guideline_version="g1")
         except Paused:
             paused.add(name)
             return
         stats.setdefault(name, []).append(int(label == str(true_label)))
+        if thought is not None:
+            thought[name] = thought.get(name, 0.0) + thinking
         reviewed.append(task.item_id)
 
 
@@ -194,6 +239,16 @@ async def _accuracy(api: AsyncClient, project: str, x: np.ndarray, y: np.ndarray
 ACCURACIES = (0.97, 0.92, 0.85, 0.95, 0.9, 0.88, 0.93, 0.8, 0.96, 0.9)
 
 
+def difficulty_of(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each item's difficulty in [0, 1]: the share of its 10 nearest other items (in a
+    5-fold split) that are of another class; a digit that looks like others is harder."""
+    from sklearn.model_selection import cross_val_predict
+    from sklearn.neighbors import KNeighborsClassifier
+
+    probs = cross_val_predict(KNeighborsClassifier(10), x, y, cv=5, method="predict_proba")
+    return np.asarray(1.0 - probs[np.arange(len(y)), y])
+
+
 async def run_loop(settings: Settings, project: str, reviewers: int, overlap: int,
                    threshold: float, seed_labels: int, rng_seed: int = 0, mode: str = "blind",
                    behaviours: dict[str, Behaviour] | None = None,
@@ -222,13 +277,15 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
     gold_idx, stream_idx = stream_idx[:GOLD_ITEMS], stream_idx[GOLD_ITEMS:]
     item_id = {int(i): f"digit-{int(i):04d}" for i in idx}
     truth = {item_id[int(i)]: int(y[i]) for i in idx}
+    hardness = difficulty_of(x, y)
+    difficulty = {item_id[int(i)]: float(hardness[i]) for i in idx}
     summary.holdout, summary.seed_labels, summary.items = len(holdout_idx), len(seed_idx), len(
         stream_idx)
 
     def payload(i: int) -> dict[str, Any]:
         return {"image": digits.images[i].astype(int).tolist(), "kind": "digit-8x8"}
 
-    admin = AsyncClient(admin_token, settings=settings, timeout=60.0)
+    admin = AsyncClient(admin_token, settings=settings, timeout=300.0)  # the evaluation refits
     redis = aioredis.from_url(settings.redis_url)  # to watch the consumer groups drain
     try:
         await admin.update_project(project, {
@@ -256,6 +313,10 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
              "prediction": {"model_version": gold_guess["model_version"],
                             "probs": dict(zip(gold_guess["classes"], probs, strict=True))}}
             for i, probs in zip(gold_idx, gold_guess["probs"], strict=True)])
+        # The scorer owns item features: it judges refitted models on the gold items.
+        await admin.register_items(project, [
+            {"item_id": item_id[int(i)], "features": x[i].tolist(), "payload": payload(int(i))}
+            for i in gold_idx])
         summary.gold_items = len(gold_idx)
         _say(f"      {len(gold_idx)} gold items salted into the queue ({gold_rate:.0%} of tasks)")
 
@@ -274,7 +335,8 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
         paused: set[str] = set()
         workers = [asyncio.create_task(_reviewer(apis[n], project, n, behaviours[n], truth,
                                                  done, stats, random.Random(rng_seed + k),
-                                                 reviewed, paused))
+                                                 reviewed, paused, difficulty,
+                                                 summary.think_seconds))
                    for k, n in enumerate(reviewer_names)]
 
         async def routed() -> bool:
@@ -404,12 +466,20 @@ def _headline(summary: Summary) -> list[str]:
         low, high = rate["interval"]
         return f"{rate['rate']:.1%} [{low:.1%}, {high:.1%}]"
 
+    comparison = ev.get("model_comparison") or {}
+    arms = comparison.get("arms") if comparison.get("available") else None
+
+    def model_on_gold(key: str) -> str:
+        return pct(arms[key].get("accuracy")) if arms else "—"
+
     lines = [
         f"| {summary.mode} | {pct(model)} | {pct(stage.get('after'))} | "
         f"{stage.get('errors_caught', 0)} / {stage.get('errors_introduced', 0)} | "
         f"{stage.get('verdict', '—')} (p = {stage.get('p_value', 1.0):.2g}) | "
         f"{pct(correction.get('correction_rate')) if summary.mode == 'prelabel' else '—'} | "
-        f"{', '.join(summary.flagged) or 'none'} |"
+        f"{', '.join(summary.flagged) or 'none'} | "
+        f"{stage.get('human_hours', 0.0) * 3600:.0f} s | "
+        f"{model_on_gold('loop')} | {model_on_gold('auto_only')} |"
     ]
     return lines
 
@@ -447,11 +517,18 @@ def run_automation_bias(settings: Settings, reviewers: int = 6, seed_labels: int
         "of it planted wrong in prelabel mode), reviewers skip 2% of tasks and walk away "
         "from 1% (leases of 5 s). "
         "Figures from `GET :8004/v1/projects/{p}/evaluation` on each project's stored "
-        "events; error on gold with exact 95% intervals.",
+        "events; error on gold with exact 95% intervals. Reviewers think for a time drawn "
+        "from each digit's difficulty, scaled down "
+        f"{1 / THINK_SCALE:.0f}x (stampers glance for 1 s, scaled, at a pre-label they "
+        "keep); the review time is what the router measured from lease to submit. The "
+        "last two columns: the model refitted by the scorer on the loop's labels and on the "
+        "auto labels alone (same budget), accuracy on the held-out gold (with overlap 1 the "
+        "loop's labels are the single answers).",
         "",
         "| mode | model's error on gold | error after review | errors caught / introduced "
-        "| verdict of the review stage | pre-labels corrected | flagged |",
-        "|---|---:|---:|---:|---|---:|---|",
+        "| verdict of the review stage | pre-labels corrected | flagged | review time "
+        "(measured, scaled) | model on loop's labels | model on auto labels only |",
+        "|---|---:|---:|---:|---|---:|---|---:|---:|---:|",
         *(line for s in summaries for line in _headline(s)),
         "",
         "In prelabel mode the stampers keep the model's errors and the planted ones: the "

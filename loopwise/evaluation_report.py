@@ -45,6 +45,7 @@ def render_text(result: dict[str, Any]) -> str:
         ]
         if "cost" in stage:
             lines.append(f"    COST: {stage['cost']}")
+    lines += ["", *_comparison_text(result.get("model_comparison"))]
     correction = result["correction"]
     lines += [
         "",
@@ -64,6 +65,38 @@ def render_text(result: dict[str, Any]) -> str:
             f"{'—' if accuracy is None else f'{accuracy:.0%}'}  planted caught {catch_text}  "
             f"correction {'—' if correction_rate is None else f'{correction_rate:.0%}'}")
     return "\n".join(lines)
+
+
+ARMS = (("loop", "loop's labels"), ("single_unreviewed", "single unreviewed labels"),
+        ("auto_only", "auto labels only"))
+
+
+def _comparison_text(comparison: dict[str, Any] | None) -> list[str]:
+    """The model on the loop's labels against its baselines, at the full budget."""
+    if not comparison or not comparison.get("available"):
+        reason = (comparison or {}).get("reason", "not computed")
+        return [f"Model trained on the loop's labels vs baselines: none ({reason})"]
+    arms = comparison["arms"]
+    lines = [f"Model trained on the loop's labels vs baselines (budget {comparison['budget']} "
+             f"labeled items; accuracy on {comparison['gold_items']} held-out gold items)"]
+    for key, name in ARMS:
+        arm = arms[key]
+        versus = arm.get("versus_loop")
+        tail = (f"; loop: {versus['verdict']} (p = {versus['p_value']:.3g})"
+                if versus else "")
+        accuracy = arm["accuracy"]
+        lines.append(f"  {name:26s} {_pct(accuracy) if accuracy else '—'} "
+                     f"({arm['labels']} labels){tail}")
+    order = arms["random_sampling"]
+    area = order.get("area_under_curve")
+    if area:
+        low_high = order["difference"]["interval"]
+        spread = (f" [{low_high[0]:+.3f}, {low_high[1]:+.3f}]" if low_high else "")
+        lines.append(f"  {'random order (' + str(order['seeds']) + ' seeds)':26s} area under "
+                     f"the learning curve {area['random_mean']:.3f} against the loop's "
+                     f"{area['loop']:.3f} (difference {order['difference']['mean']:+.3f}"
+                     f"{spread}): {order['verdict']}")
+    return lines
 
 
 # --------------------------------------------------------------------------- HTML
@@ -135,6 +168,59 @@ def _labelers(result: dict[str, Any]) -> str:
     return _svg(fig)
 
 
+def _learning_curves(comparison: dict[str, Any]) -> str:
+    import matplotlib.pyplot as plt
+
+    curves = comparison["curves"]
+    budgets = curves["budgets"]
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    for key, name in ARMS:
+        points = [(b, a) for b, a in zip(budgets, curves[key], strict=True) if a is not None]
+        if points:
+            ax.plot(*zip(*points, strict=True), marker="o", label=name)
+    random_points = [(b, p) for b, p in zip(budgets, curves["random_sampling"], strict=True)
+                     if p is not None]
+    if random_points:
+        xs = [b for b, _ in random_points]
+        means = [p["mean"] for _, p in random_points]
+        ax.plot(xs, means, marker="s", linestyle="--", label="loop's labels, random order")
+        bands = [(b, p["interval"]) for b, p in random_points if p["interval"]]
+        if bands:
+            ax.fill_between([b for b, _ in bands], [iv[0] for _, iv in bands],
+                            [iv[1] for _, iv in bands], alpha=0.2, color="#999999")
+    ax.set_xlabel("labeled items trained on")
+    ax.set_ylabel("accuracy on held-out gold")
+    ax.set_title("Learning curves: the loop against the baselines")
+    ax.legend(loc="lower right", fontsize=8)
+    return _svg(fig)
+
+
+def _comparison_table(comparison: dict[str, Any] | None) -> str:
+    if not comparison or not comparison.get("available"):
+        reason = (comparison or {}).get("reason", "not computed")
+        return (f"<p id='model-comparison'>No model comparison: "
+                f"{html.escape(str(reason))}</p>")
+    rows = []
+    for key, name in ARMS:
+        arm = comparison["arms"][key]
+        versus = arm.get("versus_loop")
+        verdict = (f"{html.escape(versus['verdict'])} (p = {versus['p_value']:.3g})"
+                   if versus else "—")
+        accuracy = arm["accuracy"]
+        rows.append(f"<tr><td>{html.escape(name)}</td><td>{arm['labels']}</td>"
+                    f"<td>{_pct(accuracy) if accuracy else '—'}</td><td>{verdict}</td></tr>")
+    order = comparison["arms"]["random_sampling"]
+    if order.get("area_under_curve"):
+        rows.append(f"<tr><td>loop's labels, random order ({order['seeds']} seeds)</td>"
+                    f"<td>{comparison['budget']}</td><td>area under curve "
+                    f"{order['area_under_curve']['random_mean']:.3f} (loop's order "
+                    f"{order['area_under_curve']['loop']:.3f})</td>"
+                    f"<td>{html.escape(order['verdict'])}</td></tr>")
+    return ("<table id='model-comparison'><tr><th>trained on</th><th>labels</th>"
+            "<th>accuracy on held-out gold</th><th>against the loop</th></tr>"
+            + "".join(rows) + "</table>")
+
+
 def write_report(result: dict[str, Any], directory: Path) -> Path:
     """Write ``index.html`` (plots inline, no external resource) into ``directory``."""
     import matplotlib
@@ -144,6 +230,9 @@ def write_report(result: dict[str, Any], directory: Path) -> Path:
     plots = [("error-by-stage", _error_by_stage(result)),
              ("over-time", _over_time(result)),
              ("labelers", _labelers(result))]
+    comparison = result.get("model_comparison")
+    if comparison and comparison.get("available"):
+        plots.insert(1, ("learning-curves", _learning_curves(comparison)))
     rows = "".join(
         f"<tr><td>{html.escape(name)}</td><td>{_pct(s['before'])}</td>"
         f"<td>{_pct(s['after'])}</td><td>{s['errors_caught']}</td>"
@@ -166,6 +255,10 @@ figure.plot svg {{ max-width: 100%; height: auto; }}
 <h2>Stages</h2>
 <table id="stages"><tr><th>stage</th><th>error before</th><th>error after</th>
 <th>caught</th><th>introduced</th><th>human hours</th><th>verdict</th></tr>{rows}</table>
+<h2>The model trained on the loop's labels against baselines</h2>
+<p>Each refitted by the scorer from the same stored items and labels, gold held out of
+every training set.</p>
+{_comparison_table(comparison)}
 <pre id="summary">{html.escape(render_text(result))}</pre>
 {figures}
 </body></html>

@@ -44,10 +44,14 @@ class Peers:
                 timeout=self.settings.peer_timeout_seconds)
         return self._client
 
-    async def get(self, service: str, path: str, **params: Any) -> Any:
-        """GET ``path`` of ``service``'s API; the JSON body, or PeerError with the reason."""
-        return await self._call("GET", service, path,
-                                params={k: v for k, v in params.items() if v is not None})
+    async def get(self, service: str, path: str, *, timeout: float | None = None,
+                  **params: Any) -> Any:
+        """GET ``path`` of ``service``'s API; the JSON body, or PeerError with the reason.
+        ``timeout``: this call's, for an answer known to take long (default: the client's)."""
+        options: dict[str, Any] = {"params": {k: v for k, v in params.items() if v is not None}}
+        if timeout is not None:
+            options["timeout"] = timeout
+        return await self._call("GET", service, path, **options)
 
     async def post(self, service: str, path: str, body: Any) -> Any:
         return await self._call("POST", service, path, json=body)

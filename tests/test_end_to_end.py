@@ -128,7 +128,9 @@ async def test_predictions_from_redis_cli_are_routed_reviewed_stored_and_bad_one
     for row in human:
         assert submitted[row.task_id] == row.labeler_id
         assert row.mode == "blind" and row.model_version == "m-e2e"
-        assert row.guideline_version == "g-7" and row.duration_ms == 1500
+        # measured by the router from lease to submit, whatever the client says
+        assert row.guideline_version == "g-7" and row.duration_ms is not None
+        assert row.duration_ms >= 0
         assert row.created_at is not None and row.shown_prelabel is None
 
     # The 20 malformed entries are dead letters with reasons and their original fields, from

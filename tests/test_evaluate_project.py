@@ -98,7 +98,21 @@ async def test_the_evaluation_of_a_stored_project_matches_its_truth_over_http_an
     unknown = await asyncio.to_thread(cli, "--project", f"{project}-none")
     assert unknown.returncode == 1 and "no stored label events" in unknown.stderr
 
-    page_path = tmp_path / "report" / "index.html"
+    # No model comparison here (the scorer holds none of these items): the report says
+    # why in place of the learning curves.
+    texts = await report_renders(tmp_path / "report" / "index.html",
+                                 ("error-by-stage", "over-time", "labelers"),
+                                 ("stages", "model-comparison"))
+    assert "review/blind" in texts["stages"]
+    assert "No model comparison" in texts["model-comparison"]
+
+
+PLOTS = ("error-by-stage", "learning-curves", "over-time", "labelers")
+
+
+async def report_renders(page_path, plots=PLOTS, texts=()) -> dict[str, str]:
+    """Open the report in headless Chromium: every plot drawn (an SVG of a real size), no
+    console error, no request leaving the file; the inner text of each ``texts`` id."""
     # Nothing loaded from elsewhere (namespace URIs in the SVG are names, not requests).
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page_path.read_text())
     from playwright.async_api import async_playwright
@@ -114,10 +128,13 @@ async def test_the_evaluation_of_a_stored_project_matches_its_truth_over_http_an
             page.on("request", lambda q: problems.append(q.url)
                     if not q.url.startswith("file://") else None)
             await page.goto(page_path.as_uri())
-            for plot in ("error-by-stage", "over-time", "labelers"):
+            drawn = await page.locator("figure.plot").evaluate_all("fs => fs.map(f => f.id)")
+            assert sorted(drawn) == sorted(plots)
+            for plot in plots:
                 box = await page.locator(f"#{plot} svg").bounding_box()
                 assert box and box["width"] > 100 and box["height"] > 100, plot
-            assert "review/blind" in await page.locator("#stages").inner_text()
+            found = {key: await page.locator(f"#{key}").inner_text() for key in texts}
             assert problems == []
+            return found
         finally:
             await browser.close()

@@ -68,6 +68,19 @@ async def test_the_demo_loop_improves_the_model(services, project):
     assert stage["verdict"] in ("reduced label error", "no measurable difference")
     assert summary.agreement is not None and 0.6 < summary.agreement < 1.0
     assert summary.accuracy_after > summary.accuracy_before + 0.03
+    # Human hours are the router's measurements, lease to submit: they cover at least the
+    # time each simulated reviewer spent thinking (and the reviewers did think).
+    labelers = summary.evaluation["labelers"]
+    for name, seconds in summary.think_seconds.items():
+        assert seconds > 0
+        assert labelers[name]["human_hours"] * 3600 >= seconds - 0.01, name
+    # The scorer refitted the loop's model and its baselines on the held-out gold: the
+    # budget is the seed and the reviewed items, every gold item judged, none trained on.
+    comparison = summary.evaluation["model_comparison"]
+    assert comparison["available"], comparison
+    assert comparison["budget"] == summary.seed_labels + summary.reviewed
+    assert comparison["gold_items"] == summary.gold_items
+    assert comparison["arms"]["loop"]["accuracy"]["rate"] > 0.8
 
 
 async def test_gold_is_held_out_of_training_and_the_model_is_judged_on_it(

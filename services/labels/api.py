@@ -167,6 +167,26 @@ async def get_current_labels(
     }
 
 
+@router.get("/projects/{project}/events")
+async def get_label_history(
+    project: Project,
+    request: Request,
+    principal: Reviewer,
+    version: Annotated[str | None, Query(description="version number or name")] = None,
+    as_of: Annotated[datetime | None, Query(description="the events that counted then")] = None,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """The label history: every label event that counts (reverts respected), oldest first,
+    with all its provenance; what a reader needs to replay the loop (each item's first
+    answer before overlap, consensus and adjudication). Reviewers and admins only."""
+    async with _engine(request).connect() as conn:
+        view = await _view(conn, project, version, as_of)
+        rows = await store.history(conn, project, view, limit=limit, offset=offset)
+    return {"project": project, "view": view.description, "version": view.version,
+            "count": len(rows), "offset": offset, "events": rows}
+
+
 class LabelsIn(BaseModel):
     labels: list[dict[str, Any]] = Field(min_length=1, max_length=10_000)
 

@@ -355,6 +355,19 @@ async def stream_counting_events(
             yield dict(row._mapping)
 
 
+async def history(conn: AsyncConnection, project: str, view: View, *, limit: int,
+                  offset: int = 0) -> list[dict[str, Any]]:
+    """A page of the label history: every event that counts in ``view``, in the order
+    they were made (created_at, then event id), so that a reader can replay the loop."""
+    query = (
+        select(label_events)
+        .where(*counting(project, view))
+        .order_by(label_events.c.created_at, label_events.c.event_id)
+        .limit(limit).offset(offset)
+    )
+    return [dict(r._mapping) for r in (await conn.execute(query)).all()]
+
+
 # --- versions --------------------------------------------------------------------------------
 
 

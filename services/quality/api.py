@@ -105,7 +105,8 @@ async def get_evaluation(
     """Does the project's review pay? Label error on gold and audits before review and
     after each stage, per mode, with intervals and a verdict per stage (reviewers and
     admins: it carries gold answers' outcomes)."""
-    return await evaluation_of(service_of(request).runtime.engine, project)
+    runtime = service_of(request).runtime
+    return await evaluation_of(runtime.engine, project, runtime.peers)
 
 
 @router.post("/projects/{project}/flags/{labeler_id}/clear",

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from scipy.stats import beta, binomtest
+from shared.stats import clopper_pearson, mcnemar_exact
 
 __all__ = ["Paired", "evaluate_review", "interval", "verdict"]
 
@@ -45,12 +45,7 @@ REDUCED, WORSE, NO_EFFECT = ("reduced label error", "made labels worse",
 
 def interval(k: int, n: int, level: float = 0.95) -> tuple[float, float] | None:
     """Exact (Clopper-Pearson) interval of a share ``k / n``; None without data."""
-    if n == 0:
-        return None
-    a = (1 - level) / 2
-    low = 0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1))
-    high = 1.0 if k == n else float(beta.ppf(1 - a, k + 1, n - k))
-    return low, high
+    return clopper_pearson(k, n, level)
 
 
 @dataclass
@@ -73,8 +68,7 @@ class Paired:
 
 def verdict(pairs: Paired, alpha: float = 0.05) -> dict[str, Any]:
     """McNemar's exact test: do errors caught outnumber errors introduced?"""
-    discordant = pairs.caught + pairs.introduced
-    p = float(binomtest(pairs.caught, discordant, 0.5).pvalue) if discordant else 1.0
+    p = mcnemar_exact(pairs.caught, pairs.introduced)
     if p < alpha and pairs.caught > pairs.introduced:
         outcome = REDUCED
     elif p < alpha and pairs.introduced > pairs.caught:
@@ -96,7 +90,7 @@ def _stage(pairs: Paired, hours: float, alpha: float) -> dict[str, Any]:
         "after": _rate(pairs.errors_after, pairs.n),
         "errors_caught": pairs.caught,
         "errors_introduced": pairs.introduced,
-        "human_hours": round(hours, 3),
+        "human_hours": round(hours, 6),
         **verdict(pairs, alpha),
     }
     if result["verdict"] == NO_EFFECT:
@@ -284,6 +278,6 @@ def _labelers(first: list[Mapping[str, Any]], gold: Mapping[str, str]) -> dict[s
                               "interval": interval(right, len(on_gold))},
             "gold_catch": _catch(rs),
             "correction_rate": changed / len(shown) if shown else None,
-            "human_hours": round(_hours(rs), 3),
+            "human_hours": round(_hours(rs), 6),
         }
     return result

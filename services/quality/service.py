@@ -43,6 +43,7 @@ from shared.events import (
     utcnow,
 )
 from shared.logs import get_logger
+from shared.peers import PeerError, Peers
 from shared.projects import (
     KEEP_NEWEST,
     ProjectSettings,
@@ -72,19 +73,38 @@ log = get_logger(__name__)
 CONSENSUS_LABELER = "quality:dawid-skene"
 SETTINGS_PREFIX = "loopwise:quality:settings:"  # the projects' settings, as kept here
 RECOMPUTE_TICK_SECONDS = 0.5  # how often the schedule is asked which projects are due
+COMPARISON_TIMEOUT_SECONDS = 300.0  # the scorer refits a few dozen models to answer
 
 
-async def evaluation_of(engine: AsyncEngine, project: str) -> dict[str, Any]:
-    """Does the project's review pay? From the stored label events alone
-    (:mod:`services.quality.evaluation`); what the HTTP route and ``loopwise evaluate``
-    both answer."""
-    async with engine.connect() as conn:
-        rows = [dict(r._mapping) for r in (await conn.execute(
-            select(quality_label_votes).where(quality_label_votes.c.project == project)))]
-    for r in rows:
-        r["created_at"] = _aware(r["created_at"])
-    result = await asyncio.to_thread(evaluate_review, rows)
-    return {"project": project, "label_events": len(rows), **result}
+async def evaluation_of(engine: AsyncEngine, project: str,
+                        peers: Peers | None = None) -> dict[str, Any]:
+    """Does the project's review pay? Label error by stage from the stored label events
+    (:mod:`services.quality.evaluation`), and the model trained on the loop's labels
+    against its baselines, which the scorer refits on the items it owns (asked over
+    HTTP; without ``peers``, or when the scorer cannot answer, the reason is given in
+    its place). What the HTTP route and ``loopwise evaluate`` both answer."""
+    async def review() -> dict[str, Any]:
+        async with engine.connect() as conn:
+            rows = [dict(r._mapping) for r in (await conn.execute(
+                select(quality_label_votes).where(quality_label_votes.c.project == project)))]
+        for r in rows:
+            r["created_at"] = _aware(r["created_at"])
+        return {"label_events": len(rows), **await asyncio.to_thread(evaluate_review, rows)}
+
+    result, comparison = await asyncio.gather(review(), model_comparison(peers, project))
+    return {"project": project, **result, "model_comparison": comparison}
+
+
+async def model_comparison(peers: Peers | None, project: str) -> dict[str, Any]:
+    """The scorer's comparison of the loop's model with its baselines, or why there is none."""
+    if peers is None:
+        return {"available": False, "reason": "no scorer was asked"}
+    try:
+        answer: dict[str, Any] = await peers.get(
+            "scorer", f"/v1/projects/{project}/comparison", timeout=COMPARISON_TIMEOUT_SECONDS)
+    except PeerError as exc:
+        return {"available": False, "reason": str(exc)}
+    return answer
 
 
 def _aware(at: datetime) -> datetime:

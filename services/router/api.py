@@ -63,12 +63,15 @@ class SubmitIn(BaseModel):
     acknowledged as recorded and refused by the store later."""
 
     label: Label
-    duration_ms: Count | None = None
+    duration_ms: Count | None = Field(
+        None, description="kept only where the router cannot measure it: a submit records "
+                          "the time from the labeler's lease of the task to the submit")
     guideline_version: Version | None = None
 
 
 class ReviseIn(SubmitIn):
-    """The same fields as a submit: a revision records what the submit records."""
+    """The same fields as a submit: a revision records what the submit records (its
+    ``duration_ms`` as the client says: a revision has no lease to measure from)."""
 
 
 class Reveal(BaseModel):

@@ -7,7 +7,8 @@ adjudication queue is ``adjudication:{project}``); ``leases:{project}`` zset
 "task|labeler" → lease expiry (ms); ``task:{id}`` hash of the task (what the scripts
 read as fields, everything else as one JSON ``body``); ``items:{project}`` item →
 its latest task;
-``task:{id}:leases`` labeler → expiry; ``task:{id}:seen`` labelers not to
+``task:{id}:leases`` labeler → expiry; ``task:{id}:leased_at`` labeler → when their
+latest lease began (a submit's duration is measured from it); ``task:{id}:seen`` labelers not to
 hand it again; ``task:{id}:handed`` everyone it was ever handed to (a late
 submit is accepted from them); ``task:{id}:submitted`` labeler → event id;
 ``dropped:{project}`` list of tasks dropped because the queue was full;
@@ -16,7 +17,8 @@ reload gets it back while the lease lives); ``progress:{project}:{labeler}:{day}
 quarter-hour → the labeler's recorded submits (the reviewer page's "labeled today").
 
 Retention: a task that is finished (done, dropped, a gold task expired or skipped) is
-kept, with its ``:leases``/``:seen``/``:handed``/``:submitted``/``:skipped`` keys, for
+kept, with its ``:leases``/``:seen``/``:handed``/``:submitted``/``:skipped``/``:leased_at``
+keys, for
 ``finished_ttl_ms`` after its last change, then Redis expires it: the script that
 finishes it sets the PEXPIRE, so the expiry is atomic with the finish and nothing has to
 sweep. A dropped-task record leaves its list once older than ``dropped_ttl_ms`` (the
@@ -58,7 +60,8 @@ DROPPED_TTL_MS = 7 * 24 * 3600 * 1000
 _SETTLE = """
 local function settle(tkey, ttl)
   redis.call('PEXPIRE', tkey, ttl)
-  for _, suffix in ipairs({':leases', ':seen', ':handed', ':submitted', ':skipped', ':order'}) do
+  for _, suffix in ipairs({':leases', ':seen', ':handed', ':submitted', ':skipped', ':order',
+                           ':leased_at'}) do
     redis.call('PEXPIRE', tkey .. suffix, ttl)
   end
 end
@@ -194,6 +197,7 @@ local function lease(tid, tkey)
   redis.call('SADD', tkey .. ':seen', labeler)
   redis.call('SADD', tkey .. ':handed', labeler)
   redis.call('HSET', tkey .. ':leases', labeler, expires)
+  redis.call('HSET', tkey .. ':leased_at', labeler, now)
   redis.call('ZADD', leases, expires, tid .. '|' .. labeler)
   redis.call('HSET', held, labeler, tid)
   return {tid, tostring(expires), redis.call('HGETALL', tkey)}
@@ -220,7 +224,10 @@ end
 return false
 """
 
-# Records a submission. KEYS: queue, leases index. ARGV: prefix, task id, labeler, now,
+# Records a submission, its ``duration_ms`` measured here: from the labeler's latest lease
+# of the task (``task:{id}:leased_at``) to now, written into the event's JSON in place of
+# what the client said (the event's one top-level "duration_ms" key: no other field holds
+# an object). KEYS: queue, leases index. ARGV: prefix, task id, labeler, now,
 # event id, label stream, the event's JSON on time, its JSON late, observation list key
 # ('' for none), observation (confidence|correct|weight|blind|audit), observations kept
 # (the list's ``:n`` key counts every observation ever pushed, so a reader can fetch only
@@ -245,7 +252,18 @@ end
 local lease = redis.call('HGET', tkey .. ':leases', labeler)
 local late = not (lease and tonumber(lease) >= now)
 redis.call('HSET', tkey .. ':submitted', labeler, event_id)
-redis.call('XADD', ARGV[6], '*', 'data', late and ARGV[8] or ARGV[7])
+local body = late and ARGV[8] or ARGV[7]
+local leased_at = redis.call('HGET', tkey .. ':leased_at', labeler)
+if leased_at then  -- the time it took: from the labeler's lease to this submit
+  local _, stop = string.find(body, '"duration_ms":', 1, true)
+  if stop then
+    local rest = string.find(body, '[,}]', stop + 1)
+    body = string.sub(body, 1, stop)
+      .. string.format('%d', math.min(math.max(0, now - tonumber(leased_at)), 2147483647))
+      .. string.sub(body, rest)
+  end
+end
+redis.call('XADD', ARGV[6], '*', 'data', body)
 if ARGV[9] ~= '' then
   redis.call('LPUSH', ARGV[9], ARGV[10])
   redis.call('LTRIM', ARGV[9], 0, tonumber(ARGV[11]) - 1)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field
 
 from shared.auth import Principal, project_access
 from shared.events import CANDIDATES_MAX, Candidate, ItemEvent
 from shared.limits import FINITE, ItemId, JsonObject, Name, Project, Text
+from shared.peers import PeerError
 from shared.projects import SelectionSettings
 from shared.service import runtime_of, service_of
 
@@ -139,6 +140,24 @@ async def predict(
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from exc
     except ValueError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
+
+
+@router.get("/projects/{project}/comparison")
+async def comparison(
+    project: Project,
+    request: Request,
+    principal: Annotated[Principal, Depends(project_access("reviewer"))],
+    points: Annotated[int, Query(ge=2, le=20, description="budgets on the learning curve")] = 6,
+    seeds: Annotated[int, Query(ge=2, le=20, description="random orders")] = 3,
+) -> dict[str, Any]:
+    """The model trained on the loop's labels against baselines refitted from the same
+    stored data and labeling budget (random order, auto labels only, single unreviewed
+    labels), with learning curves, on the project's held-out gold. Reviewers and admins:
+    it reads gold answers."""
+    try:
+        return await _svc(request).comparison(project, points=points, seeds=seeds)
+    except PeerError as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc)) from exc
 
 
 @router.post("/projects/{project}/items", response_model=RegisteredOut)

@@ -26,6 +26,7 @@ from shared.service import Runtime
 from shared.wire import text
 
 from . import store
+from .comparison import arms_of, compare
 from .model import TrainedModel, build_pipeline, fit
 from .pool import choose
 from .store import reviewer_payload
@@ -37,6 +38,7 @@ NO_MODEL = "none"
 CONFIG_PREFIX = "loopwise:scorer:settings:"  # the selection settings kept here
 SELECTED_PREFIX = "loopwise:scorer:selected:"
 LABELS_PAGE = 100_000  # current labels read from the labels service per call
+HISTORY_PAGE = 50_000  # label events read from the labels service per call
 SCHEDULE_TICK_SECONDS = 5.0
 
 
@@ -273,6 +275,34 @@ class ScorerService:
             log.info("trained", project=project, version=version, labels=len(labels),
                      cv_accuracy=model_metrics["cv_accuracy"])
             return {"version": version, "label_count": len(labels), "metrics": model_metrics}
+
+    async def label_history(self, project: str) -> list[dict[str, Any]]:
+        """Every counting label event of the project, oldest first (the labels service
+        keeps them)."""
+        rows: list[dict[str, Any]] = []
+        while True:
+            body = await self.peers.get("labels", f"/v1/projects/{project}/events",
+                                        limit=HISTORY_PAGE, offset=len(rows))
+            rows.extend(body["events"])
+            if len(body["events"]) < HISTORY_PAGE:
+                return rows
+
+    async def comparison(self, project: str, points: int = 6, seeds: int = 3
+                         ) -> dict[str, Any]:
+        """The loop's model against baselines refitted from the same stored data with the
+        same labeling budget, on held-out gold (:mod:`services.scorer.comparison`): what
+        the scorer's route answers and the quality service's evaluation includes."""
+        current, version = await self.current_labels(project, include_auto=False)
+        history = await self.label_history(project)
+        gold = await self._gold(project)
+        wanted = {r["item_id"] for r in current} | {e["item_id"] for e in history} | set(gold)
+        async with self.runtime.engine.connect() as conn:
+            inputs, kind = await store.inputs_of(conn, project, sorted(wanted))
+        arms = arms_of(history, {r["item_id"]: r["label"] for r in current}, gold, inputs)
+        result = await asyncio.to_thread(compare, arms, inputs, gold, kind, points=points,
+                                         seeds=seeds)
+        return {"project": project, "label_set_version": version,
+                "label_events": len(history), **result}
 
     async def _gold(self, project: str) -> dict[str, str]:
         """The project's gold answers (the router keeps them)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -240,3 +241,26 @@ async def list_reward_models(conn: AsyncConnection, project: str) -> list[dict[s
                reward_models.c.metrics)
         .where(reward_models.c.project == project).order_by(reward_models.c.created_at))
     return [dict(r._mapping) for r in rows.all()]
+
+
+async def inputs_of(conn: AsyncConnection, project: str, item_ids: Sequence[str]
+                    ) -> tuple[dict[str, Any], str]:
+    """What a model reads of each known item (features, else text) and which kind: the
+    project's kind is that of most items; items of the other kind, or whose feature
+    vectors are of another length than most, are left out (no model can read both)."""
+    rows: list[Any] = []
+    ids = list(item_ids)
+    for start in range(0, len(ids), 1000):
+        rows.extend((await conn.execute(
+            select(items.c.item_id, items.c.features, items.c.text).where(
+                items.c.project == project,
+                items.c.item_id.in_(ids[start:start + 1000])))).all())
+    with_features = [r for r in rows if r.features is not None]
+    with_text = [r for r in rows if r.features is None and r.text is not None]
+    if len(with_text) > len(with_features):
+        return {r.item_id: r.text for r in with_text}, "text"
+    lengths = Counter(len(r.features) for r in with_features)
+    if not lengths:
+        return {}, "features"
+    width = lengths.most_common(1)[0][0]
+    return {r.item_id: r.features for r in with_features if len(r.features) == width}, "features"

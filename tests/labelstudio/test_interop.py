@@ -204,9 +204,14 @@ async def test_a_loopwise_export_imports_into_label_studio_with_every_annotation
         annotations = {
             (users[a["completed_by"]], item_of[t["id"]]): (choice(a["result"]), a["lead_time"])
             for t in tasks for a in t["annotations"]}
+        # lead times as loopwise exported them: the durations the router measured (lease
+        # to submit), not what the client sent
+        lead_times = {(a["completed_by"]["email"], t["data"][ITEM_KEY]): a["lead_time"]
+                      for t in exported for a in t["annotations"]}
         assert annotations == {
-            (f"{labeler}@loopwise.local", item): (label, duration / 1000)
-            for (labeler, item), (label, duration) in ANSWERS.items()}
+            (f"{labeler}@loopwise.local", item): (label,
+                                                  lead_times[(f"{labeler}@loopwise.local", item)])
+            for (labeler, item), (label, _) in ANSWERS.items()}
         assert all(not a["was_cancelled"] and not a["ground_truth"]
                    for t in tasks for a in t["annotations"])
         predictions = {

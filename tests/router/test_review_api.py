@@ -288,3 +288,30 @@ async def test_a_repeated_submit_is_harmless_and_only_the_holder_may_submit(serv
     rows = await _rows(engine, redis, project, source="human")
     assert [(r.labeler_id, r.label, r.late_submit) for r in rows] == [("alice", "8", False)]
 
+
+
+async def test_a_submit_records_the_time_from_lease_to_submit_measured_by_the_router(
+        services, engine, redis, project):
+    """The cost of review (human hours) comes from durations the router measures, not from
+    what a client says: a claim of a million seconds is replaced by the lease-to-submit
+    time, which lies between the think time and the whole exchange as the client saw it."""
+    import asyncio
+    import time
+
+    await _admin(engine, services, project, gold_rate=0.0)
+    await _predict(redis, project, 2, prefix="dur")
+    alice = await token(engine, "alice", "labeler", project)
+    measured = []
+    async with client(services, "router", alice) as http:
+        for think in (0.3, 0.6):
+            before = time.time()
+            task = (await http.get(f"/v1/projects/{project}/tasks/next")).json()
+            await asyncio.sleep(think)
+            r = await http.post(f"/v1/tasks/{task['task_id']}/submit",
+                                json={"label": "3", "duration_ms": 10**9})
+            assert r.status_code == 200, r.text
+            measured.append((think * 1000, (time.time() - before) * 1000))
+    rows = await _rows(engine, redis, project, source="human")
+    assert len(rows) == 2
+    for row, (think_ms, exchange_ms) in zip(rows, measured, strict=True):
+        assert think_ms <= row.duration_ms <= exchange_ms + 1, (row.duration_ms, think_ms)
