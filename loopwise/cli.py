@@ -387,8 +387,34 @@ def bench_quality(
         help="settle latency at 10k/100k/1M votes and state memory at 100k/1M")] = True,
     huge: Annotated[bool, typer.Option(
         help="also one Dawid-Skene fit on 10M votes (3.3M items x 3, 200 labelers)")] = False,
+    e2e: Annotated[bool, typer.Option(
+        help="instead: the quality service as a process on Redis and PostgreSQL, projects "
+        "posted on loopwise:labels (consensus latency, restart with/without checkpoint)")
+    ] = False,
+    e2e_sizes: Annotated[str, typer.Option(help="--e2e: votes per project, comma-separated")
+                         ] = "10000,100000,1000000",
+    e2e_bursts: Annotated[int, typer.Option(min=1, help="--e2e: bursts timed per size")] = 20,
+    redis_url: Annotated[str, typer.Option(
+        help="--e2e: a Redis database of its own: it is FLUSHED at start")
+    ] = "redis://127.0.0.1:6379/9",
+    database_url: Annotated[str | None, typer.Option(
+        help="--e2e: a PostgreSQL database of its own: its quality tables are EMPTIED")] = None,
+    port: Annotated[int, typer.Option(help="--e2e: the quality service's port")] = 8104,
 ) -> None:
     """Dawid-Skene vs crowd-kit, quality at scale, rubber-stamp detection (BENCHMARKS.md)."""
+    if e2e:
+        from bench import quality_e2e
+
+        if not database_url:
+            raise typer.BadParameter("--e2e needs --database-url (postgresql+asyncpg://...)")
+        _warn_flush(redis_url, "quality --e2e")
+        sizes = tuple(int(s) for s in e2e_sizes.split(",") if s.strip())
+        result = quality_e2e.run(sizes, e2e_bursts, redis_url, database_url, port)
+        typer.echo(_record("## Quality end to end (loopwise bench quality --e2e)",
+                           f"loopwise bench quality --e2e --e2e-sizes {e2e_sizes} "
+                           f"--e2e-bursts {e2e_bursts}",
+                           "\n".join(quality_e2e.render(result)), write))
+        return
     from bench.quality import run
 
     typer.echo(run(n_items=items, runs=runs, write=write, scale=scale, huge=huge))

@@ -63,17 +63,21 @@ def test_the_review_benchmark_runs_its_populations_through_the_services(settings
 
 
 def test_the_scale_benchmark_runs_on_small_sizes():
-    """``loopwise bench quality``'s scale parts on small sizes: the latency run compares
-    with the old full recompute and with a full refit; the memory run measures both
-    layouts. No figure is asserted but the count of differing labels."""
+    """``loopwise bench quality``'s scale parts on small sizes: the latency run takes the
+    incremental path, runs until background refits were adopted, and compares with the
+    old full recompute and with a full refit; the memory run measures both layouts. No
+    figure is asserted but the count of differing labels."""
     import asyncio
 
     from bench import quality_scale
 
-    latency = asyncio.run(quality_scale._latency(3000, bursts=2, baseline_bursts=1))
+    latency = asyncio.run(quality_scale._latency(3000, min_bursts=2, baseline_bursts=1))
     assert latency["baseline_runs"] == 1 and latency["published"] > 0
-    assert latency["differ_from_full_refit"] == 0  # small projects: a full refit each settle
-    latency["p50_runs"] = [latency["p50"]]
+    assert latency["refits_adopted"] >= quality_scale.MIN_ADOPTIONS
+    assert latency["bursts"] >= 2
+    assert latency["adopting_s"] <= latency["max"]
+    assert latency["differ_from_full_refit"] <= 0.01 * latency["published"]
+    latency["p95_runs"] = [latency["p95"]]
     assert "| 3,000 |" in "\n".join(quality_scale.render_latency([latency]))
     old = asyncio.run(quality_scale._measure_memory(3000, "old"))
     new = asyncio.run(quality_scale._measure_memory(3000, "new"))
