@@ -142,12 +142,17 @@ class Watcher:
     events: int = 0
     event_ids: set[str] = field(default_factory=set)
     duplicates: int = 0
+    task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         needle = f'"project":"{self.project}"'.encode()
         while True:
-            got = await self.redis.xread({streams.LABELS: self.after}, count=20_000,
-                                         block=500)
+            try:
+                got = await self.redis.xread({streams.LABELS: self.after}, count=5000,
+                                             block=500)
+            except (aioredis.TimeoutError, aioredis.ConnectionError):
+                await asyncio.sleep(0.5)  # a loaded machine: read the same entries again
+                continue
             now = time.monotonic()
             for _, entries in got:
                 for entry_id, fields in entries:
@@ -169,6 +174,9 @@ class Watcher:
         """Wait until every item has a consensus; returns when the last was seen."""
         deadline = time.monotonic() + timeout
         while missing := items - self.seen_at.keys():
+            if self.task is not None and self.task.done():
+                self.task.result()  # the watcher failed: say why
+                raise RuntimeError("the stream watcher stopped")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{len(missing)} of {len(items)} items without a consensus "
                                    f"after {timeout:.0f} s, e.g. {sorted(missing)[:3]}")
@@ -178,17 +186,22 @@ class Watcher:
 
 @contextlib.asynccontextmanager
 async def watching(redis: aioredis.Redis, project: str) -> AsyncIterator[Watcher]:
+    """A watcher from the stream's end, on a connection of its own."""
     last = await redis.xinfo_stream(streams.LABELS) if await redis.exists(streams.LABELS) \
         else None
-    watcher = Watcher(redis, project, after=last["last-generated-id"].decode() if last
+    kwargs = redis.connection_pool.connection_kwargs
+    own = aioredis.Redis(host=kwargs.get("host", "127.0.0.1"), port=kwargs.get("port", 6379),
+                         db=kwargs.get("db", 0), socket_timeout=60)
+    watcher = Watcher(own, project, after=last["last-generated-id"].decode() if last
                       else "0-0")
-    task = asyncio.get_running_loop().create_task(watcher.run())
+    task = watcher.task = asyncio.get_running_loop().create_task(watcher.run())
     try:
         yield watcher
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await own.aclose()
 
 
 # --------------------------------------------------------------------------- process

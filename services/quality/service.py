@@ -541,6 +541,8 @@ class QualityService:
     async def _settle(self, project: str, full: bool) -> None:
         state = self.state(project)
         table, engine = state.table, state.engine
+        if not len(table.classes):  # no vote yet (adjudications, consensus only)
+            return
         changed = [np.zeros(0, dtype=np.intp)]
         if state.pending_refit is not None:  # a background refit finished: take it
             (refit, since), state.pending_refit = state.pending_refit, None
