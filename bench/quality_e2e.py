@@ -378,7 +378,9 @@ async def _run(sizes: tuple[int, ...], bursts: int, redis_url: str, database_url
                     row["restart_replay_s"] = restart_seconds(group)
                 out["sizes"].append(row)
     finally:
+        await redis.flushdb()
         await redis.aclose()
+        await empty_quality_tables(database_url)  # nothing left for the next user to replay
     return out
 
 

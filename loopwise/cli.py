@@ -400,8 +400,32 @@ def bench_quality(
     database_url: Annotated[str | None, typer.Option(
         help="--e2e: a PostgreSQL database of its own: its quality tables are EMPTIED")] = None,
     port: Annotated[int, typer.Option(help="--e2e: the quality service's port")] = 8104,
+    latency_only: Annotated[bool, typer.Option(
+        help="instead: only the in-process settle latency at 10k/100k/1M votes")] = False,
+    restart_votes: Annotated[int, typer.Option(
+        help="instead: restart from a checkpoint against a full replay, with this many "
+        "votes stored (needs --database-url; its quality tables are EMPTIED)")] = 0,
 ) -> None:
     """Dawid-Skene vs crowd-kit, quality at scale, rubber-stamp detection (BENCHMARKS.md)."""
+    if latency_only:
+        from bench import quality_scale
+
+        typer.echo(_record("## Quality settle latency (loopwise bench quality --latency-only)",
+                           "loopwise bench quality --latency-only",
+                           "\n".join(quality_scale.render_latency(
+                               quality_scale.settle_latency())), write))
+        return
+    if restart_votes:
+        from bench import quality_scale
+
+        if not database_url:
+            raise typer.BadParameter("--restart-votes needs --database-url")
+        typer.echo(_record("## Quality restart (loopwise bench quality --restart-votes)",
+                           f"loopwise bench quality --restart-votes {restart_votes}",
+                           "\n".join(quality_scale.render_restart(
+                               quality_scale.restart_times(restart_votes, database_url))),
+                           write))
+        return
     if e2e:
         from bench import quality_e2e
 

@@ -241,6 +241,7 @@ class QualityService:
                 vote = dict(stored)
                 vote["created_at"] = _aware(vote["created_at"])
                 self.state(vote["project"]).apply(vote)
+                self.dirty.add(vote["project"])  # replayed: the next start need not
             for row in (await conn.execute(select(quality_consensus))).mappings():
                 self.state(row["project"]).mark_published(row["item_id"], row["label"],
                                                           row["revision"])

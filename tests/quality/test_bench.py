@@ -82,3 +82,17 @@ def test_the_scale_benchmark_runs_on_small_sizes():
     old = asyncio.run(quality_scale._measure_memory(3000, "old"))
     new = asyncio.run(quality_scale._measure_memory(3000, "new"))
     assert new["table_bytes"] > 0 and {"rss_bytes", "state_only_bytes"} <= set(old)
+
+
+def test_the_restart_benchmark_loads_a_checkpoint_and_the_votes_after_it(tmp_path):
+    """``loopwise bench quality --restart-votes`` on a small project, on SQLite: both
+    restarts (checkpoint + tail, every vote replayed) end with every vote."""
+    import asyncio
+
+    from bench import quality_scale
+
+    r = asyncio.run(quality_scale._restart_times(
+        2000, f"sqlite+aiosqlite:///{tmp_path}/quality.db", tail=500))
+    assert r["rows_after_checkpoint_load"] == r["rows_after_replay"] == 2500
+    assert r["checkpoint_bytes"] > 0
+    assert "| 2,500 |" in "\n".join(quality_scale.render_restart(r))
