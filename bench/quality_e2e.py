@@ -48,6 +48,7 @@ from shared.wire import encode_event
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 BURST_ITEMS = 333
+PREFIX = "bench-e2e-"  # the benchmark's projects
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -143,14 +144,18 @@ class Watcher:
     event_ids: set[str] = field(default_factory=set)
     duplicates: int = 0
     task: asyncio.Task[None] | None = None
+    stopping: bool = False
 
     async def run(self) -> None:
         needle = f'"project":"{self.project}"'.encode()
-        while True:
+        while not self.stopping:
             try:
                 got = await self.redis.xread({streams.LABELS: self.after}, count=5000,
                                              block=500)
             except (aioredis.TimeoutError, aioredis.ConnectionError):
+                task = asyncio.current_task()
+                if self.stopping or (task is not None and task.cancelling()):
+                    return  # a cancelled read can surface as a connection error
                 await asyncio.sleep(0.5)  # a loaded machine: read the same entries again
                 continue
             now = time.monotonic()
@@ -198,9 +203,9 @@ async def watching(redis: aioredis.Redis, project: str) -> AsyncIterator[Watcher
     try:
         yield watcher
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        watcher.stopping = True
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
         await own.aclose()
 
 
@@ -263,19 +268,22 @@ async def checkpoint_votes(database_url: str, project: str) -> int:
 
 
 async def delete_checkpoints(database_url: str) -> None:
+    """The benchmark's projects' checkpoints."""
     from services.quality.tables import quality_checkpoints
     from shared.db import make_engine
 
     engine = make_engine(database_url)
     try:
         async with engine.begin() as conn:
-            await conn.execute(quality_checkpoints.delete())
+            await conn.execute(quality_checkpoints.delete().where(
+                quality_checkpoints.c.project.like(f"{PREFIX}%")))
     finally:
         await engine.dispose()
 
 
-async def empty_quality_tables(database_url: str) -> None:
-    """The benchmark's database starts without quality state (a restart replays it all)."""
+async def empty_quality_tables(database_url: str, prefix: str = "") -> None:
+    """The quality rows of the projects named ``prefix...`` (all: ``""``): a benchmark
+    starts and ends without state of its own for a restart to replay."""
     from services.quality.tables import (
         quality_checkpoints,
         quality_consensus,
@@ -289,7 +297,7 @@ async def empty_quality_tables(database_url: str) -> None:
         async with engine.begin() as conn:
             for table in (quality_checkpoints, quality_consensus, quality_findings,
                           quality_label_votes):
-                await conn.execute(table.delete())
+                await conn.execute(table.delete().where(table.c.project.like(f"{prefix}%")))
     finally:
         await engine.dispose()
 
@@ -346,7 +354,7 @@ async def _run(sizes: tuple[int, ...], bursts: int, redis_url: str, database_url
     from shared.db import upgrade_async
 
     await upgrade_async(database_url)
-    await empty_quality_tables(database_url)
+    await empty_quality_tables(database_url, PREFIX)
     redis = aioredis.from_url(redis_url)
     await redis.flushdb()
     settings = Settings(redis_url=redis_url, database_url=database_url, quality_port=port)
@@ -359,7 +367,7 @@ async def _run(sizes: tuple[int, ...], bursts: int, redis_url: str, database_url
     try:
         with quality_process(settings, ROOT / "var" / "bench-logs", **env) as group:
             for size in sizes:
-                project = f"e2e-{size}"
+                project = f"{PREFIX}{size}"
                 votes = crowd_votes(size // 3, "item-", seed=size)
                 async with watching(redis, project) as watcher:
                     row = await settle_project(redis, watcher, project, votes,
@@ -380,7 +388,7 @@ async def _run(sizes: tuple[int, ...], bursts: int, redis_url: str, database_url
     finally:
         await redis.flushdb()
         await redis.aclose()
-        await empty_quality_tables(database_url)  # nothing left for the next user to replay
+        await empty_quality_tables(database_url, PREFIX)  # nothing left to replay
     return out
 
 

@@ -296,8 +296,8 @@ async def _restart_times(n_votes: int, database_url: str, tail: int = 10_000) ->
     """What a restart of the quality service costs with ``n_votes`` stored: the votes
     replayed one by one (before issue 16 item 4, and still with no checkpoint) against a
     checkpoint loaded and the ``tail`` votes stored after it replayed. ``_load`` is what
-    the service runs at start, before it reports ready. The database's quality tables
-    are emptied before and after."""
+    the service runs at start, before it reports ready. The benchmark project's rows
+    are deleted before and after."""
     from services.quality import checkpoint
     from services.quality.tables import quality_checkpoints, quality_label_votes
     from shared.db import insert_ignoring_duplicates, make_engine, upgrade_async
@@ -306,8 +306,8 @@ async def _restart_times(n_votes: int, database_url: str, tail: int = 10_000) ->
     engine = make_engine(database_url)
     from bench.quality_e2e import empty_quality_tables
 
-    await empty_quality_tables(database_url)
-    project = "restart"
+    project = "bench-restart"
+    await empty_quality_tables(database_url, project)
     items, whos, labels = vote_stream(n_votes + tail)
     chunk = 10_000
 
@@ -356,14 +356,15 @@ async def _restart_times(n_votes: int, database_url: str, tail: int = 10_000) ->
         out["checkpoint_load_s"] = time.perf_counter() - started
         out["rows_after_checkpoint_load"] = after.state(project).table.n_rows
         async with engine.begin() as conn:
-            await conn.execute(quality_checkpoints.delete())
+            await conn.execute(quality_checkpoints.delete().where(
+                quality_checkpoints.c.project == project))
         again = fresh()
         started = time.perf_counter()
         await again._load()
         out["replay_with_tail_s"] = time.perf_counter() - started
         out["rows_after_replay"] = again.state(project).table.n_rows
     finally:
-        await empty_quality_tables(database_url)
+        await empty_quality_tables(database_url, project)
         await engine.dispose()
     return out
 

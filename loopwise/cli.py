@@ -398,13 +398,13 @@ def bench_quality(
         help="--e2e: a Redis database of its own: it is FLUSHED at start")
     ] = "redis://127.0.0.1:6379/9",
     database_url: Annotated[str | None, typer.Option(
-        help="--e2e: a PostgreSQL database of its own: its quality tables are EMPTIED")] = None,
+        help="--e2e: a PostgreSQL database (the bench-e2e-* projects' rows are deleted)")] = None,
     port: Annotated[int, typer.Option(help="--e2e: the quality service's port")] = 8104,
     latency_only: Annotated[bool, typer.Option(
         help="instead: only the in-process settle latency at 10k/100k/1M votes")] = False,
     restart_votes: Annotated[int, typer.Option(
         help="instead: restart from a checkpoint against a full replay, with this many "
-        "votes stored (needs --database-url; its quality tables are EMPTIED)")] = 0,
+        "votes stored (needs --database-url; the bench-restart project's rows are deleted)")] = 0,
 ) -> None:
     """Dawid-Skene vs crowd-kit, quality at scale, rubber-stamp detection (BENCHMARKS.md)."""
     if latency_only:
