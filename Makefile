@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # The demo's label store; `make up` serves the same one unless LOOPWISE_DATABASE_URL is set.
 DEMO_DATABASE_URL := sqlite+aiosqlite:///./var/demo.db
 
-.PHONY: demo up test chaos labelstudio lint install clean schemas
+.PHONY: demo up test chaos labelstudio scale lint install clean schemas
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), f"Python 3.11+ needed, found {sys.version}"'
@@ -45,6 +45,12 @@ chaos: $(STAMP)
 # it on loopback (LOOPWISE_TEST_PORT_BASE + 100) with a fresh data dir, and stops it.
 labelstudio: $(STAMP)
 	$(VENV)/bin/pytest -q -rs -s -m labelstudio tests/labelstudio --durations=0 --junitxml=var/junit-labelstudio.xml
+
+# The quality service on a 200,000-vote project through the real streams (tests/scale, marker
+# `scale`): every item's consensus published and checked against Dawid-Skene from scratch,
+# then a SIGKILL mid-stream and a restart from its checkpoint. About three minutes.
+scale: $(STAMP)
+	$(VENV)/bin/pytest -q -rs -s -m scale tests/scale --durations=0 --junitxml=var/junit-scale.xml
 
 # Style, layering (who may import whom: pyproject's import-linter contracts) and types.
 lint: $(STAMP)

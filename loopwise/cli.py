@@ -418,8 +418,58 @@ def bench_quality(
         help="settle latency at 10k/100k/1M votes and state memory at 100k/1M")] = True,
     huge: Annotated[bool, typer.Option(
         help="also one Dawid-Skene fit on 10M votes (3.3M items x 3, 200 labelers)")] = False,
+    e2e: Annotated[bool, typer.Option(
+        help="instead: the quality service as a process on Redis and PostgreSQL, projects "
+        "posted on loopwise:labels (consensus latency, restart with/without checkpoint)")
+    ] = False,
+    e2e_sizes: Annotated[str, typer.Option(help="--e2e: votes per project, comma-separated")
+                         ] = "10000,100000,1000000",
+    e2e_bursts: Annotated[int, typer.Option(min=1, help="--e2e: bursts timed per size")] = 20,
+    redis_url: Annotated[str, typer.Option(
+        help="--e2e: a Redis database of its own: it is FLUSHED at start")
+    ] = "redis://127.0.0.1:6379/9",
+    database_url: Annotated[str | None, typer.Option(
+        help="--e2e: a PostgreSQL database (the bench-e2e-* projects' rows are deleted)")] = None,
+    port: Annotated[int, typer.Option(help="--e2e: the quality service's port")] = 8104,
+    latency_only: Annotated[bool, typer.Option(
+        help="instead: only the in-process settle latency at 10k/100k/1M votes")] = False,
+    restart_votes: Annotated[int, typer.Option(
+        help="instead: restart from a checkpoint against a full replay, with this many "
+        "votes stored (needs --database-url; the bench-restart project's rows are deleted)")] = 0,
 ) -> None:
     """Dawid-Skene vs crowd-kit, quality at scale, rubber-stamp detection (BENCHMARKS.md)."""
+    if latency_only:
+        from bench import quality_scale
+
+        typer.echo(_record("## Quality settle latency (loopwise bench quality --latency-only)",
+                           "loopwise bench quality --latency-only",
+                           "\n".join(quality_scale.render_latency(
+                               quality_scale.settle_latency())), write))
+        return
+    if restart_votes:
+        from bench import quality_scale
+
+        if not database_url:
+            raise typer.BadParameter("--restart-votes needs --database-url")
+        typer.echo(_record("## Quality restart (loopwise bench quality --restart-votes)",
+                           f"loopwise bench quality --restart-votes {restart_votes}",
+                           "\n".join(quality_scale.render_restart(
+                               quality_scale.restart_times(restart_votes, database_url))),
+                           write))
+        return
+    if e2e:
+        from bench import quality_e2e
+
+        if not database_url:
+            raise typer.BadParameter("--e2e needs --database-url (postgresql+asyncpg://...)")
+        _warn_flush(redis_url, "quality --e2e")
+        sizes = tuple(int(s) for s in e2e_sizes.split(",") if s.strip())
+        result = quality_e2e.run(sizes, e2e_bursts, redis_url, database_url, port)
+        typer.echo(_record("## Quality end to end (loopwise bench quality --e2e)",
+                           f"loopwise bench quality --e2e --e2e-sizes {e2e_sizes} "
+                           f"--e2e-bursts {e2e_bursts}",
+                           "\n".join(quality_e2e.render(result)), write))
+        return
     from bench.quality import run
 
     typer.echo(run(n_items=items, runs=runs, write=write, scale=scale, huge=huge))

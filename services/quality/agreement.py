@@ -38,6 +38,7 @@ __all__ = [
     "cohen_kappa",
     "fleiss_kappa",
     "krippendorff_alpha",
+    "nominal_alpha_of_counts",
     "pairwise_cohen",
     "percent_agreement",
 ]
@@ -343,7 +344,22 @@ def krippendorff_alpha(
     n_values = len(values)
 
     counts = np.bincount(ann.item * n_values + codes, minlength=ann.n_items * n_values)
-    counts = counts.reshape(ann.n_items, n_values).astype(float)
+    return _alpha_of_counts(counts.reshape(ann.n_items, n_values), level, values)
+
+
+def nominal_alpha_of_counts(counts: npt.ArrayLike) -> float:
+    """Nominal Krippendorff's alpha from an items x classes matrix of label counts.
+
+    The counts per item are all nominal alpha depends on, so this is
+    :func:`krippendorff_alpha` for a table kept as counts (the quality service's
+    guideline alerts, from its vote table without decoding a vote)."""
+    table = np.asarray(counts)
+    return _alpha_of_counts(table, "nominal", np.arange(table.shape[1], dtype=float))
+
+
+def _alpha_of_counts(counts: npt.ArrayLike, level: Level,
+                     values: npt.NDArray[np.float64]) -> float:
+    counts = np.asarray(counts, dtype=float)
     m = counts.sum(axis=1)
     pairable = m >= 2
     if not pairable.any():

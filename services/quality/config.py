@@ -29,6 +29,9 @@ class QualityConfig(BaseSettings):
         threshold_for(100, 0.005), gt=0,
         description="partial-deference CUSUM: 0.5% false flags per 100 known-wrong gold tasks")
     n_boot: int = Field(200, ge=10)
+    stats_max_items: int = Field(
+        20_000, ge=2, description="agreement intervals: bootstrap over at most this many "
+        "items a window, drawn at random (a larger window's interval comes out wider)")
     full_refit_max_votes: int = Field(
         20_000, ge=0, description="projects up to this many votes: a full Dawid-Skene refit "
         "on every settle; above it, incremental updates and background refits")
@@ -39,6 +42,9 @@ class QualityConfig(BaseSettings):
         60.0, ge=0, description="agreement intervals under a steady stream: at most this late")
     stats_min_interval_seconds: float = Field(
         15.0, ge=0, description="agreement intervals: at most once in this many seconds")
+    checkpoint_interval_seconds: float = Field(
+        30.0, gt=0, description="a changed project's state is checkpointed this often (and "
+        "on stop); a restart replays only the votes stored after its checkpoint")
 
     def guideline_threshold_of(self, project: QualitySettings) -> float:
         chosen = project.guideline_threshold

@@ -13,6 +13,14 @@ a consensus.
 Everything said on a stream is recorded in ``quality_consensus`` /
 ``quality_findings`` after it is published, under a deterministic event id: a
 crash between the two republishes the same event, which consumers ignore.
+
+Each stored batch of votes gets the next number (``stored_seq``); every
+``checkpoint_interval_seconds`` a project that changed is checkpointed
+(:mod:`services.quality.checkpoint`: its state as of the last batch applied), and on
+stop every changed one is. A restart loads the checkpoints and replays only the votes
+stored after them. A batch stored but not acknowledged when the process died is in
+the table, so the replay applies it and its redelivery finds it stored and skips it:
+nothing is lost or counted twice, whether the crash came before or after a checkpoint.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import metrics, streams
@@ -52,6 +60,7 @@ from shared.projects import (
 )
 from shared.service import Runtime
 
+from . import checkpoint
 from .alerts import GuidelineWatch
 from .config import QualityConfig
 from .detection import DeferenceTest
@@ -65,9 +74,14 @@ from .settlement import (
     settle_changes,
 )
 from .state import NewFlag, ProjectState
-from .tables import quality_consensus, quality_findings, quality_label_votes
+from .tables import (
+    quality_checkpoints,
+    quality_consensus,
+    quality_findings,
+    quality_label_votes,
+)
 from .votes import grown
-from .windows import agreement_report, class_agreement
+from .windows import DEFAULT_WINDOWS, class_agreement_of_counts, sampled_report
 
 log = get_logger(__name__)
 CONSENSUS_LABELER = "quality:dawid-skene"
@@ -127,6 +141,11 @@ class QualityService:
         )
         self.settings: dict[str, ProjectSettingsChanged] = {}  # the newest of each project
         self.refits: dict[str, asyncio.Task[None]] = {}  # background full refits, by project
+        self.stored_seq = 0  # the number of the last batch of votes stored
+        self.applied_seq = 0  # ... and of the last one applied to the state
+        self.checkpointed: dict[str, int] = {}  # project -> applied_seq of its checkpoint
+        self.dirty: set[str] = set()  # projects changed since their last checkpoint
+        self.settling: set[str] = set()  # mid-settle: not checkpointed (half of it done)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -140,9 +159,16 @@ class QualityService:
                                       self._settle_due, immediately=True)
         self.runtime.supervisor.every("quality statistics", RECOMPUTE_TICK_SECONDS,
                                       self._statistics_due, immediately=True)
+        self.runtime.supervisor.every("quality checkpoint",
+                                      self.config.checkpoint_interval_seconds,
+                                      self.checkpoint_changed)
 
     async def stop(self) -> None:
-        return None
+        """A clean stop leaves a checkpoint of every changed project: the next start
+        replays nothing."""
+        for task in list(self.refits.values()):
+            task.cancel()
+        await self.checkpoint_changed()
 
     async def knows_project(self, project: str) -> bool:
         """Declared (settings kept from ``loopwise:projects``) or with votes here."""
@@ -198,15 +224,22 @@ class QualityService:
         return state
 
     async def _load(self) -> None:
-        """Rebuild the state from the stored votes and findings (a restart loses nothing)."""
-        query = select(quality_label_votes).order_by(
-            quality_label_votes.c.created_at, quality_label_votes.c.event_id
-        )
-        pending_flags: list[tuple[str, NewFlag]] = []
+        """Rebuild the state: each project's checkpoint, then the votes stored after it
+        (every stored vote where there is none), and the findings (a restart loses
+        nothing)."""
+        taken_at = await self._load_checkpoints()
         async with self.runtime.engine.connect() as conn:
+            # Numbers go on from the highest used (votes may have been deleted since).
+            self.stored_seq = self.applied_seq = max([*self.checkpointed.values(), int(
+                (await conn.execute(select(func.max(quality_label_votes.c.stored_seq)))
+                 ).scalar() or 0)])
             # Findings first: the flags cleared by a review are re-cleared at the same
             # point of the replay below, so that old evidence does not flag anyone again.
             findings = list((await conn.execute(select(quality_findings))).mappings())
+            for project in taken_at:  # what a checkpoint holds of these, the table has
+                self.projects[project].flags.clear()
+                self.projects[project].alerts.clear()
+                self.projects[project].watch.active.clear()
             for row in sorted(findings, key=lambda r: r["created_at"]):
                 state = self.state(row["project"])
                 if row["kind"] == "adjudication_request":
@@ -214,6 +247,9 @@ class QualityService:
                 elif row["kind"] == "labeler_flag" and row["resolved_at"] is None:
                     state.flags[row["key"]] = dict(row["detail"])
                 elif row["kind"] == "labeler_flag_cleared":
+                    since = taken_at.get(row["project"])
+                    if since is not None and _aware(row["created_at"]) < since:
+                        continue  # the checkpoint's monitor was cleared already
                     detail = row["detail"]
                     state.clears_due.setdefault(detail["labeler_id"], []).append(
                         int(detail["tasks_seen"]))
@@ -225,23 +261,28 @@ class QualityService:
                     key = (detail["class"], detail["guideline_version"])
                     state.alerts[key] = detail
                     state.watch.active.add(key)
-            for due in (d for st in self.projects.values() for d in st.clears_due.values()):
-                due.sort()
-            for stored in (await conn.execute(query)).mappings():
+            for state in self.projects.values():
+                for who, due in state.clears_due.items():
+                    due.sort()
+                    monitor = state.monitors.get(who)
+                    while due and monitor is not None and monitor.tasks >= due[0]:
+                        due.pop(0)  # cleared after the checkpoint, before any new task
+                        monitor.clear()
+            for stored in (await conn.execute(self._replay_query(self.checkpointed))
+                           ).mappings():
                 vote = dict(stored)
                 vote["created_at"] = _aware(vote["created_at"])
-                flag = self.state(vote["project"]).apply(vote)
-                if flag is not None:
-                    pending_flags.append((vote["project"], flag))
+                self.state(vote["project"]).apply(vote)
+                self.dirty.add(vote["project"])  # replayed: the next start need not
             for row in (await conn.execute(select(quality_consensus))).mappings():
                 self.state(row["project"]).mark_published(row["item_id"], row["label"],
                                                           row["revision"])
         for state in self.projects.values():
             state.finish_replay()
         # A flag raised before a crash but never published is published now.
-        missing = list({(p, f.labeler_id): (p, f) for p, f in pending_flags
-                        if f.monitor.flagged and f.labeler_id not in self.state(p).flags
-                        }.values())
+        missing = [(p, NewFlag(who, monitor)) for p, st in self.projects.items()
+                   for who, monitor in st.monitors.items()
+                   if monitor.flagged and who not in st.flags]
         if missing:
             await self._publish_flags(missing)
         for project, state in self.projects.items():
@@ -251,6 +292,81 @@ class QualityService:
         for project in self.projects:
             self._touch(project, time.monotonic(), backlog=True)
             self._export_metrics(project)
+
+    @staticmethod
+    def _replay_query(checkpointed: dict[str, int]) -> Any:
+        """The votes a restart must apply: those stored after their project's checkpoint,
+        and every vote of a project without one; in the order they were given."""
+        votes = quality_label_votes.c
+        query = select(quality_label_votes)
+        if checkpointed:
+            query = query.where(or_(votes.project.not_in(list(checkpointed)), *(
+                (votes.project == p) & (votes.stored_seq > seq)
+                for p, seq in checkpointed.items())))
+        return query.order_by(votes.created_at, votes.event_id)
+
+    async def _load_checkpoints(self) -> dict[str, datetime]:
+        """Every usable checkpoint into ``projects``; returns when each was taken. One
+        that cannot be read (another format, damaged) is skipped: its project's votes
+        are replayed in full."""
+        taken_at: dict[str, datetime] = {}
+        async with self.runtime.engine.connect() as conn:
+            rows = (await conn.execute(select(
+                quality_checkpoints.c.project, quality_checkpoints.c.stored_seq,
+                quality_checkpoints.c.taken_at).where(
+                quality_checkpoints.c.format == checkpoint.FORMAT))).all()
+            for project, seq, at in rows:
+                blob = (await conn.execute(select(quality_checkpoints.c.state).where(
+                    quality_checkpoints.c.project == project))).scalar_one()
+                try:
+                    state = await asyncio.to_thread(checkpoint.load, blob)
+                except Exception as exc:  # any unreadable checkpoint: replay instead
+                    log.warning("quality checkpoint unreadable, replaying its votes",
+                                project=project, error=repr(exc))
+                    continue
+                state.watch.threshold = self.config.guideline_threshold_of(
+                    self.project_settings(project).quality)
+                self.projects[project] = state
+                self.checkpointed[project] = int(seq)
+                taken_at[project] = _aware(at)
+        return taken_at
+
+    async def checkpoint_changed(self) -> None:
+        """Checkpoint every project changed since its last checkpoint (one mid-settle
+        waits for the next round: its state is half updated)."""
+        for project in sorted(self.dirty - self.settling):
+            with self.runtime.supervisor.guard("quality checkpoint", project=project):
+                await self.write_checkpoint(project)
+
+    async def write_checkpoint(self, project: str) -> None:
+        """The project's state as of the last applied batch, in its row.
+
+        Pickled here, between two mutations (the consumer and the settles run in this
+        event loop), compressed and written off it. A crash before the write leaves the
+        older checkpoint, and the votes after it are still in the table."""
+        state = self.state(project)
+        seq, taken_at, votes = self.applied_seq, utcnow(), state.table.n_rows
+        raw = checkpoint.dump(state)
+        self.dirty.discard(project)  # a change from now on needs another checkpoint
+        try:
+            blob = await asyncio.to_thread(checkpoint.pack, raw)
+            del raw
+            await self._store_checkpoint({
+                "project": project, "stored_seq": seq, "format": checkpoint.FORMAT,
+                "votes": votes, "taken_at": taken_at, "state": blob})
+        except BaseException:
+            self.dirty.add(project)
+            raise
+        self.checkpointed[project] = seq
+        log.info("quality checkpoint written", project=project, votes=votes,
+                 bytes=len(blob), stored_seq=seq)
+
+    async def _store_checkpoint(self, row: dict[str, Any]) -> None:
+        project = row["project"]
+        async with self.runtime.engine.begin() as conn:
+            await conn.execute(quality_checkpoints.delete().where(
+                quality_checkpoints.c.project == project))
+            await conn.execute(quality_checkpoints.insert(), [row])
 
     # ------------------------------------------------------------------ consumer
 
@@ -268,6 +384,10 @@ class QualityService:
                 return
         rows = [self._row(d.event) for d in batch]
         rows = list({r["event_id"]: r for r in rows}.values())
+        self.stored_seq += 1
+        seq = self.stored_seq
+        for r in rows:
+            r["stored_seq"] = seq
         async with self.runtime.engine.begin() as conn:
             seen = set(
                 (
@@ -285,6 +405,8 @@ class QualityService:
             flag = self.state(r["project"]).apply(r)
             if flag is not None:
                 flags.append((r["project"], flag))
+        self.applied_seq = seq  # every batch up to this one is in the state
+        self.dirty.update(r["project"] for r in fresh)
         if flags:
             await self._publish_flags(flags)
         for project in {r["project"] for r in fresh}:
@@ -401,6 +523,7 @@ class QualityService:
         position = state.positions.get(labeler_id)
         comparisons_seen = position.comparisons if position else None
         tasks_seen = state.clear_flag(labeler_id)
+        self.dirty.add(project)
         event_id = stable_id("labeler_flag_cleared", project, labeler_id, now.isoformat())
         event = LabelerFlagClearedEvent(
             event_id=event_id, project=project, labeler_id=labeler_id, cleared_by=by,
@@ -490,6 +613,14 @@ class QualityService:
         project never fitted, or one with a new class, is refitted in full, warm started,
         in a worker thread. ``full``: refit in full now (tools, tests).
         """
+        self.settling.add(project)
+        try:
+            await self._settle(project, full)
+        finally:
+            self.settling.discard(project)
+            self.dirty.add(project)
+
+    async def _settle(self, project: str, full: bool) -> None:
         state = self.state(project)
         table, engine = state.table, state.engine
         if not len(table.classes):  # no human vote yet (auto labels only): nothing to fit
@@ -572,16 +703,26 @@ class QualityService:
         task.add_done_callback(done)
 
     async def statistics(self, project: str) -> None:
-        """Agreement with bootstrap intervals, and guideline alerts: off the critical path."""
+        """Agreement with bootstrap intervals, and guideline alerts: off the critical path,
+        from bounded state. The bootstrap reads each window's votes on at most
+        ``stats_max_items`` items drawn at random (:meth:`VoteTable.sample`, the effect on
+        the interval in :class:`~services.quality.windows.WindowSample`); the guideline
+        alerts, per (item, version) class counts of the whole project (exact)."""
         state = self.state(project)
-        snapshot = state.snapshot()
+        table, config = state.table, self.config
+        now = time.time()
+        samples = {name: table.sample(config.stats_max_items,
+                                      None if span is None else now - span)
+                   for name, span in DEFAULT_WINDOWS.items()}
+        version_of_key, counts = table.counts_by_item_version()
+        versions, classes = list(table.guidelines.names), list(table.classes.names)
         schema = self.project_settings(project).quality
-        config = self.config
 
         def compute() -> tuple[dict[str, Any], list[Any]]:
-            report = agreement_report(snapshot, now=time.time(), level=schema.level,
-                                      categories=schema.categories, n_boot=config.n_boot)
-            return report, class_agreement(snapshot)
+            report = sampled_report(samples, level=schema.level,
+                                    categories=schema.categories, n_boot=config.n_boot)
+            return report, class_agreement_of_counts(version_of_key, counts, versions,
+                                                     classes)
 
         report, per_class = await asyncio.to_thread(compute)
         await self._publish_alerts(project, per_class)

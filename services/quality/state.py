@@ -6,8 +6,8 @@ running pairwise agreement, per-labeler gold counters and deference monitors, th
 model's error rate from gold, and the set of items touched since the last consensus.
 Consensus is kept up to date from the touched items by
 :class:`~services.quality.incremental.IncrementalDawidSkene`; the bootstrap intervals
-read a snapshot of the table on the debounced schedule of
-:mod:`services.quality.scheduling`.
+read a bounded sample of the table's items (:meth:`VoteTable.sample`) on the debounced
+schedule of :mod:`services.quality.scheduling`.
 """
 
 from __future__ import annotations

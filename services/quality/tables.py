@@ -1,4 +1,4 @@
-"""Tables of the quality service (schema owned by migration 0003_quality).
+"""Tables of the quality service (schema owned by migrations 0003_quality, 0005 and 0009).
 
 * ``quality_label_votes``: every label event with the provenance the quality
   measures need (mode, pre-label shown, gold, planted, guideline version...);
@@ -6,12 +6,26 @@
   revision, so a restart neither republishes nor loses track;
 * ``quality_findings``: what was said on ``loopwise:quality`` (adjudication
   requests, labeler flags, guideline alerts), one row per (kind, key), so a
-  finding is said once and its resolution is remembered.
+  finding is said once and its resolution is remembered;
+* ``quality_checkpoints``: each project's in-memory state as of one stored batch
+  (``stored_seq``), so a restart replays only the votes stored after it.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Boolean, Column, DateTime, Float, Index, Integer, String, Table
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+)
 
 from shared.limits import (
     EVENT_ID_MAX,
@@ -51,7 +65,11 @@ quality_label_votes = Table(
     # shown; null when the verdict names no best one (tie, both bad) or it is no comparison.
     Column("first_shown_chosen", Boolean, nullable=True),
     Column("candidates_shown", Integer, nullable=True),
+    # The consumer's batch number when the vote was stored (migration 0009): a restart
+    # replays the votes stored after its project's checkpoint. NULL: stored before 0009.
+    Column("stored_seq", BigInteger, nullable=True),
     Index("ix_quality_label_votes_project_created", "project", "created_at"),
+    Index("ix_quality_label_votes_project_seq", "project", "stored_seq"),
 )
 
 quality_consensus = Table(
@@ -76,4 +94,15 @@ quality_findings = Table(
     Column("event_id", String(EVENT_ID_MAX), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("resolved_at", DateTime(timezone=True), nullable=True),
+)
+
+quality_checkpoints = Table(
+    "quality_checkpoints",
+    metadata,
+    Column("project", String(PROJECT_MAX), primary_key=True),
+    Column("stored_seq", BigInteger, nullable=False),  # every batch up to it is in ``state``
+    Column("format", Integer, nullable=False),  # :data:`checkpoint.FORMAT` it was written in
+    Column("votes", BigInteger, nullable=False),
+    Column("taken_at", DateTime(timezone=True), nullable=False),
+    Column("state", LargeBinary, nullable=False),
 )

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from services.quality.windows import VoteSnapshot
+from services.quality.windows import VoteSnapshot, WindowSample
 
 __all__ = ["Codes", "Put", "VoteTable", "grown"]
 
@@ -89,6 +89,21 @@ class VoteTable:
     def n_items(self) -> int:
         return len(self.items)
 
+    _ROW_ARRAYS = ("row_item", "row_labeler", "row_label", "row_time", "row_guideline",
+                   "row_next")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the spare room the arrays grew into (a checkpoint)."""
+        kept = dict(self.__dict__)
+        for name in self._ROW_ARRAYS:
+            kept[name] = kept[name][: self.n_rows]
+        for name in ("item_head", "item_size"):
+            kept[name] = kept[name][: self.n_items]
+        return kept
+
+    def __setstate__(self, kept: dict[str, Any]) -> None:
+        self.__dict__.update(kept)
+
     def put(self, item_id: str, labeler_id: str, label: str, at: float,
             guideline_version: str | None) -> Put:
         """Store a vote; a labeler's newer vote on an item replaces the older one."""
@@ -110,8 +125,7 @@ class VoteTable:
             row = self.n_rows
             self.n_rows += 1
             if row >= len(self.row_item):
-                for name in ("row_item", "row_labeler", "row_label", "row_time",
-                             "row_guideline", "row_next"):
+                for name in self._ROW_ARRAYS:
                     setattr(self, name, grown(getattr(self, name), row + 1))
             self.row_item[row] = item
             self.row_labeler[row] = labeler
@@ -166,6 +180,48 @@ class VoteTable:
             times=self.row_time[:n].copy(),
             guideline_versions=decode(self.guidelines, self.row_guideline),
         )
+
+    def sample(self, max_items: int, since: float | None = None,
+               seed: int = 0) -> WindowSample:
+        """The votes at or after ``since`` of at most ``max_items`` items drawn uniformly
+        (without replacement) among those with two or more such votes: what the agreement
+        bootstrap reads, bounded whatever the project's size. The counts of the whole
+        window come along, exact."""
+        n = self.n_rows
+        in_window = np.ones(n, dtype=bool) if since is None else self.row_time[:n] >= since
+        item = self.row_item[:n]
+        per_item = np.bincount(item[in_window], minlength=self.n_items)
+        pairable = np.flatnonzero(per_item >= 2)
+        chosen = pairable
+        if len(pairable) > max_items:
+            chosen = np.random.default_rng(seed).choice(pairable, max_items, replace=False)
+        keep = np.zeros(self.n_items, dtype=bool)
+        keep[chosen] = True
+        rows = np.flatnonzero(in_window & keep[item])
+
+        def decode(codes: Codes, column: npt.NDArray[np.generic]) -> npt.NDArray[np.object_]:
+            return np.asarray(codes.names, dtype=object)[column[rows]] if len(rows) else \
+                np.zeros(0, dtype=object)
+
+        return WindowSample(
+            VoteSnapshot(items=decode(self.items, self.row_item),
+                         labelers=decode(self.labelers, self.row_labeler),
+                         labels=decode(self.classes, self.row_label),
+                         times=self.row_time[rows],
+                         guideline_versions=decode(self.guidelines, self.row_guideline)),
+            labels=int(in_window.sum()), items_with_overlap=len(pairable),
+            sampled_items=len(chosen))
+
+    def counts_by_item_version(self) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int64]]:
+        """Per (item, guideline version) that has votes: its version code and its count of
+        each class, the sufficient statistic of nominal agreement per version (one pass
+        over the integer columns, no vote decoded)."""
+        n, g, k = self.n_rows, max(len(self.guidelines), 1), len(self.classes)
+        key = self.row_item[:n].astype(np.int64) * g + self.row_guideline[:n]
+        keys, inverse = np.unique(key, return_inverse=True)
+        counts = np.bincount(inverse.astype(np.int64) * k + self.row_label[:n],
+                             minlength=len(keys) * k).reshape(len(keys), k)
+        return (keys % g).astype(np.intp), counts
 
     def plain_votes(self) -> dict[str, dict[str, str]]:
         """item -> {labeler: label}: every vote, for tools and small tests."""

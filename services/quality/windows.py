@@ -27,12 +27,14 @@ from services.quality.agreement import (
     cohen_kappa,
     fleiss_kappa,
     krippendorff_alpha,
+    nominal_alpha_of_counts,
     pairwise_cohen,
     percent_agreement,
 )
 from services.quality.alerts import ClassAgreement
 
-__all__ = ["DEFAULT_WINDOWS", "VoteSnapshot", "agreement_report", "class_agreement"]
+__all__ = ["DEFAULT_WINDOWS", "VoteSnapshot", "WindowSample", "agreement_report",
+           "class_agreement", "class_agreement_of_counts", "sampled_report"]
 
 DEFAULT_WINDOWS: dict[str, float | None] = {"all": None, "7d": 7 * 86400.0, "24h": 86400.0,
                                             "1h": 3600.0}
@@ -71,6 +73,22 @@ class VoteSnapshot:
 
     def __len__(self) -> int:
         return len(self.items)
+
+
+@dataclass(frozen=True)
+class WindowSample:
+    """A window's votes on a bounded sample of its items, with the window's exact size.
+
+    The bootstrap of a sample of ``sampled_items`` items estimates the spread of the
+    statistic over samples of that many items: when the window has more items with
+    overlap than that, the interval is wider than the whole window's would be, by about
+    ``sqrt(items_with_overlap / sampled_items)`` (it errs on the cautious side), and the
+    estimate is the sample's, within about half that interval of the whole window's."""
+
+    snapshot: VoteSnapshot
+    labels: int  # votes in the window
+    items_with_overlap: int  # items with two or more of them
+    sampled_items: int
 
 
 def _pairable(snapshot: VoteSnapshot) -> VoteSnapshot:
@@ -114,6 +132,54 @@ def class_agreement(
             alpha = krippendorff_alpha(triples=_one_vs_rest(triples, label_class))
             out.append(ClassAgreement(label_class, version, alpha, involved))
     return out
+
+
+def class_agreement_of_counts(
+    version_of_key: npt.NDArray[np.intp],
+    counts: npt.NDArray[np.int64],
+    versions: Sequence[str],
+    classes: Sequence[str],
+    *,
+    min_items: int = 1,
+) -> list[ClassAgreement]:
+    """:func:`class_agreement` from per (item, version) class counts: the same figures
+    (one-vs-rest alpha per class and version, items involving the class), from the
+    sufficient statistic rather than the votes."""
+    out = []
+    pairable = counts.sum(axis=1) >= 2
+    for code in sorted(set(version_of_key[pairable].tolist()), key=lambda c: versions[c]):
+        under = counts[pairable & (version_of_key == code)]
+        total = under.sum(axis=1)
+        for k in sorted((k for k in range(under.shape[1]) if under[:, k].any()),
+                        key=lambda k: str(classes[k])):
+            involved = int(np.count_nonzero(under[:, k]))
+            if involved < min_items:
+                continue
+            alpha = nominal_alpha_of_counts(np.stack([total - under[:, k], under[:, k]], 1))
+            out.append(ClassAgreement(str(classes[k]), versions[code], alpha, involved))
+    return out
+
+
+def sampled_report(
+    samples: dict[str, WindowSample],
+    *,
+    level: Level = "nominal",
+    categories: Sequence[Hashable] | None = None,
+    n_boot: int = 200,
+    seed: int = 0,
+    max_pairs: int = 30,
+    min_pair_items: int = 10,
+) -> dict[str, Any]:
+    """:func:`agreement_report` per window from a bounded sample of its items
+    (:class:`WindowSample`); each window says how many of its items were sampled."""
+    report = {}
+    for name, sample in samples.items():
+        result = _window_report(sample.snapshot, level, categories, n_boot, seed, max_pairs,
+                                min_pair_items)
+        result.update(labels=sample.labels, items_with_overlap=sample.items_with_overlap,
+                      sampled_items=sample.sampled_items)
+        report[name] = result
+    return report
 
 
 def agreement_report(

@@ -63,18 +63,36 @@ def test_the_review_benchmark_runs_its_populations_through_the_services(settings
 
 
 def test_the_scale_benchmark_runs_on_small_sizes():
-    """``loopwise bench quality``'s scale parts on small sizes: the latency run compares
-    with the old full recompute and with a full refit; the memory run measures both
-    layouts. No figure is asserted but the count of differing labels."""
+    """``loopwise bench quality``'s scale parts on small sizes: the latency run takes the
+    incremental path, runs until background refits were adopted, and compares with the
+    old full recompute and with a full refit; the memory run measures both layouts. No
+    figure is asserted but the count of differing labels."""
     import asyncio
 
     from bench import quality_scale
 
-    latency = asyncio.run(quality_scale._latency(3000, bursts=2, baseline_bursts=1))
+    latency = asyncio.run(quality_scale._latency(3000, min_bursts=2, baseline_bursts=1))
     assert latency["baseline_runs"] == 1 and latency["published"] > 0
-    assert latency["differ_from_full_refit"] == 0  # small projects: a full refit each settle
-    latency["p50_runs"] = [latency["p50"]]
+    assert latency["refits_adopted"] >= quality_scale.MIN_ADOPTIONS
+    assert latency["bursts"] >= 2
+    assert latency["adopting_s"] <= latency["max"]
+    assert latency["differ_from_full_refit"] <= 0.01 * latency["published"]
+    latency["p95_runs"] = [latency["p95"]]
     assert "| 3,000 |" in "\n".join(quality_scale.render_latency([latency]))
     old = asyncio.run(quality_scale._measure_memory(3000, "old"))
     new = asyncio.run(quality_scale._measure_memory(3000, "new"))
     assert new["table_bytes"] > 0 and {"rss_bytes", "state_only_bytes"} <= set(old)
+
+
+def test_the_restart_benchmark_loads_a_checkpoint_and_the_votes_after_it(tmp_path):
+    """``loopwise bench quality --restart-votes`` on a small project, on SQLite: both
+    restarts (checkpoint + tail, every vote replayed) end with every vote."""
+    import asyncio
+
+    from bench import quality_scale
+
+    r = asyncio.run(quality_scale._restart_times(
+        2000, f"sqlite+aiosqlite:///{tmp_path}/quality.db", tail=500))
+    assert r["rows_after_checkpoint_load"] == r["rows_after_replay"] == 2500
+    assert r["checkpoint_bytes"] > 0
+    assert "| 2,500 |" in "\n".join(quality_scale.render_restart(r))

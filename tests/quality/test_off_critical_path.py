@@ -28,7 +28,7 @@ async def test_consensus_is_published_while_the_agreement_bootstrap_is_still_run
         release.wait(60)
         return {}
 
-    monkeypatch.setattr(quality_service, "agreement_report", stuck_report)
+    monkeypatch.setattr(quality_service, "sampled_report", stuck_report)
     said: list = []
 
     async def publish(stream: str, events: list) -> list[str]:
