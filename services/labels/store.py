@@ -11,6 +11,10 @@ shared advisory lock and reads the database clock for ``stored_at``; creating
 a version takes the lock exclusively, so all earlier inserts have committed
 and all later ones get a later clock. SQLite has one writer at a time; taking
 the write lock before reading the clock gives the same order.
+
+Every query names its project: the event tables are partitioned by project on
+PostgreSQL (``tables``), an event id is unique within its project only, and a
+redelivered event is ignored on the (project, event_id) key.
 """
 
 from __future__ import annotations
@@ -765,12 +769,18 @@ async def payloads_of(
     return found
 
 
-async def import_refs_of(conn: AsyncConnection, event_ids: list[str]) -> dict[str, AnnotationRef]:
-    """Where imported events sat in Label Studio, so an export writes them back in place."""
+async def import_refs_of(
+    conn: AsyncConnection, project: str, event_ids: list[str]
+) -> dict[str, AnnotationRef]:
+    """Where imported events sat in Label Studio, so an export writes them back in place.
+    Keyed by (project, event id): an event id is unique within its project only."""
     found: dict[str, AnnotationRef] = {}
     for start in range(0, len(event_ids), CHUNK):
         rows = await conn.execute(
-            select(import_refs).where(import_refs.c.event_id.in_(event_ids[start : start + CHUNK]))
+            select(import_refs).where(
+                import_refs.c.project == project,
+                import_refs.c.event_id.in_(event_ids[start : start + CHUNK]),
+            )
         )
         found.update({r.event_id: AnnotationRef(**r.ref) for r in rows.all()})
     return found
