@@ -27,6 +27,13 @@ class Settings(BaseSettings):
     router_port: int = 8002
     labels_port: int = 8003
     quality_port: int = 8004
+    # Where the other services answer when they are not on this host (Kubernetes
+    # Services, compose containers): e.g. LOOPWISE_ROUTER_URL=http://router:8002. Unset,
+    # a service is reached at ``host`` and its port.
+    scorer_url: str | None = None
+    router_url: str | None = None
+    labels_url: str | None = None
+    quality_url: str | None = None
 
     # Stream consumption.
     batch_size: int = Field(500, ge=1, le=10_000)
@@ -132,6 +139,9 @@ class Settings(BaseSettings):
         return int(getattr(self, f"{service}_port"))
 
     def url_of(self, service: str) -> str:
+        given = getattr(self, f"{service}_url", None)
+        if given:
+            return str(given).rstrip("/")
         return f"http://{self.host}:{self.port_of(service)}"
 
 
