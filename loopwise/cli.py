@@ -24,6 +24,54 @@ evaluate_app = typer.Typer(help="Experiments that measure what the loop achieves
 app.add_typer(bench_app, name="bench")
 app.add_typer(evaluate_app, name="evaluate")
 
+JsonFlag = Annotated[bool, typer.Option("--json", help="print it as JSON (one document)")]
+
+
+class CommandError(Exception):
+    """An operational failure the command explains in one line (exit 1): an unknown
+    project, a token that does not exist. Usage errors stay typer's (exit 2)."""
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option(
+        "--debug", help="on a failure, show the traceback instead of one line (anywhere on "
+                        "the command line; LOOPWISE_DEBUG=1 does the same)")] = False,
+) -> None:
+    """Options of every command (``--debug`` is read by :func:`main` before typer runs)."""
+
+
+def _stderr_console() -> Any:
+    """Progress and status go to stderr, so that stdout stays the result (--json)."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _status(message: str) -> Any:
+    """A spinner on stderr for work that takes a while (drawn only on a terminal)."""
+    return _stderr_console().status(message)
+
+
+def _known_project(settings: Settings, project: str) -> None:
+    """Refuse a project that has neither settings nor stored label events: a typo must not
+    read as an empty project."""
+    from services.labels.commands import project_exists
+
+    if not asyncio.run(project_exists(settings, project)):
+        raise CommandError(f"unknown project {project!r}: no settings and no stored label "
+                           "events (check the name, or the database URL)")
+
+
+def _warn_flush(redis_url: str, bench: str) -> None:
+    """The line a benchmark prints before it deletes a Redis database's keys."""
+    from redis.connection import parse_url
+
+    db = parse_url(redis_url).get("db", 0)
+    typer.echo(f"loopwise: warning: bench {bench} FLUSHES Redis database {db} at "
+               f"{redis_url.split('@')[-1]} before it runs (every key in it is deleted; "
+               "--redis-url chooses another)", err=True)
+
 
 def _build_app(service: str, settings: Settings) -> Any:
     """The service's app, imported and built with the collector paused, then frozen.
@@ -101,11 +149,15 @@ def consume(
 @app.command()
 def up() -> None:
     """Start the four services, each its own process; Ctrl-C stops them all."""
+    from loopwise.localredis import reachable
     from loopwise.processes import ServiceGroup
     from shared.db import upgrade
 
     settings = get_settings()
     upgrade(settings.database_url)
+    if not reachable(settings.redis_url):
+        raise CommandError(f"cannot use Redis ({settings.redis_url.split('@')[-1]}): it does "
+                           "not answer; start redis-server or set LOOPWISE_REDIS_URL")
     group = ServiceGroup(settings)
     stopping = False
 
@@ -175,6 +227,54 @@ def demo(
         where = write_report(summary.evaluation, Path("var") / "reports" / summary.project)
         typer.echo(f"  evaluation report        {where.resolve()} (open it in a browser; "
                    f"`loopwise evaluate --project {summary.project}` prints it again)")
+    typer.echo(_next_steps(summary.project))
+
+
+def _command_path() -> str:
+    """How the user can type ``loopwise`` from here: bare if it is on PATH, else the
+    virtual environment's script (``.venv/bin/loopwise`` after ``make demo``)."""
+    import os
+    import shutil
+    import sys
+
+    script = Path(sys.executable).parent / "loopwise"
+    on_path = shutil.which("loopwise")
+    if on_path and Path(on_path).resolve() == script.resolve():
+        return "loopwise"
+    try:
+        return os.path.relpath(script)
+    except ValueError:
+        return str(script)
+
+
+def _next_steps(project: str) -> str:
+    """What to do after the demo, with commands that work as printed (same database)."""
+    import os
+
+    from loopwise.localredis import reachable
+
+    settings = get_settings()
+    lw = _command_path()
+    db = os.environ.get("LOOPWISE_DATABASE_URL")
+    env = f"LOOPWISE_DATABASE_URL={db} " if db else ""
+    lines = [
+        "",
+        "Next steps (the demo stopped its services; its labels stay in the database):",
+        f"  make up    (or: {env}{lw} up)",
+        "      the four services again, on the demo's database; Ctrl-C stops them",
+        f"  {env}{lw} token create --user alice --role labeler --project {project}",
+        "      a token for a reviewer (prints it)",
+        f"  {settings.url_of('router')}/",
+        "      the reviewer page: sign in with that token; number keys label, Enter submits",
+        f"  {env}{lw} evaluate --project {project}",
+        "      does the review pay? the figures above, again (--json for a script)",
+        "  README.md, \"Python client\"",
+        "      post items and predictions from your code (loopwise.client)",
+    ]
+    if not reachable(settings.redis_url):
+        lines.append(f"  (`up` needs Redis at {settings.redis_url.split('@')[-1]}: the demo "
+                     "used a private one; `redis-server --daemonize yes` starts one)")
+    return "\n".join(lines)
 
 
 def _demo_scenario(scenario: str, reviewers: int, seed_labels: int, threshold: float,
@@ -311,6 +411,8 @@ def bench_review(
     and a few through the four running services (BENCHMARKS.md)."""
     from bench.review import SECTION, run
 
+    if per_population:
+        _warn_flush(redis_url, "review")
     body = run(per_population, tasks, seed, concurrency, redis_url, database_url,
                simulated=simulated)
     command = (f"loopwise bench review --per-population {per_population} --tasks {tasks} "
@@ -348,6 +450,7 @@ def bench_soak(
 
     from bench.soak import SECTION, run
 
+    _warn_flush(redis_url, "soak")
     plot = (Path(__file__).resolve().parents[1] / "bench" / "plots" / "soak.png" if write
             else Path(tempfile.mkdtemp(prefix="loopwise-soak-plot-")) / "soak.png")
     body = run(rate=rate, seconds=seconds, warmup=warmup, redis_url=redis_url,
@@ -402,16 +505,22 @@ def _upgraded() -> Settings:
     return settings
 
 
-def _echo_json(value: object) -> None:
-    import json
+def _jsonable(value: object) -> object:
+    """Times as ISO 8601 (what the HTTP API sends), anything else as its text."""
+    from datetime import date
 
-    typer.echo(json.dumps(value, indent=2, default=str))
+    return value.isoformat() if isinstance(value, date) else str(value)
+
+
+def _echo_json(value: object) -> None:
+    typer.echo(_json_text(value))
 
 
 @token_app.command("revoke")
 def token_revoke(
-    token_id: Annotated[int, typer.Argument(help="token id (GET /v1/tokens lists them)")],
+    token_id: Annotated[int, typer.Argument(help="token id (`loopwise token list`)")],
     acting_as: ActingAs = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Revoke a token; services stop accepting it within 2 s."""
     from services.labels.commands import cli_actor, revoke_token
@@ -419,16 +528,49 @@ def token_revoke(
     try:
         was_live = asyncio.run(revoke_token(_upgraded(), token_id, cli_actor(acting_as)))
     except LookupError as exc:
-        raise typer.BadParameter(str(exc)) from exc
-    typer.echo("revoked" if was_live else "the token was already revoked or expired")
+        raise CommandError(str(exc).strip("'\"")) from exc
+    if as_json:
+        _echo_json({"id": token_id, "revoked": True, "was_live": was_live})
+    else:
+        typer.echo("revoked" if was_live else "the token was already revoked or expired")
+
+
+@token_app.command("list")
+def token_list(
+    user: Annotated[str | None, typer.Option(help="only this user's tokens")] = None,
+    project: Annotated[str | None, typer.Option(help="only tokens for this project")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List tokens (never their secrets): id, user, role, project, expiry, revocation."""
+    from services.labels.commands import list_tokens
+
+    rows = asyncio.run(list_tokens(_upgraded(), user=user, project=project))
+    if as_json:
+        _echo_json(rows)
+        return
+    for t in rows:
+        state = ("revoked " + f"{t['revoked_at']:%Y-%m-%d %H:%M}" if t["revoked_at"] else
+                 "expires " + f"{t['expires_at']:%Y-%m-%d %H:%M}" if t["expires_at"] else
+                 "no expiry")
+        typer.echo(f"{t['id']:>6}  {t['user_id']:20s} {t['role']:9s} {t['project']:20s} "
+                   f"created {t['created_at']:%Y-%m-%d %H:%M}  {state}")
+    typer.echo(f"{len(rows)} token(s)", err=True)
 
 
 @users_app.command("list")
-def users_list() -> None:
+def users_list(as_json: JsonFlag = False) -> None:
     """List users."""
     from services.labels.commands import cli_actor, user_command
 
-    _echo_json(asyncio.run(user_command(_upgraded(), "list", cli_actor(), None)))
+    rows = asyncio.run(user_command(_upgraded(), "list", cli_actor(), None))
+    if as_json:
+        _echo_json(rows)
+        return
+    for u in rows:
+        disabled = f"disabled {u['disabled_at']:%Y-%m-%d %H:%M}" if u.get("disabled_at") \
+            else "active"
+        typer.echo(f"{u['user_id']:24s} {u.get('display_name') or '':20s} {disabled}")
+    typer.echo(f"{len(rows)} user(s)", err=True)
 
 
 @users_app.command("create")
@@ -462,8 +604,13 @@ def labels_export(
     out: Annotated[
         str | None, typer.Option(help="output file (default: <project>-<version>.<ext>)")
     ] = None,
+    item_key: Annotated[str | None, typer.Option(
+        help="labelstudio: a data field to write the item id into")] = None,
+    annotator_domain: Annotated[str, typer.Option(
+        help="labelstudio: email domain for labelers (alice -> alice@DOMAIN)")] = "loopwise.local",
+    as_json: JsonFlag = False,
 ) -> None:
-    """Stream a version's labels to a file, with progress."""
+    """Stream a version's labels to a file, with progress (on stderr)."""
     from pathlib import Path
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
@@ -476,20 +623,27 @@ def labels_export(
     ext = {"jsonl": "jsonl", "csv": "csv", "labelstudio": "json"}[format]
     path = Path(out or f"{project}-{version or 'head'}.{ext}")
     settings = _upgraded()
+    _known_project(settings, project)
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), transient=False) as progress:  # fmt: skip
+                  TimeRemainingColumn(), transient=False,
+                  console=_stderr_console()) as progress:  # fmt: skip
         task = progress.add_task(f"exporting {project} to {path}", total=None)
         try:
             with path.open("wb") as sink:
                 written = asyncio.run(export_version(
-                    settings, project, sink, version=version, fmt=format,
+                    settings, project, sink, version=version, fmt=format, item_key=item_key,
+                    annotator_domain=annotator_domain,
                     on_start=lambda total: progress.update(task, total=total),
                     on_rows=lambda n: progress.advance(task, n),
                 ))  # fmt: skip
         except LookupError as exc:
             path.unlink(missing_ok=True)
-            raise typer.BadParameter(str(exc)) from exc
-    typer.echo(f"{written} rows written to {path}")
+            raise CommandError(str(exc).strip("'\"")) from exc
+    if as_json:
+        _echo_json({"project": project, "version": version or "head", "format": format,
+                    "rows": written, "path": str(path)})
+    else:
+        typer.echo(f"{written} rows written to {path}")
 
 
 @labels_app.command("import")
@@ -501,29 +655,57 @@ def labels_import(
     batch_id: Annotated[str | None, typer.Option(help="batch id (default: file digest)")] = None,
     dry_run: Annotated[bool, typer.Option(help="check and report, write nothing")] = False,
     acting_as: ActingAs = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Import a Label Studio JSON export: every annotation or none (source=import)."""
     from pathlib import Path
 
     from services.labels.commands import cli_actor, import_labelstudio_file
+    from services.labels.labelstudio import LabelStudioFormatError
 
     data = Path(file).read_bytes()
+    settings = _upgraded()
     try:
-        summary = asyncio.run(import_labelstudio_file(
-            _upgraded(), project, data, cli_actor(acting_as), label_key=label_key,
-            item_key=item_key, batch_id=batch_id, dry_run=dry_run,
-        ))  # fmt: skip
+        with _status(f"importing {file} ({len(data):,} bytes) into {project}"):
+            summary = asyncio.run(import_labelstudio_file(
+                settings, project, data, cli_actor(acting_as), label_key=label_key,
+                item_key=item_key, batch_id=batch_id, dry_run=dry_run,
+            ))  # fmt: skip
+    except LabelStudioFormatError as exc:
+        problems = "; ".join(map(str, exc.problems[:3]))
+        more = f" (and {len(exc.problems) - 3} more)" if len(exc.problems) > 3 else ""
+        raise CommandError(f"{file} is not a Label Studio JSON export: {problems}{more}"
+                           ) from exc
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
-    _echo_json(summary)
+        raise CommandError(f"{file}: {exc}") from exc
+    if as_json:
+        _echo_json(summary)
+        return
+    what = "would import" if dry_run else "imported"
+    typer.echo(f"{what} {summary.get('annotations', 0)} annotation(s) of "
+               f"{summary.get('tasks', 0)} task(s) into {project} as batch "
+               f"{summary.get('batch_id')}; {len(summary.get('skipped', []))} skipped, "
+               f"{summary.get('ignored', 0)} ignored")
+    for skipped in summary.get("skipped", [])[:20]:
+        typer.echo(f"  skipped: {skipped}")
 
 
 @labels_app.command("versions")
-def labels_versions(project: Annotated[str, typer.Option(help="project")]) -> None:
+def labels_versions(project: Annotated[str, typer.Option(help="project")],
+                    as_json: JsonFlag = False) -> None:
     """List a project's label-set versions."""
     from services.labels.commands import list_versions
 
-    for v in asyncio.run(list_versions(_upgraded(), project)):
+    settings = _upgraded()
+    _known_project(settings, project)
+    versions = asyncio.run(list_versions(settings, project))
+    if as_json:
+        _echo_json(versions)
+        return
+    if not versions:
+        typer.echo(f"project {project} has no versions yet (`POST .../versions` makes one)",
+                   err=True)
+    for v in versions:
         typer.echo(f"{v['number']:>4}  {v['kind']:8s} {v['created_at']:%Y-%m-%d %H:%M:%S}  "
                    f"{v['author']}  -{v['excluded']} +{v['included']}  {v['name'] or ''}  "
                    f"{v['message']}")  # fmt: skip
@@ -546,6 +728,7 @@ def labels_revert(
     message: Annotated[str, typer.Option(help="why")] = "",
     apply: Annotated[bool, typer.Option(help="make the version (default: dry run)")] = False,
     acting_as: ActingAs = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Revert labels as a new version; without --apply, show what would change."""
     from pydantic import ValidationError
@@ -554,17 +737,24 @@ def labels_revert(
     from services.labels.revert import RevertSelector
 
     selector = None
+    settings = _upgraded()
+    _known_project(settings, project)
     try:
         if undo_version is None:
             selector = RevertSelector(batch_id=batch, labeler_id=labeler,
                                       guideline_version=guideline, created_from=since,
                                       created_to=until, event_ids=event)  # fmt: skip
         result = asyncio.run(revert(
-            _upgraded(), project, cli_actor(acting_as), selector=selector,
+            settings, project, cli_actor(acting_as), selector=selector,
             undo_version=undo_version, message=message, dry_run=not apply,
         ))  # fmt: skip
-    except (ValidationError, ValueError, LookupError) as exc:
+    except ValidationError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    except (ValueError, LookupError) as exc:
+        raise CommandError(str(exc).strip("'\"")) from exc
+    if as_json:
+        _echo_json(result)
+        return
     for effect in result["effects"]:
         typer.echo(f"{effect['item_id']}: {effect['before']} -> {effect['after']}")
     if result["version"] is None:
@@ -614,6 +804,7 @@ def bench_router(
 
     from bench.router import main, write_section
 
+    _warn_flush(redis_url, "router")
     report = main(redis_url=redis_url, database_url=database_url, predictions=predictions,
                   clients=clients, seconds=seconds, router_port=router_port,
                   bare_port=bare_port, workers=workers, rounds=rounds,
@@ -646,6 +837,7 @@ def evaluate_project(
     from shared.db import make_engine
 
     settings = _upgraded()
+    _known_project(settings, project)
 
     async def load() -> dict[str, Any]:
         engine = make_engine(settings.database_url)
@@ -654,10 +846,10 @@ def evaluate_project(
         finally:
             await engine.dispose()
 
-    result = asyncio.run(load())
+    with _status(f"evaluating {project} from its stored label events"):
+        result = asyncio.run(load())
     if result["label_events"] == 0:
-        typer.echo(f"project {project!r} has no stored label events", err=True)
-        raise typer.Exit(1)
+        raise CommandError(f"project {project!r} has no stored label events to evaluate")
     typer.echo(_json_text(result) if as_json else render_text(result))
     if report is not None:
         typer.echo(f"report: {write_report(result, report)}", err=as_json)
@@ -666,7 +858,7 @@ def evaluate_project(
 def _json_text(value: object) -> str:
     import json
 
-    return json.dumps(value, indent=2, default=str)
+    return json.dumps(value, indent=2, default=_jsonable)
 
 
 @evaluate_app.command("review")
@@ -696,6 +888,8 @@ def evaluate_review(
 
 def _one_line(exc: BaseException) -> str:
     """Why a command failed, in one line an operator can act on."""
+    if isinstance(exc, CommandError):
+        return str(exc)
     if isinstance(exc, FileNotFoundError | IsADirectoryError | PermissionError):
         return f"{exc.strerror}: {exc.filename}"
     name = type(exc).__module__.split(".")[0]
@@ -706,19 +900,36 @@ def _one_line(exc: BaseException) -> str:
     if name == "redis":
         url = get_settings().redis_url.split("@")[-1]
         return f"cannot use Redis ({url}): {first}"
+    if _caused_by_redis(exc):  # e.g. stored, but Redis was down when it was to be published
+        url = get_settings().redis_url.split("@")[-1]
+        return f"cannot use Redis ({url}): {first}"
     return f"{type(exc).__name__}: {first}"
+
+
+def _caused_by_redis(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if type(cause).__module__.split(".")[0] == "redis":
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def main() -> None:
     """The ``loopwise`` command. A command that fails says why in one line on stderr and
-    exits 1 (usage errors: 2), instead of a traceback; LOOPWISE_DEBUG=1 shows it."""
+    exits 1 (usage errors: 2), instead of a traceback; ``--debug`` (anywhere on the command
+    line) or LOOPWISE_DEBUG=1 shows it."""
     import os
     import sys
 
+    debug = "--debug" in sys.argv[1:] or os.environ.get("LOOPWISE_DEBUG") == "1"
+    sys.argv[1:] = [a for a in sys.argv[1:] if a != "--debug"]
     try:
         app()
     except Exception as exc:
-        if os.environ.get("LOOPWISE_DEBUG") == "1":
+        if debug:
             raise
         failure: BaseException = exc
         cause = exc.__cause__ or exc.__context__

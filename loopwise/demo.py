@@ -17,21 +17,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import numpy as np
 import redis.asyncio as aioredis
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from loopwise.client import AsyncClient, Paused
 from loopwise.localredis import PrivateRedis, reachable
 from loopwise.processes import ServiceGroup
 from shared import streams
 from shared.auth import create_token
 from shared.bus import group_drained
 from shared.db import make_engine, upgrade
-from shared.events import ItemEvent, LabelEvent, LabelSource
+from shared.events import ItemEvent
 from shared.settings import Settings
-from shared.wire import encode_event
 
 
 @dataclass
@@ -101,23 +100,6 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-class Api:
-    def __init__(self, settings: Settings, token: str) -> None:
-        self.settings = settings
-        self.client = httpx.AsyncClient(
-            headers={"Authorization": f"Bearer {token}"}, timeout=60.0
-        )
-
-    async def call(self, method: str, service: str, path: str, **kw: Any) -> httpx.Response:
-        response = await self.client.request(method, self.settings.url_of(service) + path, **kw)
-        if response.status_code >= 400:
-            raise RuntimeError(f"{method} {service}{path}: {response.status_code} {response.text}")
-        return response
-
-    async def close(self) -> None:
-        await self.client.aclose()
-
-
 GOLD_ITEMS = 60
 GOLD_RATE = 0.1
 
@@ -132,51 +114,45 @@ class Behaviour:
     abandon_rate: float = 0.0  # walks away from a task; its lease expires
 
 
-async def _reviewer(api: Api, project: str, name: str, behaviour: Behaviour,
+async def _reviewer(api: AsyncClient, project: str, name: str, behaviour: Behaviour,
                     truth: dict[str, int], done: asyncio.Event, stats: dict[str, list[int]],
                     rng: random.Random, reviewed: list[str], paused: set[str]) -> None:
     """Pull, look, submit: right with probability ``accuracy``, else a plausible confusion;
     a stamper submits the pre-label when one is shown. Stops when paused (423)."""
     while True:
-        response = await api.client.get(
-            api.settings.url_of("router") + f"/v1/projects/{project}/tasks/next")
-        if response.status_code == 423:
+        try:
+            task = await api.next_task(project)
+        except Paused:
             paused.add(name)
             return
-        if response.status_code >= 400:
-            raise RuntimeError(f"tasks/next: {response.status_code} {response.text}")
-        if response.status_code == 204:
+        if task is None:
             if done.is_set():
                 return
             await asyncio.sleep(0.2)
             continue
-        task = response.json()
         draw = rng.random()
         if draw < behaviour.skip_rate:
-            await api.call("POST", "router", f"/v1/tasks/{task['task_id']}/skip")
+            await api.skip(task.task_id)
             continue
         if draw < behaviour.skip_rate + behaviour.abandon_rate:
             continue  # never submitted: the lease runs out and the task goes back
-        true_label = truth[task["item_id"]]
-        if behaviour.stamps and task.get("prelabel"):
-            label = str(task["prelabel"])
+        true_label = truth[task.item_id]
+        if behaviour.stamps and task.prelabel:
+            label = str(task.prelabel)
         elif rng.random() < behaviour.accuracy:
             label = str(true_label)
         else:
             label = str(rng.choice([c for c in range(10) if c != true_label]))
-        if label not in task["options"] and task["options"]:
+        if label not in task.options and task.options:
             label = str(true_label)
-        submitted = await api.client.post(
-            api.settings.url_of("router") + f"/v1/tasks/{task['task_id']}/submit",
-            json={"label": label, "duration_ms": int(rng.uniform(800, 4000)),
-                  "guideline_version": "g1"})
-        if submitted.status_code == 423:
+        try:
+            await api.submit(task.task_id, label, duration_ms=int(rng.uniform(800, 4000)),
+                             guideline_version="g1")
+        except Paused:
             paused.add(name)
             return
-        if submitted.status_code >= 400:
-            raise RuntimeError(f"submit: {submitted.status_code} {submitted.text}")
         stats.setdefault(name, []).append(int(label == str(true_label)))
-        reviewed.append(task["item_id"])
+        reviewed.append(task.item_id)
 
 
 async def _wait(predicate, timeout: float, what: str) -> None:
@@ -196,9 +172,9 @@ async def _settings_applied(redis: aioredis.Redis, project: str) -> None:
     await _wait(applied, 30, f"the services to apply the settings of {project}")
 
 
-async def _accuracy(api: Api, project: str, x: np.ndarray, y: np.ndarray) -> tuple[float, str]:
-    result = (await api.call("POST", "scorer", f"/v1/projects/{project}/predict",
-                             json={"features": x.tolist()})).json()
+async def _accuracy(api: AsyncClient, project: str, x: np.ndarray, y: np.ndarray
+                    ) -> tuple[float, str]:
+    result = await api.predict(project, features=x.tolist())
     classes = result["classes"]
     predicted = [classes[int(np.argmax(p))] for p in result["probs"]]
     return float(np.mean([p == str(t) for p, t in zip(predicted, y, strict=True)])), result[
@@ -242,63 +218,49 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
     def payload(i: int) -> dict[str, Any]:
         return {"image": digits.images[i].astype(int).tolist(), "kind": "digit-8x8"}
 
-    admin = Api(settings, admin_token)
-    redis = aioredis.from_url(settings.redis_url)
+    admin = AsyncClient(admin_token, settings=settings, timeout=60.0)
+    redis = aioredis.from_url(settings.redis_url)  # to watch the consumer groups drain
     try:
-        await admin.call("PATCH", "labels", f"/v1/projects/{project}", json={
+        await admin.update_project(project, {
             "routing": {"auto_accept_threshold": threshold, "overlap": overlap,
                         "gold_rate": gold_rate, "mode": mode},
             "quality": {"auto_pause": auto_pause}})
         await _settings_applied(redis, project)
         _say(f"[1/6] seed: registering {len(seed_idx)} labeled items and training model v1")
-        await admin.call("POST", "scorer", f"/v1/projects/{project}/items", json={"items": [
+        await admin.register_items(project, [
             {"item_id": item_id[int(i)], "features": x[i].tolist(), "payload": payload(int(i))}
-            for i in seed_idx]})
-        now = datetime.now(UTC)
-        pipe = redis.pipeline(transaction=False)
-        for i in seed_idx:
-            pipe.xadd(streams.LABELS, encode_event(LabelEvent(
-                project=project, item_id=item_id[int(i)], label=str(y[i]),
-                labeler_id="seed-import", source=LabelSource.imported, batch_id="seed",
-                guideline_version="g1", created_at=now).to_json()))
-        await pipe.execute()
-
-        async def seed_stored() -> bool:
-            r = await admin.call("GET", "labels", f"/v1/projects/{project}/labels",
-                                 params={"include_auto": "false"})
-            return r.json()["count"] >= len(seed_idx)
-
-        await _wait(seed_stored, 60, "seed labels to be stored")
-        await admin.call("POST", "scorer", f"/v1/projects/{project}/train")
+            for i in seed_idx])
+        # Stored before the answer comes back (and published on loopwise:labels).
+        await admin.post_labels(project, [
+            {"item_id": item_id[int(i)], "label": str(y[i]), "source": "import",
+             "batch_id": "seed", "guideline_version": "g1"} for i in seed_idx])
+        await admin.train(project)
         summary.accuracy_before, summary.model_before = await _accuracy(
             admin, project, x[holdout_idx], y[holdout_idx])
         _say(f"      model {summary.model_before}: held-out accuracy "
              f"{summary.accuracy_before:.3f}")
 
-        gold_guess = (await admin.call("POST", "scorer", f"/v1/projects/{project}/predict",
-                                       json={"features": x[gold_idx].tolist()})).json()
-        await admin.call("POST", "router", f"/v1/projects/{project}/gold", json={"items": [
+        gold_guess = await admin.predict(project, features=x[gold_idx].tolist())
+        await admin.add_gold(project, [
             {"item_id": item_id[int(i)], "label": str(y[i]), "payload": payload(int(i)),
              "prediction": {"model_version": gold_guess["model_version"],
                             "probs": dict(zip(gold_guess["classes"], probs, strict=True))}}
-            for i, probs in zip(gold_idx, gold_guess["probs"], strict=True)]})
+            for i, probs in zip(gold_idx, gold_guess["probs"], strict=True)])
         summary.gold_items = len(gold_idx)
         _say(f"      {len(gold_idx)} gold items salted into the queue ({gold_rate:.0%} of tasks)")
 
         _say(f"[2/6] streaming {len(stream_idx)} items on {streams.ITEMS}")
-        pipe = redis.pipeline(transaction=False)
-        for i in stream_idx:
-            event = ItemEvent(project=project, item_id=item_id[int(i)], features=x[i].tolist(),
-                              payload=payload(int(i)))
-            pipe.xadd(streams.ITEMS, encode_event(event.to_json()))
-        await pipe.execute()
+        await admin.post_items(
+            ItemEvent(project=project, item_id=item_id[int(i)], features=x[i].tolist(),
+                      payload=payload(int(i))) for i in stream_idx)
 
         _say(f"[3/6] {reviewers} simulated reviewers pull and submit over HTTP "
              f"(overlap {overlap})")
         done = asyncio.Event()
         stats: dict[str, list[int]] = {}
         reviewed: list[str] = []  # the item of every submit
-        apis = {n: Api(settings, t) for n, t in reviewer_tokens.items()}
+        apis = {n: AsyncClient(t, settings=settings, timeout=60.0)
+                for n, t in reviewer_tokens.items()}
         paused: set[str] = set()
         workers = [asyncio.create_task(_reviewer(apis[n], project, n, behaviours[n], truth,
                                                  done, stats, random.Random(rng_seed + k),
@@ -345,8 +307,7 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
         _say("      waiting for Dawid-Skene consensus over the overlapping labels")
 
         async def consensus_stored() -> bool:
-            quality = (await admin.call("GET", "quality",
-                                        f"/v1/projects/{project}/quality")).json()
+            quality = await admin.quality(project)
             settled = quality.get("consensus", {}).get("items_with_consensus") or 0
             return settled >= len(set(reviewed) - gold_ids) and await all_stored()
 
@@ -355,7 +316,7 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
                 await _wait(consensus_stored, 90, "consensus labels")
         except TimeoutError:
             _say("      (no consensus yet; retraining on the newest human labels)")
-        labels = (await admin.call("GET", "labels", f"/v1/projects/{project}/labels")).json()
+        labels = await admin.labels(project)
         by_source = labels["events_by_source"]
         summary.auto_accepted = by_source.get("auto", 0)
         summary.labels_stored = sum(by_source.values())
@@ -371,16 +332,15 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
         summary.training_by_source = dict(Counter(r["source"] for r in trained_on))
 
         _say("[5/6] retraining on the reviewed labels")
-        await admin.call("POST", "scorer", f"/v1/projects/{project}/train")
+        await admin.train(project)
         summary.accuracy_after, summary.model_after = await _accuracy(
             admin, project, x[holdout_idx], y[holdout_idx])
 
         _say("[6/6] quality")
-        quality = (await admin.call("GET", "quality", f"/v1/projects/{project}/quality")).json()
+        quality = await admin.quality(project)
         summary.agreement = quality["pairwise_agreement"]
         summary.flagged = sorted(f["labeler_id"] for f in quality.get("flags", []))
-        summary.evaluation = (await admin.call(
-            "GET", "quality", f"/v1/projects/{project}/evaluation")).json()
+        summary.evaluation = await admin.evaluation(project)
     finally:
         await admin.close()
         await redis.aclose()

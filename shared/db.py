@@ -44,16 +44,15 @@ async def insert_ignoring_duplicates(
     """
     if not rows:
         return 0
-    dialect = conn.dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    # Stay under the bind-parameter limits of both drivers (32767 for asyncpg).
-    per_statement = max(1, 30_000 // max(1, len(rows[0])))
-    inserted = 0
-    for start in range(0, len(rows), per_statement):
-        chunk = rows[start : start + per_statement]
-        result = await conn.execute(insert(table).values(chunk).on_conflict_do_nothing())
-        inserted += max(result.rowcount or 0, 0)
-    return inserted
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    # Rows go as parameters of one cached statement (SQLAlchemy's "insertmanyvalues"
+    # batches them into multi-row INSERTs), not as literal VALUES compiled afresh for
+    # every batch: compiling 500 rows took about 1 s of CPU, and made the quality
+    # consumer fall behind 1,000 labels/s. RETURNING tells which rows were new.
+    key = next(iter(table.primary_key.columns or table.columns))
+    statement = insert(table).on_conflict_do_nothing().returning(key)
+    result = await conn.execute(statement, list(rows))
+    return len(result.all())
 
 
 def alembic_config(url: str) -> Any:

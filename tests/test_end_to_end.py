@@ -86,6 +86,7 @@ async def test_predictions_from_redis_cli_are_routed_reviewed_stored_and_bad_one
     assert "ERR" not in done.stdout
 
     await groups_idle(redis, (streams.PREDICTIONS, streams.GROUP_ROUTER),
+                      (streams.PREDICTIONS, streams.GROUP_SCORER),
                       (streams.LABELS, streams.GROUP_LABELS))
 
     # Every prediction is exactly one auto label or one review task.
@@ -130,14 +131,16 @@ async def test_predictions_from_redis_cli_are_routed_reviewed_stored_and_bad_one
         assert row.guideline_version == "g-7" and row.duration_ms == 1500
         assert row.created_at is not None and row.shown_prelabel is None
 
-    # The 20 malformed entries are dead letters with reasons and their original fields.
+    # The 20 malformed entries are dead letters with reasons and their original fields, from
+    # each group that reads the stream (the router routes, the scorer keeps item payloads).
     entries = await redis.xrange(streams.DEADLETTER)
     ours = []
     for _, fields in entries[dl_before:]:
         letter = json.loads(fields[b"data"])
         if project in json.dumps(letter["fields"]):
             ours.append(letter)
-    assert len(ours) == 20
+    assert sorted(letter["group"] for letter in ours) == (
+        [streams.GROUP_ROUTER] * 20 + [streams.GROUP_SCORER] * 20)
     assert all(letter["reason"] and letter["stream"] == streams.PREDICTIONS for letter in ours)
     reasons = " | ".join(letter["reason"] for letter in ours)
     for expected in ("not JSON", "no 'data' field", "probs", "sum to", "schema_version",

@@ -37,7 +37,7 @@ pytestmark = pytest.mark.integration
 
 GROUPS = {
     streams.ITEMS: (streams.GROUP_SCORER,),
-    streams.PREDICTIONS: (streams.GROUP_ROUTER,),
+    streams.PREDICTIONS: (streams.GROUP_ROUTER, streams.GROUP_SCORER),
     streams.LABELS: (streams.GROUP_LABELS, streams.GROUP_SCORER, streams.GROUP_QUALITY),
     streams.QUALITY: (streams.GROUP_ROUTER,),
     streams.PROJECTS: (streams.GROUP_ROUTER, streams.GROUP_SCORER, streams.GROUP_QUALITY),

@@ -29,7 +29,7 @@ from shared.tables import api_tokens, project_members, users
 
 from . import audit, export, store
 from .audit import Actor
-from .labelstudio import parse_export
+from .labelstudio import ANNOTATOR_DOMAIN, parse_export
 from .revert import RevertSelector
 from .tables import import_refs
 
@@ -137,14 +137,15 @@ async def import_labelstudio(ctx: Context, actor: Actor, project: str, data: byt
                              label_key: str | None = None, item_key: str | None = None,
                              batch_id: str | None = None, dry_run: bool = False
                              ) -> dict[str, Any]:
-    """Parse, check against the project's schema, then store all of it or nothing, and
-    publish the labels. Raises ValueError (incl. LabelStudioFormatError) with every
+    """Parse (full JSON or JSON-MIN; the project's labels find JSON-MIN's label column),
+    check against the project's schema, then store all of it or nothing, and publish the
+    labels. Raises ValueError (incl. LabelStudioFormatError) with every
     problem before anything is written."""
-    result = parse_export(
-        data, project=project, label_key=label_key, item_key=item_key, batch_id=batch_id
-    )
-    async with ctx.engine.begin() as conn:
+    async with ctx.engine.connect() as conn:
         options = (await store.label_options_of(conn, [project]))[project]
+    result = parse_export(data, project=project, label_key=label_key, item_key=item_key,
+                          batch_id=batch_id, label_options=options)
+    async with ctx.engine.begin() as conn:
         problems = label_problems(project, options, (e.label for e in result.events))
         if problems:
             raise ValueError("; ".join(problems))
@@ -311,6 +312,30 @@ async def list_users(ctx: Context, principal: auth.Principal) -> list[dict[str, 
         return [dict(r._mapping) for r in rows.all()]
 
 
+async def list_tokens(ctx: Context, principal: auth.Principal, *, user: str | None = None,
+                      project: str | None = None) -> list[dict[str, Any]]:
+    """Tokens without their secrets: every token for a global admin, else the caller's own."""
+    query = select(
+        api_tokens.c.id, api_tokens.c.user_id, api_tokens.c.role, api_tokens.c.project,
+        api_tokens.c.created_at, api_tokens.c.expires_at, api_tokens.c.revoked_at,
+    ).order_by(api_tokens.c.id)  # fmt: skip
+    if not principal.is_global:
+        query = query.where(api_tokens.c.user_id == principal.user_id)
+    if user is not None:
+        query = query.where(api_tokens.c.user_id == user)
+    if project is not None:
+        query = query.where(api_tokens.c.project == project)
+    async with ctx.engine.connect() as conn:
+        return [dict(r._mapping) for r in (await conn.execute(query)).all()]
+
+
+async def project_exists(ctx: Context, project: str) -> bool:
+    """A project is known once it has settings or a stored label event."""
+    async with ctx.engine.connect() as conn:
+        return (await store.get_project(conn, project) is not None
+                or bool(await store.count_events(conn, project)))
+
+
 async def disable_user(ctx: Context, actor: Actor, principal: auth.Principal,
                        user_id: str) -> dict[str, Any]:
     """A disabled user's tokens stop working (at once here, within 2 s elsewhere)."""
@@ -397,11 +422,13 @@ def _project_or_none(project: str) -> str | None:
 async def export_chunks(
     ctx: Context, project: str, view: store.View, fmt: str, *,
     payloads_visible: bool = True, from_name: str = "label", to_name: str = "text",
+    item_key: str | None = None, annotator_domain: str = ANNOTATOR_DOMAIN,
     rows: Callable[[AsyncIterator[dict[str, Any]]], AsyncIterator[dict[str, Any]]] = lambda r: r,
 ) -> AsyncIterator[bytes]:
     """A version's labels as the bytes of an export: current labels as JSONL or CSV, the
     counted events as Label Studio JSON (with payloads only where the reader may see
-    them). ``rows`` wraps the row stream (the CLI counts it for its progress bar)."""
+    them; ``item_key`` and ``annotator_domain`` as in :func:`labelstudio.to_export`).
+    ``rows`` wraps the row stream (the CLI counts it for its progress bar)."""
     async with ctx.engine.connect() as conn, ctx.engine.connect() as side:
         if fmt == "labelstudio":
 
@@ -415,7 +442,7 @@ async def export_chunks(
             chunks = export.labelstudio(
                 rows(store.stream_counting_events(conn, project, view)), payloads,
                 lambda ids: store.import_refs_of(side, project, ids), from_name=from_name,
-                to_name=to_name)
+                to_name=to_name, item_key=item_key, annotator_domain=annotator_domain)
         else:
             writer = export.jsonl if fmt == "jsonl" else export.csv_rows
             chunks = writer(rows(store.stream_current(conn, project, view)))

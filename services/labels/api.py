@@ -42,7 +42,7 @@ from shared.tables import api_tokens, project_members
 
 from . import actions, audit, export, store
 from .audit import Actor
-from .labelstudio import LabelStudioFormatError
+from .labelstudio import ANNOTATOR_DOMAIN, LabelStudioFormatError
 from .revert import RevertSelector
 
 router = APIRouter(prefix="/v1", tags=["labels"])
@@ -360,6 +360,13 @@ async def export_labels(
     as_of: datetime | None = None,
     from_name: str = "label",
     to_name: str = "text",
+    item_key: Annotated[str | None, Query(
+        max_length=256, description="Label Studio: a data field to write the item id into")
+    ] = None,
+    annotator_domain: Annotated[str, Query(
+        max_length=253, pattern=r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$",
+        description="Label Studio: the email domain given to loopwise labelers")
+    ] = ANNOTATOR_DOMAIN,
 ) -> StreamingResponse:
     """Stream a version's labels: current labels as JSONL/CSV, counted events as Label Studio."""
     engine = _engine(request)
@@ -369,7 +376,8 @@ async def export_labels(
 
     body = actions.export_chunks(_ctx(request), project, view, format,
                                  payloads_visible=payloads_visible, from_name=from_name,
-                                 to_name=to_name)
+                                 to_name=to_name, item_key=item_key,
+                                 annotator_domain=annotator_domain)
     suffix = {"jsonl": "jsonl", "csv": "csv", "labelstudio": "json"}[format]
     name = f"{project}-{'v' + str(view.version) if version else 'head'}.{suffix}"
     return StreamingResponse(

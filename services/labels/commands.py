@@ -24,6 +24,7 @@ from shared.peers import Peers
 from shared.settings import Settings
 
 from . import actions, audit, store
+from .labelstudio import ANNOTATOR_DOMAIN
 from .revert import RevertSelector
 
 T = TypeVar("T")
@@ -68,6 +69,8 @@ async def export_version(
     *,
     version: str | None = None,
     fmt: str = "jsonl",
+    item_key: str | None = None,
+    annotator_domain: str = ANNOTATOR_DOMAIN,
     on_start: Callable[[int], None] = lambda total: None,
     on_rows: Callable[[int], None] = lambda n: None,
 ) -> int:
@@ -88,7 +91,9 @@ async def export_version(
                     on_rows(1000)
                 yield row
 
-        async for chunk in actions.export_chunks(ctx, project, view, fmt, rows=counted):
+        async for chunk in actions.export_chunks(ctx, project, view, fmt, rows=counted,
+                                                 item_key=item_key,
+                                                 annotator_domain=annotator_domain):
             out.write(chunk)
         on_rows(written % 1000)
         return written
@@ -136,6 +141,17 @@ async def revoke_token(settings: Settings, token_id: int, actor: audit.Actor) ->
     result = await run(settings, lambda ctx: actions.revoke_token(
         ctx, actor, operator(actor), token_id))
     return bool(result["was_live"])
+
+
+async def list_tokens(settings: Settings, *, user: str | None = None,
+                      project: str | None = None) -> list[dict[str, Any]]:
+    who = operator(cli_actor())
+    return await run(settings, lambda ctx: actions.list_tokens(ctx, who, user=user,
+                                                               project=project))
+
+
+async def project_exists(settings: Settings, project: str) -> bool:
+    return await run(settings, lambda ctx: actions.project_exists(ctx, project))
 
 
 async def user_command(settings: Settings, action: str, actor: audit.Actor,

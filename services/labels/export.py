@@ -16,7 +16,7 @@ from typing import Any
 
 from shared.events import LabelEvent
 
-from .labelstudio import AnnotationRef, to_export
+from .labelstudio import ANNOTATOR_DOMAIN, AnnotationRef, to_export
 from .versions import utc
 
 FORMATS = ("jsonl", "csv", "labelstudio")
@@ -84,6 +84,8 @@ async def labelstudio(
     *,
     from_name: str = "label",
     to_name: str = "text",
+    item_key: str | None = None,
+    annotator_domain: str = ANNOTATOR_DOMAIN,
     items_per_chunk: int = 500,
 ) -> AsyncIterator[bytes]:
     """A Label Studio JSON export (a list of tasks), written a few hundred tasks at a time.
@@ -105,6 +107,8 @@ async def labelstudio(
             {i: data.get(i, {}) for i in ids},
             from_name=from_name,
             to_name=to_name,
+            item_key=item_key,
+            annotator_domain=annotator_domain,
             refs={
                 label.event_id: known[str(label.event_id)]
                 for label in labels

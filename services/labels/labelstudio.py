@@ -1,11 +1,22 @@
 """Label Studio JSON exports in and out of loopwise label events.
 
 Teams arrive with labels made in Label Studio and may keep labeling there, so
-the labels service reads the tool's JSON export ("JSON", not "JSON-MIN") into
-label events with full provenance, and writes label events back in the same
-format. Only single-choice classification (the ``choices`` result type) maps to
-a loopwise label; every annotation that does not map is reported with its
-reason, and an annotation is imported whole or not at all.
+the labels service reads the tool's exports (its full "JSON", with predictions
+as objects or, as Label Studio 1.23's export API writes them, as a list of ids;
+and "JSON-MIN", one flat row per annotation) into label events with full
+provenance, and writes label events back as a JSON list of tasks that Label
+Studio's import API takes. Only single-choice classification (the ``choices``
+result type) maps to a loopwise label; every annotation that does not map is
+reported with its reason, and an annotation is imported whole or not at all.
+
+Annotators, written out: Label Studio's import attributes an annotation to
+``completed_by``, either a member's user id or ``{"email": ...}`` of a member of
+the importing organization (it refuses any other). :func:`annotator_email` is
+the mapping: a labeler imported from Label Studio gets back what it came with
+(``ls:7`` the id 7, ``ls:ann@x.org`` that email), a labeler id that is an email
+stays one, and any other labeler ``alice`` becomes ``alice@loopwise.local``
+(the domain is a parameter). Those users must exist in Label Studio before the
+import (``POST /api/users/`` or an invite).
 
 Pure functions: the only input is the export passed in (bytes, text, a parsed
 list or a readable stream), the only output the returned values.
@@ -43,6 +54,13 @@ PRELABEL_ORIGINS = (ORIGIN_PREDICTION, ORIGIN_PREDICTION_CHANGED)
 LABELER_PREFIX = "ls:"
 AUTO_LABELER_PREFIX = "model:"
 MAX_LISTED_PROBLEMS = 20
+ANNOTATOR_DOMAIN = "loopwise.local"
+# What JSON-MIN writes beside the task's data and one column per control (the SDK's
+# ``Converter.convert_to_json_min``).
+JSON_MIN_FIELDS = frozenset(
+    {"id", "annotator", "annotation_id", "created_at", "updated_at", "lead_time", "agreement"})
+# The characters of an email's local part that need no quoting (RFC 5322 dot-atom).
+_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 
 ExportSource = bytes | bytearray | str | list[Any] | IO[bytes] | IO[str]
 
@@ -120,13 +138,17 @@ def parse_export(
     label_key: str | None = None,
     batch_id: str | None = None,
     item_key: str | None = None,
+    label_options: Iterable[str] | None = None,
 ) -> ImportResult:
-    """Read a Label Studio JSON export into label events with provenance.
+    """Read a Label Studio JSON or JSON-MIN export into label events with provenance.
 
     ``label_key`` is the ``from_name`` of the choices control that holds the
     label; without it an annotation must hold exactly one choices control and
-    nothing else. ``item_key`` names a ``data`` field holding the item id (as
-    written by :func:`to_export`); by default the item id is the task id.
+    nothing else. A JSON-MIN export has no result types, so its label column is
+    ``label_key``, or else the one column whose every value is one of
+    ``label_options`` (the project's labels). ``item_key`` names a ``data`` field
+    holding the item id (as written by :func:`to_export`); by default the item id is
+    the task id.
     ``batch_id`` defaults to a digest of the export, so the same file gives the
     same batch. Event ids derive from (project, task id, annotation id, label):
     importing the same file again yields the same events, while an annotation
@@ -138,6 +160,8 @@ def parse_export(
     if not re.fullmatch(PROJECT_PATTERN, project):
         raise ValueError(f"invalid project name {project!r}")
     tasks = _load_json(data)
+    if _is_json_min(tasks):
+        tasks = _from_json_min(tasks, label_key, label_options)
     _check_structure(tasks, item_key)
     result = ImportResult(batch_id=batch_id or _digest_batch_id(tasks))
     for task in tasks:
@@ -175,6 +199,7 @@ def to_export(
     to_name: str = "text",
     refs: Mapping[uuid.UUID, AnnotationRef] | None = None,
     item_key: str | None = None,
+    annotator_domain: str = ANNOTATOR_DOMAIN,
 ) -> list[dict[str, Any]]:
     """Write label events as a Label Studio JSON export that :func:`parse_export` reads back.
 
@@ -185,7 +210,11 @@ def to_export(
     ``model_version`` carry the pre-label provenance. ``refs`` (from an import)
     restores the original controls and ids; otherwise ``from_name``/``to_name``
     name the control. ``item_key`` also writes the item id into ``data``, so it
-    survives Label Studio renumbering tasks.
+    survives Label Studio renumbering tasks. A label that recorded the model's
+    guess (``model_label``, e.g. revealed after a blind review) brings that guess
+    as a prediction too. Annotators are written by :func:`annotator_email`.
+    Label Studio's import keeps each annotation's result, annotator, ``lead_time``
+    and ``ground_truth`` but stamps its own ``created_at``.
     """
     events = [_as_label_event(label) for label in labels]
     missing = sorted({event.item_id for event in events} - set(items))
@@ -204,6 +233,7 @@ def to_export(
             refs,
             default_control,
             item_key,
+            annotator_domain,
         )
         for item_id, payload in items.items()
     ]
@@ -230,6 +260,62 @@ def _load_json(data: ExportSource) -> Any:
         raise LabelStudioFormatError(
             [f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"]
         ) from exc
+
+
+def _is_json_min(tasks: Any) -> bool:
+    """JSON-MIN: flat rows (no ``data``), each naming its task and its annotation."""
+    return (isinstance(tasks, list) and bool(tasks)
+            and all(isinstance(t, dict) and "data" not in t and "annotation_id" in t
+                    and "id" in t for t in tasks))
+
+
+def _from_json_min(rows: list[dict[str, Any]], label_key: str | None,
+                   label_options: Iterable[str] | None) -> list[dict[str, Any]]:
+    """JSON-MIN rows as the tasks of a full JSON export: one task per task id, its data
+    the row's other columns, one ``choices`` annotation per annotated row."""
+    key = label_key or _json_min_label_column(rows, label_options)
+    tasks: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        data = {k: v for k, v in row.items() if k not in JSON_MIN_FIELDS and k != key}
+        task = tasks.setdefault(str(row["id"]), {"id": row["id"], "data": data,
+                                                 "annotations": []})
+        if row.get("annotation_id") is None:
+            continue  # a task nobody annotated: its data only
+        value = row.get(key)
+        result: list[dict[str, Any]] = []
+        if isinstance(value, str):
+            result = [{"type": CHOICES, "value": {CHOICES: [value]}, "from_name": key}]
+        elif isinstance(value, dict) and CHOICES in value:
+            result = [{"type": CHOICES, "value": {CHOICES: value[CHOICES]}, "from_name": key}]
+        elif value is not None:
+            result = [{"type": f"JSON-MIN {_json_kind(value)}", "from_name": key}]
+        task["annotations"].append({
+            "id": row["annotation_id"], "completed_by": row.get("annotator"), "result": result,
+            "created_at": row.get("created_at"), "updated_at": row.get("updated_at"),
+            "lead_time": row.get("lead_time"), "json_min": True})
+    return list(tasks.values())
+
+
+def _json_min_label_column(rows: list[dict[str, Any]], label_options: Iterable[str] | None
+                           ) -> str:
+    """The one column of annotated rows whose values are all labels of the project."""
+    annotated = [r for r in rows if r.get("annotation_id") is not None]
+    columns = sorted({k for r in rows for k in r} - JSON_MIN_FIELDS)
+    options = set(label_options or ())
+    if not annotated:
+        return columns[0] if columns else "label"  # nothing to label: any column will do
+    fits = [c for c in columns if options and all(
+        (isinstance(r.get(c), str) and r[c] in options)
+        or (isinstance(r.get(c), dict) and set(r[c].get(CHOICES) or ()) <= options)
+        for r in annotated)]
+    if len(fits) == 1:
+        return fits[0]
+    why = (f"columns {', '.join(fits)} all hold the project's labels" if fits
+           else "no column holds only the project's labels" if options
+           else "the project declares no labels to recognise it by")
+    raise LabelStudioFormatError([
+        f"a JSON-MIN export names no result types and {why}: pass label_key, the "
+        f"column (the choices control's name) holding the label; columns: {', '.join(columns)}"])
 
 
 def _check_structure(tasks: Any, item_key: str | None) -> None:
@@ -263,8 +349,6 @@ def _check_structure(tasks: Any, item_key: str | None) -> None:
                 first_task_of_item[item_id] = index
         problems.extend(_entry_problems(task, "annotations", where))
         problems.extend(_entry_problems(task, "predictions", where))
-    if problems and all(isinstance(t, dict) and "data" not in t for t in tasks):
-        problems.append("(a JSON-MIN export? loopwise reads Label Studio's full JSON export)")
     if problems:
         raise LabelStudioFormatError(problems)
 
@@ -279,6 +363,8 @@ def _entry_problems(task: dict[str, Any], key: str, where: str) -> list[str]:
     annotation_ids: set[str] = set()
     for index, entry in enumerate(entries):
         at = f"{where}: {key}[{index}]"
+        if key == "predictions" and _is_id(entry):
+            continue  # Label Studio 1.23's export API lists predictions by id
         if not isinstance(entry, dict):
             problems.append(f"{at} must be an object, got {_json_kind(entry)}")
             continue
@@ -333,6 +419,8 @@ def _label_of(
         if shown_prelabel is None and origin == ORIGIN_PREDICTION:
             shown_prelabel = label  # kept unchanged: what was shown is what was submitted
         agreed = label == shown_prelabel if shown_prelabel is not None else False
+    elif annotation.get("json_min"):
+        mode = None  # JSON-MIN does not say whether a pre-label was shown
     elif not task.get("predictions") and not annotation.get("prediction"):
         mode = ReviewMode.blind  # no pre-label existed to be shown
 
@@ -515,6 +603,7 @@ def _export_task(
     refs: Mapping[uuid.UUID, AnnotationRef],
     default_control: tuple[str, str],
     item_key: str | None,
+    annotator_domain: str,
 ) -> dict[str, Any]:
     known = [refs[e.event_id] for e in events if e.event_id in refs]
     task_id = known[0].task_id if known else _task_id_of(item_id)
@@ -535,6 +624,8 @@ def _export_task(
                 "result": [_choices_result(f"p{len(predictions) + 1}", label, control, None)],
                 "task": task_id,
             }
+        elif predictions[key]["score"] is None:
+            predictions[key]["score"] = score
         return predictions[key]
 
     annotations = []
@@ -550,15 +641,18 @@ def _export_task(
             prediction(version, event.label, control, event.confidence)
             continue
         origin, parent = ORIGIN_MANUAL, None
+        if event.model_label is not None:  # the model's guess, shown or not
+            prediction(event.model_version, event.model_label, control, event.confidence)
         if event.shown_prelabel is not None:
             agreed = event.label == event.shown_prelabel
             origin = ORIGIN_PREDICTION if agreed else ORIGIN_PREDICTION_CHANGED
-            parent = prediction(event.model_version, event.shown_prelabel, control, None)
+            if not event.planted_prelabel:  # a planted gold pre-label is no model's guess
+                parent = prediction(event.model_version, event.shown_prelabel, control, None)
         moment = _ls_timestamp(event.created_at)
         annotations.append(
             {
                 "id": ref.annotation_id if ref else event.event_id.int % 2**53,
-                "completed_by": _completed_by(event.labeler_id),
+                "completed_by": annotator_email(event.labeler_id, annotator_domain),
                 "result": [
                     _choices_result(
                         (ref.result_id if ref else None) or event.event_id.hex[:10],
@@ -600,12 +694,37 @@ def _choices_result(
     return result
 
 
-def _completed_by(labeler_id: str) -> int | dict[str, Any]:
-    """Inverse of :func:`_labeler_id`: a bare user id, or a user object named by email."""
-    name = labeler_id.removeprefix(LABELER_PREFIX)
-    if name.isascii() and name.isdigit() and str(int(name)) == name:
-        return int(name)
-    return {"email": name}
+def annotator_email(labeler_id: str, domain: str = ANNOTATOR_DOMAIN) -> int | dict[str, str]:
+    """The ``completed_by`` Label Studio's import resolves to one of its users.
+
+    An annotator imported from Label Studio goes back as it came (``ls:7`` is user 7 of
+    that Label Studio, ``ls:ann@x.org`` that email); a labeler id that is an email
+    stays itself; any other labeler becomes ``<labeler>@<domain>``; a labeler id that is
+    no plain local part (a space, a second dot, ``=``, non-ASCII) has those characters
+    written ``=XX`` (UTF-8 bytes in hex), so two labelers never share an address and
+    the address is one Label Studio accepts.
+    """
+    if labeler_id.startswith(LABELER_PREFIX):
+        name = labeler_id.removeprefix(LABELER_PREFIX)
+        if name.isascii() and name.isdigit() and str(int(name)) == name:
+            return int(name)
+        if "@" in name:
+            return {"email": name}
+        labeler_id = name
+    local, at, host = labeler_id.rpartition("@")
+    if at and local and host and _EMAIL_LOCAL.fullmatch(local) and "." in host:
+        return {"email": labeler_id}
+    return {"email": f"{_email_local(labeler_id)}@{domain}"}
+
+
+def _email_local(name: str) -> str:
+    """``name`` when it is a plain local part without ``=``; else every character but
+    the plain ones escaped, ``=`` included (so the mapping is one-to-one)."""
+    if _EMAIL_LOCAL.fullmatch(name) and "=" not in name:
+        return name
+    plain = re.compile(r"[A-Za-z0-9!#$%&'*+/?^_`{|}~-]")
+    return "".join(c if plain.fullmatch(c) else "".join(f"={b:02X}" for b in c.encode())
+                   for c in name)
 
 
 def _task_id_of(item_id: str) -> int | str:

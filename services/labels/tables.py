@@ -4,7 +4,7 @@ Declared on the shared metadata so that one Alembic history owns the schema;
 migration ``0003_labels`` creates them. Label versions, version changes and the
 audit log are append-only (database triggers refuse UPDATE and DELETE).
 
-Partitioned by project (migration ``0006_partitioned_labels``): on PostgreSQL the event
+Partitioned by project (migration ``0008_partitioned_label_store``): on PostgreSQL the event
 tables are ``PARTITION BY HASH (project)``, so every key holds the project, an event id
 is unique within its project (not across projects), and every query names the project
 so that it reads one partition. SQLite keeps plain tables with the same keys.
@@ -42,7 +42,7 @@ from shared.limits import (
 from shared.tables import metadata
 
 PARTITION_BY_PROJECT = "HASH (project)"
-"""How PostgreSQL partitions the event tables (the partitions themselves: migration 0006)."""
+"""How PostgreSQL partitions the event tables (the partitions themselves: migration 0008)."""
 
 label_events = Table(
     "label_events",

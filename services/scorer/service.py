@@ -85,6 +85,8 @@ class ScorerService:
         bus = self.runtime.bus
         bus.consume(streams.ITEMS, streams.GROUP_SCORER, ItemEvent, self.on_items)
         bus.consume(streams.LABELS, streams.GROUP_SCORER, LabelEvent, self.on_labels)
+        bus.consume(streams.PREDICTIONS, streams.GROUP_SCORER, PredictionEvent,
+                    self.on_predictions)
         bus.consume(streams.PROJECTS, streams.GROUP_SCORER, ProjectSettingsChanged,
                     self.on_settings)
         self.runtime.supervisor.every("scheduled selection", SCHEDULE_TICK_SECONDS,
@@ -173,6 +175,13 @@ class ScorerService:
         await self.runtime.bus.refuse(streams.ITEMS, streams.GROUP_SCORER, dead,
                                       kind="incompatible")
         await self.runtime.bus.publish(streams.PREDICTIONS, predictions)
+
+    async def on_predictions(self, batch: list[Delivery[PredictionEvent]]) -> None:
+        """Items are this service's facts, whichever stream brought them: keep the payload
+        of an item a producer sent only as a prediction (the router's task holding it
+        expires), so exports and lookups show its data like any other item's."""
+        async with self.runtime.engine.begin() as conn:
+            await store.save_prediction_payloads(conn, [d.event for d in batch])
 
     def _score(
         self,

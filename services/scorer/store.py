@@ -10,10 +10,10 @@ from sqlalchemy import desc, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db import insert_ignoring_duplicates
-from shared.events import NONE_OF_THESE, ItemEvent
+from shared.events import NONE_OF_THESE, ItemEvent, PredictionEvent
 
 from .model import TrainedModel, dumps, loads
-from .tables import items, models
+from .tables import items, models, prediction_payloads
 
 
 def reviewer_payload(item: ItemEvent) -> dict[str, Any]:
@@ -37,6 +37,29 @@ async def save_items(conn: AsyncConnection, events: Sequence[ItemEvent]) -> int:
         for e in events
     }
     return await insert_ignoring_duplicates(conn, items, list(rows.values()))
+
+
+async def save_prediction_payloads(conn: AsyncConnection,
+                                   events: Sequence[PredictionEvent]) -> int:
+    """Keep the payload of each predicted item this service never got as an item (a
+    producer's prediction, not one the scorer made): the first payload an item came with
+    stays, so a redelivery or a later prediction of the same item changes nothing."""
+    rows = {(e.project, e.item_id): e for e in events if e.payload is not None}
+    if not rows:
+        return 0
+    known: set[tuple[str, str]] = set()
+    by_project: dict[str, list[str]] = {}
+    for project, item_id in rows:
+        by_project.setdefault(project, []).append(item_id)
+    for project, item_ids in by_project.items():
+        for start in range(0, len(item_ids), 1000):
+            found = await conn.execute(select(items.c.item_id).where(
+                items.c.project == project, items.c.item_id.in_(item_ids[start:start + 1000])))
+            known.update((project, item_id) for (item_id,) in found.all())
+    now = datetime.now(UTC)
+    return await insert_ignoring_duplicates(conn, prediction_payloads, [
+        {"project": e.project, "item_id": e.item_id, "payload": e.payload, "created_at": now}
+        for key, e in rows.items() if key not in known])
 
 
 async def latest_model(conn: AsyncConnection, project: str) -> TrainedModel | None:
@@ -156,16 +179,25 @@ async def unlabeled_pool(
 
 async def reviewer_payloads(conn: AsyncConnection, project: str,
                             item_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Each known item's payload as reviewers see it (its text when it has no payload)."""
+    """Each known item's payload as reviewers see it (its text when it has no payload);
+    for an item that only came as a prediction, the payload the prediction brought."""
     found: dict[str, dict[str, Any]] = {}
     for start in range(0, len(item_ids), 1000):
+        part = item_ids[start:start + 1000]
         rows = await conn.execute(
             select(items.c.item_id, items.c.payload, items.c.text, items.c.features).where(
-                items.c.project == project, items.c.item_id.in_(item_ids[start:start + 1000])))
+                items.c.project == project, items.c.item_id.in_(part)))
         for r in rows.all():
             found[r.item_id] = reviewer_payload(ItemEvent(
                 project=project, item_id=r.item_id, features=r.features, text=r.text,
                 payload=r.payload))
+        rest = [item_id for item_id in part if item_id not in found]
+        if rest:
+            predicted = await conn.execute(
+                select(prediction_payloads.c.item_id, prediction_payloads.c.payload).where(
+                    prediction_payloads.c.project == project,
+                    prediction_payloads.c.item_id.in_(rest)))
+            found.update({r.item_id: dict(r.payload) for r in predicted.all()})
     return found
 
 

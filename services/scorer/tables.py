@@ -19,6 +19,18 @@ items = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+# The payload of an item that reached loopwise only as a prediction (a producer's
+# ``loopwise:predictions`` entry with a ``payload``), never as an item to score: the
+# scorer owns items, so it keeps what reviewers were shown, and exports can show it too.
+prediction_payloads = Table(
+    "prediction_payloads",
+    metadata,
+    Column("project", String(PROJECT_MAX), primary_key=True),
+    Column("item_id", String(ID_MAX), primary_key=True),
+    Column("payload", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
 models = Table(
     "models",
     metadata,

@@ -22,7 +22,7 @@ for module in TABLE_MODULES:
 
 config = context.config
 target_metadata = metadata
-# The hash partitions of the label store (migration 0006) are PostgreSQL's, not tables
+# The hash partitions of the label store (migration 0008) are PostgreSQL's, not tables
 # of the metadata: autogenerate must not propose dropping them.
 PARTITION = re.compile(r"^(label_events|label_version_changes)_p\d\d(_.*)?$")
 

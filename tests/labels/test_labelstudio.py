@@ -298,7 +298,10 @@ def test_item_ids_survive_label_studio_renumbering_through_item_key() -> None:
 
     [event] = parse_export(exported, project="p", item_key="loopwise_item_id").events
 
-    assert (event.item_id, event.label, event.labeler_id) == ("doc-7", "spam", "ls:alice")
+    # a loopwise labeler goes to Label Studio as <labeler>@loopwise.local (a member's email)
+    assert exported[0]["annotations"][0]["completed_by"] == {"email": "alice@loopwise.local"}
+    assert (event.item_id, event.label, event.labeler_id) == (
+        "doc-7", "spam", "ls:alice@loopwise.local")
     assert event.created_at == label.created_at
     assert event.duration_ms == 1500
     assert event.task_id == "ls:901"

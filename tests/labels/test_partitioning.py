@@ -4,6 +4,7 @@ unique per project, and a project's queries read its partition only."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import insert, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -24,7 +26,7 @@ from shared.events import LabelEvent
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-BEFORE = "0005_quality_eval"  # the schema with a global UNIQUE(event_id)
+BEFORE = "0006_prediction_payloads"  # the schema with a global UNIQUE(event_id)
 
 
 def label(project: str, item: str, value: str, minutes: int, **kw: Any) -> LabelEvent:
@@ -199,3 +201,48 @@ async def test_postgres_partitions_the_event_tables_and_a_project_reads_one_part
             assert len(scanned["label_events"]) == 1, f"{what}:\n{plan}"
             if "version" in what or "export" in what:
                 assert len(scanned["label_version_changes"]) == 1, f"{what}:\n{plan}"
+
+
+async def test_the_migration_carries_over_columns_a_later_migration_added(empty_database):
+    """The lead chains 0008 after ``0007_preferences`` (a nullable JSON ``preference`` on
+    label_events): the rebuild reads the columns from the database, so a column added
+    before it keeps its data, its nullability and its default."""
+    await upgrade_async_to(empty_database, BEFORE)
+    engine = make_engine(empty_database)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("ALTER TABLE label_events ADD COLUMN preference JSON"))
+            await conn.execute(text("ALTER TABLE label_events ADD COLUMN review_round "
+                                    "INTEGER NOT NULL DEFAULT 7"))
+            wide = await conn.run_sync(
+                lambda sync: sa.Table("label_events", sa.MetaData(), autoload_with=sync))
+            events = [label("alpha", f"i{n}", "cat", n) for n in range(5)]
+            stored = datetime(2026, 2, 1, tzinfo=UTC)
+            await conn.execute(insert(wide), [
+                {**store.event_row(e, stored), "review_round": n,
+                 "preference": {"chosen": f"a{n}", "rejected": ["b"]} if n % 2 else None}
+                for n, e in enumerate(events)])
+        await engine.dispose()
+
+        await upgrade_async(empty_database)
+
+        engine = make_engine(empty_database)
+        async with engine.begin() as conn:
+            columns = await conn.run_sync(
+                lambda sync: {c["name"]: c for c in sa.inspect(sync).get_columns("label_events")})
+            assert columns["preference"]["nullable"] and not columns["review_round"]["nullable"]
+            rows = (await conn.execute(text(
+                "SELECT event_id, preference, review_round FROM label_events "
+                "WHERE project = 'alpha'"))).all()
+            # The new table's default still fills the column a writer does not name.
+            await store.append_events(conn, [label("alpha", "late", "dog", 50)])
+            late = (await conn.execute(text(
+                "SELECT review_round, preference FROM label_events WHERE item_id = 'late'"
+            ))).one()
+        kept = {r.event_id: (r.preference if not isinstance(r.preference, str)
+                             else json.loads(r.preference), r.review_round) for r in rows}
+        assert kept == {str(e.event_id): ({"chosen": f"a{n}", "rejected": ["b"]} if n % 2
+                                          else None, n) for n, e in enumerate(events)}
+        assert tuple(late) == (7, None)
+    finally:
+        await engine.dispose()
