@@ -18,7 +18,9 @@ import pytest
 from sqlalchemy import select
 
 from services.labels.tables import label_events
+from services.router.queue import project_key, task_key_of
 from shared import streams
+from shared.settings import Settings
 from tests.helpers import client, groups_idle, metrics_text, token
 
 pytestmark = pytest.mark.integration
@@ -93,9 +95,9 @@ async def test_predictions_from_redis_cli_are_routed_reviewed_stored_and_bad_one
         auto_rows = (await conn.execute(
             select(label_events.c.item_id).where(label_events.c.project == project,
                                                  label_events.c.source == "auto"))).scalars().all()
-    queue_key = f"loopwise:router:queue:{project}"
+    queue_key = project_key("queue", project, Settings().shards)
     task_ids = [t.decode() for t in await redis.zrange(queue_key, 0, -1)]
-    task_items = [(await redis.hget(f"loopwise:router:task:{t}", "item_id")).decode()
+    task_items = [(await redis.hget(task_key_of(t), "item_id")).decode()
                   for t in task_ids]
     assert len(auto_rows) == len(set(auto_rows))
     assert len(task_items) == len(set(task_items))

@@ -30,9 +30,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.labels.tables import label_events
-from services.router.queue import PREFIX
-from shared import streams
+from services.router.queue import routed_task_id, task_key_of
+from shared import sharding, streams
 from shared.events import stable_key
+from shared.settings import Settings
 
 AUTO_CONFIDENCE = 0.95  # above the default fixed threshold (0.9): an auto label
 REVIEW_CONFIDENCE = 0.6  # below it: a review task
@@ -227,7 +228,7 @@ async def account(redis: aioredis.Redis, engine: AsyncEngine, project: str,
     acct.auto_twice = sorted(i for i, n in auto_items.items() if n > 1)
     pipe = redis.pipeline(transaction=False)
     for p in everything:
-        pipe.exists(f"{PREFIX}task:{stable_key('task', p.event_id)}")
+        pipe.exists(task_key_of(routed_task_id(p.event_id, project, Settings().shards)))
     queued = [bool(x) for x in await pipe.execute()] if everything else []
     acct.tasks = sum(queued)
     known_auto = set()
@@ -246,7 +247,10 @@ async def account(redis: aioredis.Redis, engine: AsyncEngine, project: str,
     acct.submits = sum(1 for key in submitted.items() if human.get(key))
     acct.submits_missing = sorted(t for t, who in submitted.items() if not human.get((t, who)))
     acct.submits_twice = sorted(f"{t}|{who}" for (t, who), n in human.items() if n > 1)
-    for stream, group in groups:
+    named = [(name, group) for stream, group in groups
+             for name in (sharding.every_stream(stream, Settings().shards)
+                          if stream in streams.SHARDED else [stream])]
+    for stream, group in named:
         try:
             last = (await redis.xinfo_stream(stream))["last-generated-id"]
             info = {g["name"].decode(): g for g in await redis.xinfo_groups(stream)}
