@@ -35,12 +35,12 @@ from typing import Any
 
 import httpx
 import numpy as np
-import redis.asyncio as aioredis
 
 from loopwise.processes import ServiceGroup
 from shared import streams
 from shared.auth import create_token
 from shared.db import make_engine, upgrade
+from shared.redisconn import connect
 from shared.settings import Settings
 
 SECTION = "## Review detection end to end (loopwise bench review)"
@@ -122,7 +122,7 @@ async def _run(settings: Settings, per_population: int, tasks: int, seed: int,
     rng = random.Random(seed)
     project = f"review-{seed}"
     engine = make_engine(settings.database_url)
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect(settings.redis_url)
     try:
         admin = await create_token(engine, "bench-admin", "admin", project)
         async with httpx.AsyncClient(base_url=settings.url_of("labels"), timeout=60,

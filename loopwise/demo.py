@@ -30,6 +30,7 @@ from shared.auth import create_token
 from shared.bus import group_drained
 from shared.db import make_engine, upgrade
 from shared.events import ItemEvent, LabelEvent, LabelSource
+from shared.redisconn import client_for
 from shared.settings import Settings
 from shared.wire import encode_event
 
@@ -243,7 +244,7 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
         return {"image": digits.images[i].astype(int).tolist(), "kind": "digit-8x8"}
 
     admin = Api(settings, admin_token)
-    redis = aioredis.from_url(settings.redis_url)
+    redis = client_for(settings)
     try:
         await admin.call("PATCH", "labels", f"/v1/projects/{project}", json={
             "routing": {"auto_accept_threshold": threshold, "overlap": overlap,

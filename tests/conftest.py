@@ -58,10 +58,16 @@ def redis_url() -> Iterator[str]:
         from tests.rediscluster import LocalCluster
 
         cluster = LocalCluster(PORT_BASE + 100).start()
+        before = os.environ.get("LOOPWISE_REDIS_URL")
+        os.environ["LOOPWISE_REDIS_URL"] = cluster.url  # for Settings() made by the tests too
         try:
             yield cluster.url
         finally:
             cluster.stop()
+            if before is None:
+                os.environ.pop("LOOPWISE_REDIS_URL", None)
+            else:
+                os.environ["LOOPWISE_REDIS_URL"] = before
         return
     url = os.environ.get("LOOPWISE_REDIS_URL")
     if url:

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from shared import sharding, streams
 from shared.auth import create_token
 from shared.bus import group_drained as group_idle
+from shared.redisconn import connect
 from shared.settings import Settings
 
 
@@ -100,7 +101,7 @@ async def configure(settings: Settings, bearer: str, project: str, **changes: An
     async with client(settings, "labels", bearer) as http:
         r = await http.patch(f"/v1/projects/{project}", json=changes)
         assert r.status_code == 200, r.text
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect(settings.redis_url)
     try:
         await groups_idle(redis, *((streams.PROJECTS, group) for group in (
             streams.GROUP_ROUTER, streams.GROUP_SCORER, streams.GROUP_QUALITY)))

@@ -187,7 +187,7 @@ local function lease(tid, tkey)
 end
 if ARGV[8] then
   local tkey = prefix .. 'task:' .. ARGV[8]
-  redis.call('SADD', ARGV[9], ARGV[10])
+  if ARGV[9] ~= '' then redis.call('SADD', ARGV[9], ARGV[10]) end
   redis.call('HSET', tkey, 'task_id', ARGV[8], 'state', 'open', 'done', 0, unpack(ARGV, 11))
   return lease(ARGV[8], tkey)
 end

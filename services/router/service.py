@@ -396,9 +396,9 @@ class RouterService:
                 pipe.set(self._key("model", project), versions[project])
                 self._model_written[project] = versions[project]
             if fresh_labels:
-                asked.append((project, len(pipe.command_stack)))  # where its reply will be
+                asked.append((project, len(pipe)))  # where its reply will be
                 pipe.smembers(self._key("options", project))
-        if pipe.command_stack:
+        if len(pipe):
             replies = await pipe.execute()
             for project, at in asked:
                 self._options.put(project, LabelOptions.of(replies[at]))

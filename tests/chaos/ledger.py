@@ -33,6 +33,7 @@ from services.labels.tables import label_events
 from services.router.queue import routed_task_id, task_key_of
 from shared import sharding, streams
 from shared.events import stable_key
+from shared.redisconn import connect
 from shared.settings import Settings
 
 AUTO_CONFIDENCE = 0.95  # above the default fixed threshold (0.9): an auto label
@@ -82,7 +83,7 @@ class Producer:
             await self._progress.wait()
 
     async def run(self) -> None:
-        redis = aioredis.from_url(self.redis_url, socket_timeout=5)
+        redis = connect(self.redis_url, socket_timeout=5)
         started = time.monotonic()
         try:
             for start in range(0, len(self.items), self.chunk):
