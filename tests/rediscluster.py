@@ -43,14 +43,7 @@ class LocalCluster:
         if server is None or cli is None:
             raise RuntimeError("redis-server and redis-cli are needed (apt-get install redis)")
         for port in self.ports:
-            node = self.workdir / str(port)
-            node.mkdir(parents=True, exist_ok=True)
-            self.processes[port] = subprocess.Popen(
-                [server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-                 "--cluster-config-file", str(node / "nodes.conf"),
-                 "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--save", "",
-                 "--appendonly", "no", "--dir", str(node), "--protected-mode", "no"],
-                stdout=subprocess.DEVNULL, stderr=(node / "log").open("wb"))
+            self._spawn(server, port)
         for port in self.ports:
             self._wait(lambda p=port: redis.Redis(port=p).ping(), timeout, f"node {port}")
         subprocess.run([cli, "--cluster", "create",
@@ -59,6 +52,25 @@ class LocalCluster:
                        check=True, capture_output=True, timeout=timeout)
         self._wait(self._healthy, timeout, "the cluster to be ok on every node")
         return self
+
+    def _spawn(self, server: str, port: int) -> None:
+        node = self.workdir / str(port)
+        node.mkdir(parents=True, exist_ok=True)
+        self.processes[port] = subprocess.Popen(
+            [server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+             "--cluster-config-file", str(node / "nodes.conf"),
+             "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--save", "",
+             "--appendonly", "no", "--dir", str(node), "--protected-mode", "no"],
+            stdout=subprocess.DEVNULL, stderr=(node / "log").open("ab"))
+
+    def restart(self, port: int, timeout: float = 60) -> None:
+        """Start a killed node again: it comes back empty, learns from its nodes.conf that
+        its slots moved to its former replica, and rejoins as that node's replica."""
+        server = shutil.which("redis-server")
+        assert server is not None
+        self._spawn(server, port)
+        self._wait(lambda: redis.Redis(port=port).ping(), timeout, f"node {port}")
+        self._wait(self._healthy, timeout, "the cluster to be ok again")
 
     def _healthy(self) -> bool:
         for port in self.ports:

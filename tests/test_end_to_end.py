@@ -20,6 +20,7 @@ from sqlalchemy import select
 from services.labels.tables import label_events
 from services.router.queue import project_key, task_key_of
 from shared import streams
+from shared.redisconn import plain_url
 from shared.settings import Settings
 from tests.helpers import client, groups_idle, metrics_text, token
 
@@ -68,6 +69,14 @@ def _malformed(project: str) -> list[str]:
     return bad
 
 
+def _cli_target(settings) -> list[str]:
+    """redis-cli's arguments for the suite's Redis: ``-c`` (follow redirects) on a cluster."""
+    if not settings.cluster:
+        return ["-u", settings.redis_url]
+    host, _, port = plain_url(settings.redis_url).removeprefix("redis://").partition(":")
+    return ["-c", "-h", host, "-p", port.split("/")[0]]
+
+
 async def test_predictions_from_redis_cli_are_routed_reviewed_stored_and_bad_ones_deadlettered(
     services, engine, redis, project, tmp_path
 ):
@@ -82,7 +91,7 @@ async def test_predictions_from_redis_cli_are_routed_reviewed_stored_and_bad_one
     script.write_text("\n".join(mixed) + "\n")
     with script.open() as stdin:
         done = await asyncio.to_thread(
-            subprocess.run, [redis_cli, "-u", settings.redis_url], stdin=stdin,
+            subprocess.run, [redis_cli, *_cli_target(settings)], stdin=stdin,
             capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "ERR" not in done.stdout
