@@ -51,8 +51,8 @@ def _columns(table: str) -> list[sa.Column[Any]]:
 
 def _indexes(table: str) -> list[dict[str, Any]]:
     """The table's secondary indexes (not its primary key) as the database has them now."""
-    return [i for i in sa.inspect(op.get_bind()).get_indexes(table)
-            if not i["name"].startswith("sqlite_autoindex")]
+    return [dict(i) for i in sa.inspect(op.get_bind()).get_indexes(table)
+            if i["name"] and not i["name"].startswith("sqlite_autoindex")]
 
 
 def _drop_append_only(table: str) -> None:
