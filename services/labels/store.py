@@ -19,6 +19,7 @@ redelivered event is ignored on the (project, event_id) key.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db import insert_ignoring_duplicates
@@ -113,20 +115,31 @@ def event_row(event: LabelEvent, stored_at: datetime) -> dict[str, Any]:
 
 async def append_events(conn: AsyncConnection, events: Sequence[LabelEvent]) -> int:
     """Append label events; an event id seen before is ignored. Returns rows inserted."""
+    return sum((await append_events_counted(conn, events)).values())
+
+
+async def append_events_counted(conn: AsyncConnection, events: Sequence[LabelEvent]
+                                ) -> Counter[tuple[str, str]]:
+    """``append_events``, telling what was new by (project, source): a batch that mixes
+    new events with redelivered ones counts only the new (the stored-labels metric)."""
     if not events:
-        return 0
+        return Counter()
     now = await write_clock(conn, exclusive=False)
     rows = [event_row(e, now) for e in events]
     if conn.dialect.name == "postgresql":
         return await _insert_via_copy(conn, rows)
-    return await insert_ignoring_duplicates(conn, label_events, rows)
+    statement = (sqlite_insert(label_events).on_conflict_do_nothing()
+                 .returning(label_events.c.project, label_events.c.source))
+    return Counter((p, src) for p, src in (await conn.execute(statement, rows)).all())
 
 
-async def _insert_via_copy(conn: AsyncConnection, rows: list[dict[str, Any]]) -> int:
+async def _insert_via_copy(conn: AsyncConnection, rows: list[dict[str, Any]]
+                           ) -> Counter[tuple[str, str]]:
     """COPY the batch straight into the table; a batch holding an event seen before (a
     redelivery, rare) rolls back to a savepoint and goes through a staging table and one
-    INSERT ... SELECT ... ON CONFLICT DO NOTHING instead. COPY's binary encoding is several
-    times cheaper than binding the batch as parameters. Same transaction as the caller.
+    INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING instead. COPY's binary encoding
+    is several times cheaper than binding the batch as parameters. Same transaction as
+    the caller.
     """
     columns = list(rows[0])
     records = [tuple(r[c] for c in columns) for r in rows]
@@ -139,19 +152,19 @@ async def _insert_via_copy(conn: AsyncConnection, rows: list[dict[str, Any]]) ->
         await driver.execute("ROLLBACK TO SAVEPOINT label_copy")
     else:
         await driver.execute("RELEASE SAVEPOINT label_copy")
-        return len(records)
+        return Counter((r["project"], r["source"]) for r in rows)
     await driver.execute(
         "CREATE TEMP TABLE IF NOT EXISTS label_events_staging "
         "(LIKE label_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
     )
     await driver.copy_records_to_table("label_events_staging", records=records, columns=columns)
     names = ", ".join(columns)
-    status = await driver.execute(
+    inserted = await driver.fetch(
         f"INSERT INTO label_events ({names}) SELECT {names} FROM label_events_staging "
-        "ON CONFLICT DO NOTHING"
+        "ON CONFLICT DO NOTHING RETURNING project, source"
     )
     await driver.execute("TRUNCATE label_events_staging")
-    return int(status.rsplit(" ", 1)[-1])
+    return Counter((r["project"], r["source"]) for r in inserted)
 
 
 async def count_events(conn: AsyncConnection, project: str) -> dict[str, int]:
