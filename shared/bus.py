@@ -298,7 +298,8 @@ class Bus:
         if not refused:
             return
         await publish_dead(self.publish, stream, [
-            dead_letter(stream, group, d.entry_id, reason, encode_event(d.event.to_json()))
+            dead_letter(d.stream or stream, group, d.entry_id, reason,
+                        encode_event(d.event.to_json()))
             for d, reason in refused])
         metrics.EVENTS_DEADLETTERED.labels(self.service, stream, kind).inc(len(refused))
 
