@@ -47,9 +47,9 @@ labelstudio: $(STAMP)
 	$(VENV)/bin/pytest -q -rs -s -m labelstudio tests/labelstudio --durations=0 --junitxml=var/junit-labelstudio.xml
 
 # The same integration tests on a Redis Cluster the suite starts on loopback (three masters,
-# three replicas: tests/rediscluster.py, ports LOOPWISE_TEST_PORT_BASE + 100..105), and a
-# master killed during 50,000 predictions (marker `cluster`, a cluster of its own at
-# + 110..115). Needs redis-server and redis-cli.
+# three replicas: loopwise/localcluster.py, ports LOOPWISE_TEST_PORT_BASE + 200..205, their
+# cluster bus + 700..705), and a master killed during 50,000 predictions (marker `cluster`,
+# a cluster of its own at + 210..215). Needs redis-server and redis-cli.
 CLUSTER_TESTS := tests/router tests/labels tests/quality tests/test_end_to_end.py \
 	tests/test_seams.py tests/test_delivery.py tests/chaos/test_cluster_failover.py
 cluster: $(STAMP)

@@ -1,4 +1,5 @@
-"""A real Redis Cluster on loopback for the tests: three masters, three replicas.
+"""A real Redis Cluster on loopback for the tests and benchmarks: three masters, three
+replicas.
 
 Six ``redis-server --cluster-enabled yes`` processes (no persistence, each in a
 directory of its own) joined by ``redis-cli --cluster create ... --cluster-replicas 1``.
@@ -14,12 +15,23 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import redis
 
 NODE_TIMEOUT_MS = 2000
+# A node's cluster bus listens here above its port (Redis' default, + 10,000, would leave
+# the range of ports a test run may use: LOOPWISE_TEST_PORT_BASE .. + 999).
+BUS_OFFSET = 500
+
+
+def _ping(port: int) -> bool:
+    with redis.Redis(port=port, socket_connect_timeout=1) as node:
+        return bool(node.ping())
 
 
 @dataclass
@@ -45,7 +57,7 @@ class LocalCluster:
         for port in self.ports:
             self._spawn(server, port)
         for port in self.ports:
-            self._wait(lambda p=port: redis.Redis(port=p).ping(), timeout, f"node {port}")
+            self._wait(partial(_ping, port), timeout, f"node {port}")
         subprocess.run([cli, "--cluster", "create",
                         *[f"127.0.0.1:{p}" for p in self.ports],
                         "--cluster-replicas", "1", "--cluster-yes"],
@@ -58,6 +70,7 @@ class LocalCluster:
         node.mkdir(parents=True, exist_ok=True)
         self.processes[port] = subprocess.Popen(
             [server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+             "--cluster-port", str(port + BUS_OFFSET),
              "--cluster-config-file", str(node / "nodes.conf"),
              "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--save", "",
              "--appendonly", "no", "--dir", str(node), "--protected-mode", "no"],
@@ -69,20 +82,21 @@ class LocalCluster:
         server = shutil.which("redis-server")
         assert server is not None
         self._spawn(server, port)
-        self._wait(lambda: redis.Redis(port=port).ping(), timeout, f"node {port}")
+        self._wait(lambda: _ping(port), timeout, f"node {port}")
         self._wait(self._healthy, timeout, "the cluster to be ok again")
 
     def _healthy(self) -> bool:
         for port in self.ports:
             if port not in self.processes:
                 continue
-            info = redis.Redis(port=port).execute_command("CLUSTER INFO")  # parsed: a dict
+            with redis.Redis(port=port) as node:
+                info = node.execute_command("CLUSTER INFO")  # parsed: a dict
             if info.get("cluster_state") != "ok":
                 return False
         return True
 
     @staticmethod
-    def _wait(check, timeout: float, what: str) -> None:
+    def _wait(check: Callable[[], Any], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -95,6 +109,7 @@ class LocalCluster:
             time.sleep(0.1)
 
     def client(self) -> redis.RedisCluster:
+        """A blocking cluster client (close it: ``with cluster.client() as c``)."""
         return redis.RedisCluster(host="127.0.0.1", port=self.first_port)
 
     def master_of(self, key: str) -> int:

@@ -53,11 +53,11 @@ def _unavailable(what: str) -> None:
 def redis_url() -> Iterator[str]:
     """The Redis the suite uses. With ``LOOPWISE_TEST_REDIS_CLUSTER=1`` (``make cluster``)
     a Redis Cluster of six nodes the suite starts on loopback (ports from
-    ``LOOPWISE_TEST_PORT_BASE + 100``), and the services run on it."""
+    ``LOOPWISE_TEST_PORT_BASE + 200``, cluster bus + 700), and the services run on it."""
     if os.environ.get("LOOPWISE_TEST_REDIS_CLUSTER") == "1":
-        from tests.rediscluster import LocalCluster
+        from loopwise.localcluster import LocalCluster
 
-        cluster = LocalCluster(PORT_BASE + 100).start()
+        cluster = LocalCluster(PORT_BASE + 200).start()
         before = os.environ.get("LOOPWISE_REDIS_URL")
         os.environ["LOOPWISE_REDIS_URL"] = cluster.url  # for Settings() made by the tests too
         try:

@@ -22,11 +22,11 @@ import uuid
 
 import pytest
 
+from loopwise.localcluster import LocalCluster
 from shared import sharding, streams
 from shared.redisconn import connect
 from tests.chaos.conftest import PORT_BASE, chaos_settings, start_services
 from tests.chaos.ledger import Producer, predictions, settle
-from tests.rediscluster import LocalCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 PREDICTIONS = 50_000
@@ -36,7 +36,7 @@ KILL_AT = 0.4  # the share of the predictions posted when the master is killed
 
 @pytest.fixture
 def cluster():
-    cluster = LocalCluster(PORT_BASE + 110).start()
+    cluster = LocalCluster(PORT_BASE + 210).start()
     try:
         yield cluster
     finally:
