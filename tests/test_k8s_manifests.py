@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from shared import streams
+from shared import sharding, streams
 from shared.settings import SERVICES, Settings
 
 K8S = Path(__file__).resolve().parents[1] / "deploy" / "k8s"
@@ -92,14 +92,19 @@ def test_keda_scales_the_replicated_services_on_their_own_consumer_groups_lag():
         spec = obj["spec"]
         assert spec["scaleTargetRef"]["name"] in deployments
         assert spec["minReplicaCount"] >= 2 <= spec["maxReplicaCount"]
-        (trigger,) = spec["triggers"]
-        assert trigger["type"] == "redis-streams"
-        meta = trigger["metadata"]
-        assert (meta["stream"], meta["consumerGroup"]) == CONSUMED[name]
-        assert int(meta["lagCount"]) > 0 and "pendingEntriesCount" not in meta
-        assert trigger["authenticationRef"]["name"] in _of("TriggerAuthentication")
-        assert meta["address"].split(":")[0] in _of("ConfigMap")["loopwise-config"]["data"][
-            "LOOPWISE_REDIS_URL"]
+        stream, group = CONSUMED[name]
+        # Every stream the group reads on one Redis: the shard and the plain name.
+        assert sorted(t["metadata"]["stream"] for t in spec["triggers"]) == sorted(
+            sharding.every_stream(stream, Settings(redis_url="redis://x:6379/0",
+                                                    stream_shards=None).shards))
+        for trigger in spec["triggers"]:
+            assert trigger["type"] == "redis-streams"
+            meta = trigger["metadata"]
+            assert meta["consumerGroup"] == group
+            assert int(meta["lagCount"]) > 0 and "pendingEntriesCount" not in meta
+            assert trigger["authenticationRef"]["name"] in _of("TriggerAuthentication")
+            assert meta["address"].split(":")[0] in _of("ConfigMap")["loopwise-config"][
+                "data"]["LOOPWISE_REDIS_URL"]
 
 
 def test_prometheus_scrapes_every_service_with_the_metrics_token():
