@@ -416,7 +416,7 @@ def _events(model: type[Event], events: Iterable[Event | Mapping[str, Any]], str
     out = []
     for event in events:
         checked = event if isinstance(event, model) else model.model_validate(_dumped(event))
-        project = str(getattr(checked, "project"))
+        project = str(getattr(checked, "project", ""))  # items and predictions have one
         out.append((sharding.project_stream(stream, project, shards), checked.to_json()))
     return out
 
