@@ -41,17 +41,18 @@ import json
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
 from shared import sharding
 from shared.events import stable_key
 from shared.redisconn import is_cluster_client
-from shared.redislink import RedisLink, Unsupported
+from shared.redislink import ClusterLink, RedisLink, Unsupported
 from shared.wire import text as _text
 
 PREFIX = "loopwise:router:"
@@ -367,39 +368,58 @@ def _task(fields: dict[Any, Any]) -> dict[str, str]:
 
 
 class ScriptRunner:
-    """EVALSHA over one pipelining connection (:class:`shared.redislink.RedisLink`).
+    """EVALSHA over pipelining connections (:mod:`shared.redislink`): one connection on a
+    single Redis, one a master on a cluster (``ClusterLink``).
 
     The review API makes one script call a request and routing one a chunk; through
     redis-py's pool each call took a connection of its own and paid for a write task,
     a read timeout and a pure-Python packer, as much as the call itself. Calls made in
-    the same event-loop turn now go out in one write. A client that connects in a way
-    the link does not handle (TLS) falls back to redis-py's EVALSHA.
+    the same event-loop turn now go out in one write. ``pipelined=False``, or a client
+    that connects in a way the links do not handle (TLS), uses redis-py's EVALSHA (its
+    cluster client routes each call by its keys); ``loopwise bench cluster`` compares the
+    two on a cluster.
     """
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, *, pipelined: bool = True) -> None:
         self.client = client
         self._link: RedisLink | None = None
-        if not is_cluster_client(client):  # a cluster client routes each call by its keys
-            try:
+        self._cluster: ClusterLink | None = None
+        if not pipelined:
+            return
+        try:
+            if is_cluster_client(client):
+                self._cluster = ClusterLink(cast(RedisCluster, client))
+            else:
                 self._link = RedisLink(client)
-            except Unsupported:
-                pass
+        except Unsupported:
+            pass
+
+    async def _send(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        if self._cluster is not None:
+            return await self._cluster.execute(keys[0], "EVALSHA", script.sha, len(keys),
+                                               *keys, *args)
+        assert self._link is not None
+        return await self._link.execute("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def __call__(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
-        if self._link is None:
+        if self._link is None and (self._cluster is None or not keys):
             return await script(keys=keys, args=args)
         for attempt in (1, 2):
-            reply = await self._link.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+            reply = await self._send(script, keys, args)
             if not isinstance(reply, ResponseError):
                 return reply
             if attempt == 2 or not str(reply).startswith("NOSCRIPT"):
                 raise reply
-            await self.client.script_load(script.script)  # Redis restarted or was flushed
+            # Redis restarted, was flushed, or a replica took over (scripts are not
+            # replicated): load it again (on every master of a cluster).
+            await self.client.script_load(script.script)
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
         if self._link is not None:
             await self._link.aclose()
+        if self._cluster is not None:
+            await self._cluster.aclose()
 
 
 def project_key(name: str, project: str, shards: int, prefix: str = PREFIX) -> str:
@@ -426,7 +446,8 @@ def _now_ms() -> int:
 class ReviewQueue:
     def __init__(self, redis: aioredis.Redis, prefix: str = PREFIX, scan_limit: int = 200,
                  finished_ttl_ms: int = FINISHED_TTL_MS,
-                 dropped_ttl_ms: int = DROPPED_TTL_MS, shards: int = 1) -> None:
+                 dropped_ttl_ms: int = DROPPED_TTL_MS, shards: int = 1,
+                 pipelined: bool = True) -> None:
         self.redis = redis
         self.prefix = prefix
         self.shards = shards
@@ -440,7 +461,7 @@ class ReviewQueue:
         self._submit = redis.register_script(_SUBMIT)
         self._observations = redis.register_script(_OBSERVATIONS)
         self._forget_items = redis.register_script(_FORGET_ITEMS)
-        self._run = ScriptRunner(redis)
+        self._run = ScriptRunner(redis, pipelined=pipelined)
 
     async def aclose(self) -> None:
         await self._run.aclose()
