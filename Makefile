@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # The demo's label store; `make up` serves the same one unless LOOPWISE_DATABASE_URL is set.
 DEMO_DATABASE_URL := sqlite+aiosqlite:///./var/demo.db
 
-.PHONY: demo up test chaos labelstudio scale lint install clean schemas
+.PHONY: demo up test chaos labelstudio scale cluster lint install clean schemas
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), f"Python 3.11+ needed, found {sys.version}"'
@@ -51,6 +51,16 @@ labelstudio: $(STAMP)
 # then a SIGKILL mid-stream and a restart from its checkpoint. About three minutes.
 scale: $(STAMP)
 	$(VENV)/bin/pytest -q -rs -s -m scale tests/scale --durations=0 --junitxml=var/junit-scale.xml
+
+# The same integration tests on a Redis Cluster the suite starts on loopback (three masters,
+# three replicas: loopwise/localcluster.py, ports LOOPWISE_TEST_PORT_BASE + 200..205, their
+# cluster bus + 700..705), and a master killed during 50,000 predictions (marker `cluster`,
+# a cluster of its own at + 210..215). Needs redis-server and redis-cli.
+CLUSTER_TESTS := tests/router tests/labels tests/quality tests/test_end_to_end.py \
+	tests/test_seams.py tests/test_delivery.py tests/chaos/test_cluster_failover.py
+cluster: $(STAMP)
+	LOOPWISE_TEST_REDIS_CLUSTER=1 $(VENV)/bin/pytest -q -rs -s -m 'not chaos' \
+	  $(CLUSTER_TESTS) --durations=10 --junitxml=var/junit-cluster.xml
 
 # Style, layering (who may import whom: pyproject's import-linter contracts) and types.
 lint: $(STAMP)

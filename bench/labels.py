@@ -34,9 +34,9 @@ from typing import Any
 
 import asyncpg
 import numpy as np
-import redis.asyncio as aioredis
 
 from bench import report
+from shared.redisconn import connect
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +75,7 @@ async def _ingest(url: str, redis_url: str, n: int) -> dict[str, float]:
 
     project = "bench-ingest"
     stream, group = f"loopwise:bench:labels:{os.getpid()}", "bench"
-    client = aioredis.from_url(redis_url)
+    client = connect(redis_url)
     engine = make_engine(url)
     try:
         await client.delete(stream)

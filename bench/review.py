@@ -35,12 +35,12 @@ from typing import Any
 
 import httpx
 import numpy as np
-import redis.asyncio as aioredis
 
 from loopwise.processes import ServiceGroup
 from shared import streams
 from shared.auth import create_token
 from shared.db import make_engine, upgrade
+from shared.redisconn import connect, connect_sync
 from shared.settings import Settings
 
 SECTION = "## Review detection end to end (loopwise bench review)"
@@ -122,7 +122,7 @@ async def _run(settings: Settings, per_population: int, tasks: int, seed: int,
     rng = random.Random(seed)
     project = f"review-{seed}"
     engine = make_engine(settings.database_url)
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect(settings.redis_url)
     try:
         admin = await create_token(engine, "bench-admin", "admin", project)
         async with httpx.AsyncClient(base_url=settings.url_of("labels"), timeout=60,
@@ -348,14 +348,13 @@ def run(per_population: int = 10, tasks: int = 2000, seed: int = 1, concurrency:
         port_base: int = 18500, simulated: int = 500) -> str:
     """Simulate ``simulated`` reviewers of each kind against the quality state, then run
     ``per_population`` of each through freshly started services; the section's body."""
-    import redis as sync_redis
 
     sim = simulate(simulated, tasks, seed) if simulated else []
     reviewers: list[Reviewer] = []
     info: dict[str, Any] = {}
     if per_population:
         say(f"flushing {redis_url} (this benchmark's own Redis database)")
-        sync_redis.Redis.from_url(redis_url).flushdb(asynchronous=True)  # big leftovers: no timeout
+        connect_sync(redis_url).flushdb(asynchronous=True)  # big leftovers: no timeout
         tmp = Path(tempfile.mkdtemp(prefix="loopwise-bench-review-"))
         database_url = database_url or f"sqlite+aiosqlite:///{tmp}/review.db"
         settings = Settings(redis_url=redis_url, database_url=database_url,

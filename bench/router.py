@@ -42,11 +42,11 @@ from typing import Any
 
 import numpy as np
 import redis
-import redis.asyncio as aioredis
 from redis.utils import HIREDIS_AVAILABLE
 
 from bench import report
 from shared import streams
+from shared.redisconn import connect
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Router (loopwise bench router)"
@@ -144,7 +144,7 @@ def fill_stream(client: redis.Redis, texts: list[str]) -> None:
 
 async def raw_loop(redis_url: str, count: int = 500) -> tuple[int, float]:
     """The baseline: XREADGROUP + json.loads + XACK until the stream is drained."""
-    client = aioredis.from_url(redis_url)
+    client = connect(redis_url)
     done = 0
     started = time.perf_counter()
     try:

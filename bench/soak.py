@@ -46,6 +46,7 @@ from shared import streams
 from shared.auth import create_token
 from shared.db import make_engine, upgrade
 from shared.events import stable_key
+from shared.redisconn import connect
 from shared.settings import SERVICES, Settings
 
 SECTION = "## Soak (loopwise bench soak)"
@@ -281,7 +282,7 @@ def _plot(run: Run, auto: tuple[np.ndarray, np.ndarray], tasks: tuple[np.ndarray
 
 async def _run(settings: Settings, procs: dict[str, Any], run: Run, database_url: str,
                retention_seconds: int) -> str:
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect(settings.redis_url)
     engine = make_engine(database_url)
     try:
         admin = await create_token(engine, "soak-admin", "admin", run.project)

@@ -542,6 +542,54 @@ def bench_soak(
     typer.echo(_record(SECTION, " ".join(["loopwise", *sys.argv[1:]]), body, write))
 
 
+@bench_app.command("scale")
+def bench_scale(
+    n: Annotated[int, typer.Option(min=1000, help="predictions a run")] = 60_000,
+    rounds: Annotated[int, typer.Option(min=1, help="rounds of one then two replicas")] = 2,
+    redis_url: Annotated[str, typer.Option(
+        help="a Redis database of its own: it is FLUSHED before each run")
+    ] = "redis://127.0.0.1:6379/11",
+    database_url: Annotated[str, typer.Option(
+        help="the label store: PostgreSQL (postgresql+asyncpg://...)")] = "",
+    port_base: Annotated[int, typer.Option(
+        help="replica k serves on port_base+10k+2 (router), +3 (labels)")] = 29200,
+    write: Annotated[bool, typer.Option(help="update BENCHMARKS.md")] = True,
+) -> None:
+    """One replica of the router and the labels service against two, same run
+    (BENCHMARKS.md). FLUSHES the Redis database at --redis-url (default db 11)."""
+    import sys
+
+    from bench.scale import SECTION, run
+
+    body = run(n=n, rounds=rounds, redis_url=redis_url, database_url=database_url,
+               port_base=port_base)
+    typer.echo(_record(SECTION, " ".join(["loopwise", *sys.argv[1:]]), body, write))
+
+
+@bench_app.command("cluster")
+def bench_cluster(
+    rounds: Annotated[int, typer.Option(min=1, help="rounds of both clients (A B B A)")] = 2,
+    predictions: Annotated[int, typer.Option(min=1000, help="routed predictions a run")
+                           ] = 24_000,
+    reviews: Annotated[int, typer.Option(min=100, help="reviews (next + submit) a run")
+                       ] = 6_000,
+    cluster_url: Annotated[str, typer.Option(
+        help="a redis+cluster:// node of a cluster to use; unset: start six nodes")] = "",
+    port_base: Annotated[int, typer.Option(
+        help="the started cluster's nodes listen on port_base..+5 (their bus +500)")] = 29400,
+    write: Annotated[bool, typer.Option(help="update BENCHMARKS.md")] = True,
+) -> None:
+    """The router's scripts on a Redis Cluster: the auto-pipelining link against redis-py's
+    cluster client, same run (BENCHMARKS.md)."""
+    import sys
+
+    from bench.cluster import SECTION, run
+
+    body = run(rounds=rounds, predictions=predictions, reviews=reviews,
+               cluster_url=cluster_url, port_base=port_base)
+    typer.echo(_record(SECTION, " ".join(["loopwise", *sys.argv[1:]]), body, write))
+
+
 # --- labels store commands (issue 5): operator tools acting on the database directly ----------
 
 labels_app = typer.Typer(

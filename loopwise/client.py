@@ -37,7 +37,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from services.router.api import AdjudicationTaskOut, SubmitOut, TaskOut
 from services.router.gold import GoldItem
-from shared import streams
+from shared import redisconn, sharding, streams
 from shared.events import Event, ItemEvent, PredictionEvent
 from shared.projects import ProjectSettings, SelectionSettings
 from shared.settings import SERVICES, Settings, get_settings
@@ -409,12 +409,15 @@ class Calls:
                     params=_params(format=format, version=version, as_of=as_of))
 
 
-def _events(model: type[Event], events: Iterable[Event | Mapping[str, Any]]) -> list[str]:
-    """Each event validated with its model (the one definition) and encoded for the wire."""
+def _events(model: type[Event], events: Iterable[Event | Mapping[str, Any]], stream: str,
+            shards: int) -> list[tuple[str, str]]:
+    """Each event validated with its model (the one definition), encoded for the wire, and
+    addressed to its project's shard of ``stream`` (:mod:`shared.sharding`)."""
     out = []
     for event in events:
         checked = event if isinstance(event, model) else model.model_validate(_dumped(event))
-        out.append(checked.to_json())
+        project = str(getattr(checked, "project", ""))  # items and predictions have one
+        out.append((sharding.project_stream(stream, project, shards), checked.to_json()))
     return out
 
 
@@ -441,6 +444,8 @@ class _Base:
                              f"{', '.join(SERVICES)}")
         self.urls = {s: (urls or {}).get(s, settings.url_of(s)).rstrip("/") for s in SERVICES}
         self.redis_url = redis_url or settings.redis_url
+        self.redis_cluster = settings.cluster
+        self.shards = settings.shards
         self.timeout = timeout
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
@@ -510,11 +515,11 @@ class Client(_Base):
             raise self._unreachable(request, exc) from exc
         return self._read(call, response)  # type: ignore[return-value]
 
-    def _xadd(self, stream: str, bodies: list[str]) -> list[str]:
+    def _xadd(self, entries: list[tuple[str, str]]) -> list[str]:
         if self._redis is None:
-            self._redis = redis.Redis.from_url(self.redis_url)
+            self._redis = redisconn.connect_sync(self.redis_url, self.redis_cluster)
         pipe = self._redis.pipeline(transaction=False)
-        for body in bodies:
+        for stream, body in entries:
             pipe.xadd(stream, encode_event(body))
         try:
             return [i.decode() if isinstance(i, bytes) else str(i) for i in pipe.execute()]
@@ -523,13 +528,16 @@ class Client(_Base):
 
     # producers: the streams
     def post_items(self, items: Iterable[ItemEvent | Mapping[str, Any]]) -> list[str]:
-        """Put items on ``loopwise:items`` to be scored; returns the stream entry ids."""
-        return self._xadd(streams.ITEMS, _events(ItemEvent, items))
+        """Put items on ``loopwise:items`` (each on its project's shard) to be scored; returns
+        the stream entry ids."""
+        return self._xadd(_events(ItemEvent, items, streams.ITEMS, self.shards))
 
     def post_predictions(self, predictions: Iterable[PredictionEvent | Mapping[str, Any]]
                          ) -> list[str]:
-        """Put predictions on ``loopwise:predictions`` to be routed; the entry ids."""
-        return self._xadd(streams.PREDICTIONS, _events(PredictionEvent, predictions))
+        """Put predictions on ``loopwise:predictions`` (each on its project's shard) to be
+        routed; the entry ids."""
+        return self._xadd(_events(PredictionEvent, predictions, streams.PREDICTIONS,
+                                  self.shards))
 
     # reviewers
     def next_task(self, project: str) -> TaskOut | None:
@@ -729,11 +737,11 @@ class AsyncClient(_Base):
             raise self._unreachable(request, exc) from exc
         return self._read(call, response)  # type: ignore[return-value]
 
-    async def _xadd(self, stream: str, bodies: list[str]) -> list[str]:
+    async def _xadd(self, entries: list[tuple[str, str]]) -> list[str]:
         if self._redis is None:
-            self._redis = aioredis.Redis.from_url(self.redis_url)
+            self._redis = redisconn.connect(self.redis_url, self.redis_cluster)
         pipe = self._redis.pipeline(transaction=False)
-        for body in bodies:
+        for stream, body in entries:
             pipe.xadd(stream, encode_event(body))
         try:
             ids = await pipe.execute()
@@ -742,13 +750,16 @@ class AsyncClient(_Base):
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
     async def post_items(self, items: Iterable[ItemEvent | Mapping[str, Any]]) -> list[str]:
-        """Put items on ``loopwise:items`` to be scored; returns the stream entry ids."""
-        return await self._xadd(streams.ITEMS, _events(ItemEvent, items))
+        """Put items on ``loopwise:items`` (each on its project's shard) to be scored; returns
+        the stream entry ids."""
+        return await self._xadd(_events(ItemEvent, items, streams.ITEMS, self.shards))
 
     async def post_predictions(self, predictions: Iterable[PredictionEvent | Mapping[str, Any]]
                                ) -> list[str]:
-        """Put predictions on ``loopwise:predictions`` to be routed; the entry ids."""
-        return await self._xadd(streams.PREDICTIONS, _events(PredictionEvent, predictions))
+        """Put predictions on ``loopwise:predictions`` (each on its project's shard) to be
+        routed; the entry ids."""
+        return await self._xadd(_events(PredictionEvent, predictions, streams.PREDICTIONS,
+                                        self.shards))
 
     async def next_task(self, project: str) -> TaskOut | None:
         """Lease the next task for this token's labeler; None when nothing waits."""

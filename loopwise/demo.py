@@ -30,6 +30,7 @@ from shared.auth import create_token
 from shared.bus import group_drained
 from shared.db import make_engine, upgrade
 from shared.events import ItemEvent
+from shared.redisconn import client_for
 from shared.settings import Settings
 
 
@@ -286,7 +287,7 @@ async def run_loop(settings: Settings, project: str, reviewers: int, overlap: in
         return {"image": digits.images[i].astype(int).tolist(), "kind": "digit-8x8"}
 
     admin = AsyncClient(admin_token, settings=settings, timeout=300.0)  # the evaluation refits
-    redis = aioredis.from_url(settings.redis_url)  # to watch the consumer groups drain
+    redis = client_for(settings)  # to watch the consumer groups drain
     try:
         await admin.update_project(project, {
             "routing": {"auto_accept_threshold": threshold, "overlap": overlap,

@@ -14,10 +14,13 @@ import time
 
 import redis
 
+from shared.redisconn import connect_sync
+
 
 def reachable(url: str) -> bool:
+    """Whether the Redis (or Redis Cluster, by a ``redis+cluster://`` URL) answers."""
     try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+        return bool(connect_sync(url, socket_connect_timeout=1).ping())
     except (redis.RedisError, OSError, ValueError):
         return False
 

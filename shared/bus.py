@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 
-from shared import metrics, streams
+from shared import metrics, sharding, streams
 from shared.consumer import (
     BatchHandler,
     Delivery,
@@ -32,6 +32,7 @@ from shared.consumer import (
 from shared.events import Event
 from shared.logs import get_logger
 from shared.readiness import ConsumerHealth
+from shared.redisconn import client_for
 from shared.retention import GroupPosition, trim_point
 from shared.settings import Settings
 from shared.supervisor import Supervisor
@@ -74,8 +75,20 @@ __all__ = [
 ]
 
 
-async def group_drained(redis: aioredis.Redis, stream: str, group: str) -> bool:
-    """True when the consumer group has read everything and acknowledged it all."""
+async def group_drained(redis: aioredis.Redis, stream: str, group: str,
+                        shards: int | None = None) -> bool:
+    """True when the consumer group has read everything and acknowledged it all; for a
+    sharded stream, on every shard and the plain name (``shards``: the settings')."""
+    if stream in streams.SHARDED:
+        count = shards if shards is not None else Settings().shards
+        for name in sharding.every_stream(stream, count):
+            if not await _drained(redis, name, group):
+                return False
+        return True
+    return await _drained(redis, stream, group)
+
+
+async def _drained(redis: aioredis.Redis, stream: str, group: str) -> bool:
     try:
         groups = await redis.xinfo_groups(stream)
     except aioredis.ResponseError:
@@ -95,17 +108,23 @@ async def group_drained(redis: aioredis.Redis, stream: str, group: str) -> bool:
     return False
 
 
-async def publish(redis: aioredis.Redis, stream: str, events: Sequence[Event]) -> list[str]:
-    """XADD each event as ``data=<json>``; one round trip for the whole batch. A module
-    function, so that a command without a running service publishes the same way."""
+async def publish(redis: aioredis.Redis, stream: str, events: Sequence[Event],
+                  shards: int = 1) -> list[str]:
+    """XADD each event as ``data=<json>``; one round trip for the whole batch (a cluster
+    client splits it per node). An event of a sharded stream goes to its project's shard
+    (:mod:`shared.sharding`). A module function, so that a command without a running
+    service publishes the same way."""
     if not events:
         return []
     # Streams nobody consumes (dead letters, model history) are capped instead of
     # trimmed behind consumer groups; approximate, so the cap costs nothing.
     cap = streams.CAPPED.get(stream)
     pipe = redis.pipeline(transaction=False)
+    sharded = stream in streams.SHARDED
     for event in events:
-        pipe.xadd(stream, encode_event(event.to_json()), maxlen=cap, approximate=True)
+        name = (sharding.project_stream(stream, event.project, shards)  # type: ignore[attr-defined]
+                if sharded else stream)
+        pipe.xadd(name, encode_event(event.to_json()), maxlen=cap, approximate=True)
     ids = await pipe.execute()
     return [text(i) for i in ids]
 
@@ -123,7 +142,7 @@ class Bus:
         self.service = service
         self._own_supervisor = supervisor is None
         self.supervisor = supervisor or Supervisor(service)
-        self.redis: aioredis.Redis = aioredis.from_url(settings.redis_url)
+        self.redis: aioredis.Redis = client_for(settings)
         self._consumers: list[StreamConsumer[Any]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._forget_dead = self.redis.register_script(_FORGET_DEAD_CONSUMERS)
@@ -270,7 +289,7 @@ class Bus:
 
     async def publish(self, stream: str, events: Sequence[Event]) -> list[str]:
         """XADD each event as ``data=<json>``; one round trip for the whole batch."""
-        return await publish(self.redis, stream, events)
+        return await publish(self.redis, stream, events, self.settings.shards)
 
     async def refuse(self, stream: str, group: str,
                      refused: Sequence[tuple[Delivery[Any], str]], kind: str = "schema") -> None:
@@ -279,7 +298,8 @@ class Bus:
         if not refused:
             return
         await publish_dead(self.publish, stream, [
-            dead_letter(stream, group, d.entry_id, reason, encode_event(d.event.to_json()))
+            dead_letter(d.stream or stream, group, d.entry_id, reason,
+                        encode_event(d.event.to_json()))
             for d, reason in refused])
         metrics.EVENTS_DEADLETTERED.labels(self.service, stream, kind).inc(len(refused))
 
@@ -287,7 +307,12 @@ class Bus:
         """Register ``handler`` for ``stream``: new entries in batches, and reclaimed ones.
 
         Each entry is validated with ``model.model_validate_json``; an entry it refuses
-        is dead-lettered with the reason.
+        is dead-lettered with the reason. A sharded stream is consumed on each of its
+        shards and on its plain name, one consumer each (a cluster cannot read streams
+        of several slots in one call).
         """
-        self._consumers.append(StreamConsumer(self.redis, self.settings, self.service, stream,
-                                              group, model, handler, self.publish))
+        names = (sharding.every_stream(stream, self.settings.shards)
+                 if stream in streams.SHARDED else [stream])
+        for name in names:
+            self._consumers.append(StreamConsumer(self.redis, self.settings, self.service,
+                                                  name, group, model, handler, self.publish))

@@ -57,10 +57,12 @@ _UNION_TAG = ("union_tag_invalid", "union_tag_not_found")
 
 @dataclass(frozen=True, slots=True)
 class Delivery(Generic[E]):
-    """A validated event and the stream entry it came in."""
+    """A validated event and the stream entry it came in (``stream``: the shard's name
+    when the stream is sharded, so a refusal names the stream that holds the entry)."""
 
     entry_id: str
     event: E
+    stream: str = ""
 
 
 BatchHandler = Callable[[list[Delivery[E]]], Awaitable[None]]
@@ -270,7 +272,7 @@ class StreamConsumer(Generic[E]):
             if isinstance(body, bytes):
                 try:
                     event = self.model.model_validate_json(body, context={"raw": body})
-                    deliveries.append(Delivery(entry_id, event))
+                    deliveries.append(Delivery(entry_id, event, self.stream))
                     continue
                 except ValidationError as exc:
                     reason, kind = body_error(exc)

@@ -22,6 +22,11 @@ INFRASTRUCTURE: tuple[type[BaseException], ...] = (
     redis_errors.TimeoutError,
     redis_errors.ReadOnlyError,  # a failover in progress: writes reach the old primary
     redis_errors.TryAgainError,
+    # A Redis Cluster failing over: a slot without a master for a few seconds, a client
+    # whose retries ran out before the replica took over, a slot map being refreshed.
+    redis_errors.ClusterError,  # ClusterDownError, MasterDownError are ones
+    redis_errors.SlotNotCoveredError,
+    redis_errors.MovedError,  # a redirect outlived the client's refresh of the slot map
     sa_errors.OperationalError,  # the server's side: shutting down, out of connections
     sa_errors.InterfaceError,  # the client's side: the connection is closed
     sa_errors.TimeoutError,  # no pooled connection free in time

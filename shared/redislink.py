@@ -1,4 +1,5 @@
-"""One pipelining Redis connection for hot script calls (EVALSHA and the like).
+"""One pipelining Redis connection for hot script calls (EVALSHA and the like); on a
+Redis Cluster, one a master (:class:`ClusterLink`).
 
 redis-py gives each concurrent call a connection of its own from its pool, and
 version 8 wraps every write in ``asyncio.wait_for`` (a new task) and every read
@@ -27,6 +28,7 @@ from typing import Any
 
 import hiredis
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection, UnixDomainSocketConnection
 from redis.exceptions import ConnectionError, ResponseError
 
@@ -113,11 +115,23 @@ class RedisLink:
 
     def __init__(self, client: Redis, timeout: float | None = None) -> None:
         pool = client.connection_pool
-        self._kwargs = dict(pool.connection_kwargs)
-        self._class = pool.connection_class
+        self._setup(dict(pool.connection_kwargs), pool.connection_class, timeout)
+
+    @classmethod
+    def to_node(cls, kwargs: dict[str, Any], connection_class: type,
+                timeout: float | None = None) -> RedisLink:
+        """A link to one node of a cluster (its ``ClusterNode.connection_kwargs``)."""
+        link = cls.__new__(cls)
+        link._setup(dict(kwargs), connection_class, timeout)
+        return link
+
+    def _setup(self, kwargs: dict[str, Any], connection_class: type,
+               timeout: float | None) -> None:
+        self._kwargs = kwargs
+        self._class = connection_class
         if self._class not in (Connection, UnixDomainSocketConnection) or self._kwargs.get(
             "credential_provider"
-        ):
+        ) or self._kwargs.get("ssl") or self._kwargs.get("protocol") not in (None, 2, "2"):
             raise Unsupported(f"{self._class.__name__} connections")
         self.timeout = timeout or self._kwargs.get("socket_timeout") or 5.0
         self._protocol: _Protocol | None = None
@@ -171,3 +185,73 @@ class RedisLink:
         if self._protocol is not None:
             self._protocol.close()
             self._protocol = None
+
+
+# Replies that say the command did not run on this node: the slot is elsewhere (MOVED,
+# ASK), being moved (TRYAGAIN), or has no master yet (CLUSTERDOWN) during a failover.
+_NOT_RUN = ("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN")
+
+
+class ClusterLink:
+    """Auto-pipelining on a Redis Cluster: one :class:`RedisLink` a master, each command
+    sent to the master of its key's slot as redis-py's cluster client last saw the slot
+    map (every key of a loopwise script shares one slot, :mod:`shared.sharding`).
+
+    A reply that says the command did not run there (a redirect, TRYAGAIN, CLUSTERDOWN)
+    refreshes the slot map and sends the command once more through redis-py's cluster
+    client, which follows redirects itself. A lost connection is not retried (a script
+    may have run): the call fails with ``ConnectionError`` and the slot map is read
+    again before the next call, so a replica that took over is found.
+    """
+
+    def __init__(self, client: RedisCluster, timeout: float | None = None) -> None:
+        kwargs = client.get_connection_kwargs()
+        if kwargs.get("connection_class", Connection) is not Connection or kwargs.get(
+            "ssl") or kwargs.get("credential_provider"):
+            raise Unsupported("TLS or credential-provider cluster connections")
+        self.client = client
+        self.timeout = timeout
+        self._links: dict[str, RedisLink] = {}
+        self._stale = False
+
+    async def _link_for(self, key: str) -> RedisLink:
+        await self.client.initialize()  # once: reads the slot map
+        if self._stale:
+            self._stale = False
+            await self._drop_all()
+            try:
+                await self.client.nodes_manager.initialize()
+            except BaseException:
+                self._stale = True
+                raise
+        node = self.client.nodes_manager.get_node_from_slot(self.client.keyslot(key))
+        link = self._links.get(node.name)
+        if link is None:
+            link = self._links[node.name] = RedisLink.to_node(
+                node.connection_kwargs, node.connection_class, self.timeout)
+        return link
+
+    async def execute(self, key: str, *command: Any) -> Any:
+        """Send ``command`` (whose keys all share ``key``'s slot) to that slot's master;
+        its reply (an error reply comes back as ResponseError)."""
+        link = await self._link_for(key)
+        try:
+            reply = await link.execute(*command)
+        except ConnectionError:
+            self._stale = True
+            raise
+        if isinstance(reply, ResponseError) and str(reply).startswith(_NOT_RUN):
+            self._stale = True
+            try:
+                return await self.client.execute_command(*command)
+            except ResponseError as exc:
+                return exc
+        return reply
+
+    async def _drop_all(self) -> None:
+        links, self._links = self._links, {}
+        for link in links.values():
+            await link.aclose()
+
+    async def aclose(self) -> None:
+        await self._drop_all()

@@ -36,6 +36,7 @@ from shared.contracts import asyncapi_document
 from shared.db import make_engine
 from shared.faults import INFRASTRUCTURE, unavailable_store
 from shared.httpmetrics import RequestMetrics
+from shared.leadership import Leadership
 from shared.logs import configure_logging, get_logger
 from shared.peers import Peers
 from shared.readiness import all_consuming
@@ -174,15 +175,27 @@ def create_service_app(
         app.state.known_projects = set()  # shared.auth.require_known
         # Tokens in use stay fresh (a revocation is in force within 2 s, idle or busy);
         # in the process that serves HTTP, the one that authenticates.
-        supervisor.every("token refresh", REFRESH_SECONDS, runtime.auth.keep_fresh)
+        supervisor.every("token refresh", REFRESH_SECONDS, runtime.auth.keep_fresh,
+                         each_replica=True)
+        leadership = None
+        if primary:
+            # Replicas elect the one that does the service's own loops (shared.leadership).
+            leadership = supervisor.leadership = Leadership(bus.redis, name)
+            with supervisor.guard("leadership"):
+                await leadership.keep()
+            supervisor.every("leadership", leadership.renew_every, leadership.keep,
+                             each_replica=True)
         await service.start()
         await bus.start()
-        log.info("started", port=settings.port_of(name), primary=primary)
+        log.info("started", port=settings.port_of(name), primary=primary,
+                 leader=supervisor.leading)
         try:
             yield
         finally:
             await bus.stop_consuming()
             await supervisor.stop()
+            if leadership is not None:
+                await leadership.release()
             await service.stop()
             await bus.close()
             await runtime.auth.aclose()
@@ -212,6 +225,8 @@ def create_service_app(
         ready = all(v == "ok" for v in checks.values()) and all_consuming(consumers, now, stall)
         return JSONResponse(
             {"status": "ok" if ready else "unhealthy", "service": name, "checks": checks,
+             # Whether this replica does the service's own loops (shared.leadership).
+             "leader": runtime.supervisor.leading,
              "consumers": [c.report(now, stall) for c in consumers]},
             status_code=200 if ready else 503,
         )

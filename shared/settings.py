@@ -21,12 +21,26 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LOOPWISE_", extra="ignore")
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_cluster: bool = Field(
+        False, description="treat redis_url as a node of a Redis Cluster (as a "
+        "redis+cluster:// URL does)")
+    stream_shards: int | None = Field(
+        None, ge=1, le=1024, description="shards of the ingest and label streams and of the "
+        "router's keys (shared.sharding); unset: 1 on a single Redis, 12 on a cluster. "
+        "Every process must agree, and it stays fixed while data lives in Redis")
     database_url: str = "sqlite+aiosqlite:///./var/loopwise.db"
     host: str = "127.0.0.1"
     scorer_port: int = 8001
     router_port: int = 8002
     labels_port: int = 8003
     quality_port: int = 8004
+    # Where the other services answer when they are not on this host (Kubernetes
+    # Services, compose containers): e.g. LOOPWISE_ROUTER_URL=http://router:8002. Unset,
+    # a service is reached at ``host`` and its port.
+    scorer_url: str | None = None
+    router_url: str | None = None
+    labels_url: str | None = None
+    quality_url: str | None = None
 
     # Stream consumption.
     batch_size: int = Field(500, ge=1, le=10_000)
@@ -128,10 +142,24 @@ class Settings(BaseSettings):
                              f"be at least lease_seconds ({self.lease_seconds})")
         return self
 
+    @property
+    def cluster(self) -> bool:
+        """Whether Redis is a cluster (shared.redisconn)."""
+        return self.redis_cluster or self.redis_url.startswith("redis+cluster://")
+
+    @property
+    def shards(self) -> int:
+        if self.stream_shards is not None:
+            return self.stream_shards
+        return 12 if self.cluster else 1
+
     def port_of(self, service: str) -> int:
         return int(getattr(self, f"{service}_port"))
 
     def url_of(self, service: str) -> str:
+        given = getattr(self, f"{service}_url", None)
+        if given:
+            return str(given).rstrip("/")
         return f"http://{self.host}:{self.port_of(service)}"
 
 

@@ -14,6 +14,11 @@ DEADLETTER = "loopwise:deadletter"
 # published to; the others are trimmed behind their groups (shared.retention).
 CAPPED = {DEADLETTER: 100_000, MODELS: 10_000}
 
+# Streams with one stream a shard (shared.sharding): loopwise:predictions:{3}; the plain
+# name is consumed too, for producers that know nothing of shards. Comparisons are one
+# stream (a far smaller flow than predictions).
+SHARDED = frozenset({ITEMS, PREDICTIONS, LABELS})
+
 ALL = (ITEMS, PREDICTIONS, COMPARISONS, LABELS, QUALITY, PROJECTS, MODELS, DEADLETTER)
 
 

@@ -7,10 +7,13 @@ cancels everything and waits for it, so nothing outlives the service (no "Task w
 destroyed but it is pending").
 
 A service may run in several processes (``LOOPWISE_STREAM_WORKERS``, ``loopwise
-consume``). A loop doing the service's work (calibration, gauges, scheduled
-selection, quality recompute) runs only in the primary process, the one serving
-HTTP; a loop doing the process's own housekeeping (``each_process=True``: stream
-trimming) runs in every process. One-off jobs run wherever they are spawned.
+consume``) and in several replicas (processes serving HTTP, each with its workers).
+A loop doing the service's work (calibration, gauges, scheduled selection, quality
+recompute) runs only in a primary process, the one serving HTTP, and there only
+while that replica leads the service (``shared.leadership``: one replica at a time);
+a loop of the replica's own (``each_replica=True``: the token cache) runs in every
+primary process; a loop doing the process's own housekeeping (``each_process=True``:
+stream trimming) runs in every process. One-off jobs run wherever they are spawned.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from shared import metrics
+from shared.leadership import Leadership
 from shared.logs import get_logger
 
 log = get_logger(__name__)
@@ -47,22 +51,32 @@ class Supervisor:
     def __init__(self, service: str, primary: bool = True) -> None:
         self.service = service
         self.primary = primary
+        # Set by the app when replicas elect a leader; None: this process always leads.
+        self.leadership: Leadership | None = None
         self._tasks: dict[asyncio.Task[None], str] = {}
         self._loops: set[str] = set()
         self._stopped = False
 
     def every(self, name: str, seconds: float, fn: Callable[[], Awaitable[None]], *,
-              immediately: bool = False, each_process: bool = False) -> bool:
+              immediately: bool = False, each_process: bool = False,
+              each_replica: bool = False) -> bool:
         """Run ``fn`` every ``seconds`` (counted from the end of a run), first after one
-        interval or ``immediately``. Only in the primary process unless ``each_process``;
-        True if the loop runs here."""
+        interval or ``immediately``. Only in the primary process unless ``each_process``,
+        and there only while this replica leads the service unless ``each_replica`` or
+        ``each_process``; True if the loop runs in this process."""
         if name in self._loops:
             raise ValueError(f"a loop named {name!r} runs already")
         if not (self.primary or each_process):
             return False
         self._loops.add(name)
-        self._track(name, self._loop(name, seconds, fn, immediately))
+        gated = not (each_process or each_replica)
+        self._track(name, self._loop(name, seconds, fn, immediately, gated))
         return True
+
+    @property
+    def leading(self) -> bool:
+        """Whether this process does the service's own work now."""
+        return self.primary and (self.leadership is None or self.leadership.held)
 
     def spawn(self, name: str, job: Coroutine[Any, Any, Any]) -> asyncio.Task[None]:
         """Run ``job`` once in the background; a failure is logged and counted."""
@@ -114,13 +128,14 @@ class Supervisor:
         self._tasks.pop(task, None)
 
     async def _loop(self, name: str, seconds: float, fn: Callable[[], Awaitable[None]],
-                    immediately: bool) -> None:
+                    immediately: bool, gated: bool = False) -> None:
         failures = 0
         if not immediately:
             await asyncio.sleep(seconds)
         while True:
             try:
-                await fn()
+                if not gated or self.leading:
+                    await fn()
                 failures = 0
             except Exception as exc:  # a loop outlives any one failure
                 if self._stopped or _cancelling():

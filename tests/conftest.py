@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db import make_engine, upgrade
+from shared.redisconn import connect
 from shared.settings import Settings
 from tests.helpers import METRICS_TOKEN
 
@@ -50,6 +51,24 @@ def _unavailable(what: str) -> None:
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
+    """The Redis the suite uses. With ``LOOPWISE_TEST_REDIS_CLUSTER=1`` (``make cluster``)
+    a Redis Cluster of six nodes the suite starts on loopback (ports from
+    ``LOOPWISE_TEST_PORT_BASE + 200``, cluster bus + 700), and the services run on it."""
+    if os.environ.get("LOOPWISE_TEST_REDIS_CLUSTER") == "1":
+        from loopwise.localcluster import LocalCluster
+
+        cluster = LocalCluster(PORT_BASE + 200).start()
+        before = os.environ.get("LOOPWISE_REDIS_URL")
+        os.environ["LOOPWISE_REDIS_URL"] = cluster.url  # for Settings() made by the tests too
+        try:
+            yield cluster.url
+        finally:
+            cluster.stop()
+            if before is None:
+                os.environ.pop("LOOPWISE_REDIS_URL", None)
+            else:
+                os.environ["LOOPWISE_REDIS_URL"] = before
+        return
     url = os.environ.get("LOOPWISE_REDIS_URL")
     if url:
         yield url
@@ -105,6 +124,8 @@ def service_env(settings: Settings) -> dict[str, str]:
         "LOOPWISE_RETRAIN_EVERY": str(settings.retrain_every),
         "LOOPWISE_LOG_LEVEL": "WARNING",
         "LOOPWISE_METRICS_TOKEN": METRICS_TOKEN,
+        **({"LOOPWISE_STREAM_SHARDS": str(settings.stream_shards)}
+           if settings.stream_shards else {}),
     }
 
 
@@ -130,7 +151,7 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture
 async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(settings.redis_url)
+    client = connect(settings.redis_url, settings.cluster)
     yield client
     await client.aclose()
 

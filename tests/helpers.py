@@ -9,9 +9,10 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
-from shared import streams
+from shared import sharding, streams
 from shared.auth import create_token
 from shared.bus import group_drained as group_idle
+from shared.redisconn import connect
 from shared.settings import Settings
 
 
@@ -33,6 +34,18 @@ async def metrics_text(settings: Settings, service: str) -> str:
         r = await http.get("/metrics")
         assert r.status_code == 200, r.text
         return r.text
+
+
+async def stream_entries(redis: aioredis.Redis, stream: str, shards: int | None = None,
+                         **kw: Any) -> list[Any]:
+    """XRANGE of a stream; of a sharded one, every shard's and the plain name's entries
+    (each shard in order; the shards one after another)."""
+    if stream not in streams.SHARDED:
+        return list(await redis.xrange(stream, **kw))
+    out: list[Any] = []
+    for name in sharding.every_stream(stream, shards or Settings().shards):
+        out += await redis.xrange(name, **kw)
+    return out
 
 
 async def wait_for(predicate, timeout: float = 30.0, what: str = "condition") -> None:
@@ -88,7 +101,7 @@ async def configure(settings: Settings, bearer: str, project: str, **changes: An
     async with client(settings, "labels", bearer) as http:
         r = await http.patch(f"/v1/projects/{project}", json=changes)
         assert r.status_code == 200, r.text
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect(settings.redis_url)
     try:
         await groups_idle(redis, *((streams.PROJECTS, group) for group in (
             streams.GROUP_ROUTER, streams.GROUP_SCORER, streams.GROUP_QUALITY)))

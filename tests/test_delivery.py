@@ -39,10 +39,13 @@ async def test_entries_a_dead_consumer_left_pending_are_reclaimed(services, engi
                                                                   project):
     """A consumer read an entry and died before acking: another consumer must finish it."""
     event = _label(project, "i2")
-    pipe = redis.pipeline(transaction=True)  # read by the doomed consumer before anyone else
-    pipe.xadd(streams.LABELS, encode_event(event.to_json()))
-    pipe.xreadgroup(streams.GROUP_LABELS, "doomed-consumer", {streams.LABELS: ">"}, count=1)
-    _, delivered = await pipe.execute()
+    # Added and read by the doomed consumer in one step, before anyone else (a script: one
+    # key, so on a Redis Cluster too).
+    delivered = await redis.eval(
+        "redis.call('XADD', KEYS[1], '*', 'data', ARGV[1]) "
+        "return redis.call('XREADGROUP', 'GROUP', ARGV[2], 'doomed-consumer', 'COUNT', 1, "
+        "'STREAMS', KEYS[1], '>')",
+        1, streams.LABELS, event.to_json(), streams.GROUP_LABELS)
     assert delivered and delivered[0][1], "the doomed consumer should hold the entry"
     pending = await redis.xpending_range(streams.LABELS, streams.GROUP_LABELS, "-", "+", 10,
                                          consumername="doomed-consumer")

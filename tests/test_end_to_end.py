@@ -18,7 +18,10 @@ import pytest
 from sqlalchemy import select
 
 from services.labels.tables import label_events
+from services.router.queue import project_key, task_key_of
 from shared import streams
+from shared.redisconn import plain_url
+from shared.settings import Settings
 from tests.helpers import client, configure, groups_idle, metrics_text, token
 
 pytestmark = pytest.mark.integration
@@ -66,6 +69,14 @@ def _malformed(project: str) -> list[str]:
     return bad
 
 
+def _cli_target(settings) -> list[str]:
+    """redis-cli's arguments for the suite's Redis: ``-c`` (follow redirects) on a cluster."""
+    if not settings.cluster:
+        return ["-u", settings.redis_url]
+    host, _, port = plain_url(settings.redis_url).removeprefix("redis://").partition(":")
+    return ["-c", "-h", host, "-p", port.split("/")[0]]
+
+
 async def test_predictions_from_redis_cli_are_routed_reviewed_stored_and_bad_ones_deadlettered(
     services, engine, redis, project, tmp_path
 ):
@@ -80,7 +91,7 @@ async def test_predictions_from_redis_cli_are_routed_reviewed_stored_and_bad_one
     script.write_text("\n".join(mixed) + "\n")
     with script.open() as stdin:
         done = await asyncio.to_thread(
-            subprocess.run, [redis_cli, "-u", settings.redis_url], stdin=stdin,
+            subprocess.run, [redis_cli, *_cli_target(settings)], stdin=stdin,
             capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "ERR" not in done.stdout
@@ -94,9 +105,9 @@ async def test_predictions_from_redis_cli_are_routed_reviewed_stored_and_bad_one
         auto_rows = (await conn.execute(
             select(label_events.c.item_id).where(label_events.c.project == project,
                                                  label_events.c.source == "auto"))).scalars().all()
-    queue_key = f"loopwise:router:queue:{project}"
+    queue_key = project_key("queue", project, Settings().shards)
     task_ids = [t.decode() for t in await redis.zrange(queue_key, 0, -1)]
-    task_items = [(await redis.hget(f"loopwise:router:task:{t}", "item_id")).decode()
+    task_items = [(await redis.hget(task_key_of(t), "item_id")).decode()
                   for t in task_ids]
     assert len(auto_rows) == len(set(auto_rows))
     assert len(task_items) == len(set(task_items))

@@ -21,7 +21,7 @@ from services.quality.tables import quality_label_votes
 from shared import streams
 from shared.auth import create_token
 from tests.conftest import ROOT, service_env
-from tests.helpers import client, configure, groups_idle, token, wait_for
+from tests.helpers import client, configure, groups_idle, stream_entries, token, wait_for
 
 pytestmark = pytest.mark.integration
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "label-studio"
@@ -40,7 +40,7 @@ async def _predict(redis, project: str, items: dict[str, dict[str, float]], **ex
 async def _stream_labels(redis, project: str) -> list[dict[str, Any]]:
     """The label events of ``project`` on loopwise:labels, in order."""
     out = []
-    for _, fields in await redis.xrange(streams.LABELS):
+    for _, fields in await stream_entries(redis, streams.LABELS):
         event = json.loads(fields[b"data"])
         if event.get("project") == project:
             out.append(event)

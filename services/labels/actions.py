@@ -164,7 +164,8 @@ async def import_labelstudio(ctx: Context, actor: Actor, project: str, data: byt
         await insert_ignoring_duplicates(
             conn,
             import_refs,
-            [{"event_id": str(e), "ref": ref.__dict__} for e, ref in result.refs.items()],
+            [{"project": project, "event_id": str(e), "ref": ref.__dict__}
+             for e, ref in result.refs.items()],
         )
         await audit.record(
             conn, actor, "labels.import", project=project, target=result.batch_id,
@@ -470,7 +471,7 @@ async def export_chunks(
 
             chunks = export.labelstudio(
                 rows(store.stream_counting_events(conn, project, view)), payloads,
-                lambda ids: store.import_refs_of(side, ids), from_name=from_name,
+                lambda ids: store.import_refs_of(side, project, ids), from_name=from_name,
                 to_name=to_name, item_key=item_key, annotator_domain=annotator_domain)
         elif fmt == "trl":
             chunks = export.trl(rows(store.stream_counting_events(conn, project, view)))

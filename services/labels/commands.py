@@ -15,12 +15,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import IO, Any, TypeVar
 
-import redis.asyncio as aioredis
-
 from shared import auth
 from shared.bus import publish
 from shared.db import make_engine
 from shared.peers import Peers
+from shared.redisconn import client_for
 from shared.settings import Settings
 
 from . import actions, audit, store
@@ -42,10 +41,10 @@ def operator(actor: audit.Actor) -> auth.Principal:
 @asynccontextmanager
 async def _context(settings: Settings) -> AsyncIterator[actions.Context]:
     engine = make_engine(settings.database_url)
-    redis = aioredis.from_url(settings.redis_url)
+    redis = client_for(settings)
 
     async def publish_events(stream: str, events: Any) -> list[str]:
-        return await publish(redis, stream, events)
+        return await publish(redis, stream, events, settings.shards)
 
     peers = Peers(settings, engine, "cli")
     try:

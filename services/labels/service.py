@@ -7,7 +7,7 @@ project (the events themselves carry who labeled what and when).
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 
 from shared import metrics, streams
 from shared.bus import Delivery
@@ -18,7 +18,7 @@ from shared.projects import label_problems
 from shared.service import Runtime
 
 from . import audit
-from .store import append_events, has_project, label_options_of
+from .store import append_events_counted, has_project, label_options_of
 
 log = get_logger(__name__)
 STREAM_ACTOR = audit.Actor("service:labels", "service", f"stream:{streams.LABELS}")
@@ -71,7 +71,7 @@ class LabelsService:
                     refused.append((d, problems[0]))
                 else:
                     accepted.append(event)
-            inserted = await append_events(conn, accepted)
+            inserted = await append_events_counted(conn, accepted)
             by_project: dict[str, list[str]] = defaultdict(list)
             for event in accepted:
                 by_project[event.project].append(str(event.event_id))
@@ -83,8 +83,5 @@ class LabelsService:
         # After the commit: a crash in between redelivers, and the stable ids dedupe.
         if refused:
             await self.runtime.bus.refuse(streams.LABELS, streams.GROUP_LABELS, refused)
-        if inserted:
-            for (project, source), n in Counter(
-                (e.project, e.source.value) for e in accepted
-            ).items():
-                metrics.LABELS_STORED.labels(project, source).inc(n)
+        for (project, source), n in inserted.items():  # what was new, not what came again
+            metrics.LABELS_STORED.labels(project, source).inc(n)

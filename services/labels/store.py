@@ -11,11 +11,16 @@ shared advisory lock and reads the database clock for ``stored_at``; creating
 a version takes the lock exclusively, so all earlier inserts have committed
 and all later ones get a later clock. SQLite has one writer at a time; taking
 the write lock before reading the clock gives the same order.
+
+Every query names its project: the event tables are partitioned by project on
+PostgreSQL (``tables``), an event id is unique within its project only, and a
+redelivered event is ignored on the (project, event_id) key.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +37,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db import insert_ignoring_duplicates
@@ -112,20 +118,31 @@ def event_row(event: LabelEvent, stored_at: datetime) -> dict[str, Any]:
 
 async def append_events(conn: AsyncConnection, events: Sequence[LabelEvent]) -> int:
     """Append label events; an event id seen before is ignored. Returns rows inserted."""
+    return sum((await append_events_counted(conn, events)).values())
+
+
+async def append_events_counted(conn: AsyncConnection, events: Sequence[LabelEvent]
+                                ) -> Counter[tuple[str, str]]:
+    """``append_events``, telling what was new by (project, source): a batch that mixes
+    new events with redelivered ones counts only the new (the stored-labels metric)."""
     if not events:
-        return 0
+        return Counter()
     now = await write_clock(conn, exclusive=False)
     rows = [event_row(e, now) for e in events]
     if conn.dialect.name == "postgresql":
         return await _insert_via_copy(conn, rows)
-    return await insert_ignoring_duplicates(conn, label_events, rows)
+    statement = (sqlite_insert(label_events).on_conflict_do_nothing()
+                 .returning(label_events.c.project, label_events.c.source))
+    return Counter((p, src) for p, src in (await conn.execute(statement, rows)).all())
 
 
-async def _insert_via_copy(conn: AsyncConnection, rows: list[dict[str, Any]]) -> int:
+async def _insert_via_copy(conn: AsyncConnection, rows: list[dict[str, Any]]
+                           ) -> Counter[tuple[str, str]]:
     """COPY the batch straight into the table; a batch holding an event seen before (a
     redelivery, rare) rolls back to a savepoint and goes through a staging table and one
-    INSERT ... SELECT ... ON CONFLICT DO NOTHING instead. COPY's binary encoding is several
-    times cheaper than binding the batch as parameters. Same transaction as the caller.
+    INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING instead. COPY's binary encoding
+    is several times cheaper than binding the batch as parameters. Same transaction as
+    the caller.
     """
     columns = list(rows[0])
     # asyncpg's COPY takes a json column's value as its text.
@@ -140,19 +157,19 @@ async def _insert_via_copy(conn: AsyncConnection, rows: list[dict[str, Any]]) ->
         await driver.execute("ROLLBACK TO SAVEPOINT label_copy")
     else:
         await driver.execute("RELEASE SAVEPOINT label_copy")
-        return len(records)
+        return Counter((r["project"], r["source"]) for r in rows)
     await driver.execute(
         "CREATE TEMP TABLE IF NOT EXISTS label_events_staging "
         "(LIKE label_events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
     )
     await driver.copy_records_to_table("label_events_staging", records=records, columns=columns)
     names = ", ".join(columns)
-    status = await driver.execute(
+    inserted = await driver.fetch(
         f"INSERT INTO label_events ({names}) SELECT {names} FROM label_events_staging "
-        "ON CONFLICT DO NOTHING"
+        "ON CONFLICT DO NOTHING RETURNING project, source"
     )
     await driver.execute("TRUNCATE label_events_staging")
-    return int(status.rsplit(" ", 1)[-1])
+    return Counter((r["project"], r["source"]) for r in inserted)
 
 
 async def count_events(conn: AsyncConnection, project: str) -> dict[str, int]:
@@ -792,12 +809,18 @@ async def payloads_of(
     return found
 
 
-async def import_refs_of(conn: AsyncConnection, event_ids: list[str]) -> dict[str, AnnotationRef]:
-    """Where imported events sat in Label Studio, so an export writes them back in place."""
+async def import_refs_of(
+    conn: AsyncConnection, project: str, event_ids: list[str]
+) -> dict[str, AnnotationRef]:
+    """Where imported events sat in Label Studio, so an export writes them back in place.
+    Keyed by (project, event id): an event id is unique within its project only."""
     found: dict[str, AnnotationRef] = {}
     for start in range(0, len(event_ids), CHUNK):
         rows = await conn.execute(
-            select(import_refs).where(import_refs.c.event_id.in_(event_ids[start : start + CHUNK]))
+            select(import_refs).where(
+                import_refs.c.project == project,
+                import_refs.c.event_id.in_(event_ids[start : start + CHUNK]),
+            )
         )
         found.update({r.event_id: AnnotationRef(**r.ref) for r in rows.all()})
     return found

@@ -3,6 +3,11 @@
 Declared on the shared metadata so that one Alembic history owns the schema;
 migration ``0003_labels`` creates them. Label versions, version changes and the
 audit log are append-only (database triggers refuse UPDATE and DELETE).
+
+Partitioned by project (migration ``0008_partitioned_label_store``): on PostgreSQL the event
+tables are ``PARTITION BY HASH (project)``, so every key holds the project, an event id
+is unique within its project (not across projects), and every query names the project
+so that it reads one partition. SQLite keeps plain tables with the same keys.
 """
 
 from __future__ import annotations
@@ -36,10 +41,13 @@ from shared.limits import (
 )
 from shared.tables import metadata
 
+PARTITION_BY_PROJECT = "HASH (project)"
+"""How PostgreSQL partitions the event tables (the partitions themselves: migration 0008)."""
+
 label_events = Table(
     "label_events",
     metadata,
-    Column("event_id", String(EVENT_ID_MAX), primary_key=True),
+    Column("event_id", String(EVENT_ID_MAX), nullable=False),
     Column("project", String(PROJECT_MAX), nullable=False),
     Column("item_id", String(ID_MAX), nullable=False),
     Column("label", String(LABEL_MAX), nullable=False),
@@ -65,8 +73,11 @@ label_events = Table(
     # a comparison's verdict in full (shared.events.Preference); null for other labels
     Column("preference", JSON, nullable=True),
     Column("stored_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("project", "event_id", name="label_events_pkey"),
     Index("ix_label_events_project_item", "project", "item_id"),
     Index("ix_label_events_project_created", "project", "created_at"),
+    Index("ix_label_events_project_stored", "project", "stored_at"),
+    postgresql_partition_by=PARTITION_BY_PROJECT,
 )
 
 projects = Table(
@@ -110,8 +121,9 @@ label_version_changes = Table(
     Column("version", Integer, nullable=False),
     Column("event_id", String(EVENT_ID_MAX), nullable=False),
     Column("delta", Integer, nullable=False),
-    PrimaryKeyConstraint("project", "version", "event_id"),
+    PrimaryKeyConstraint("project", "version", "event_id", name="label_version_changes_pkey"),
     Index("ix_label_version_changes_event", "project", "event_id"),
+    postgresql_partition_by=PARTITION_BY_PROJECT,
 )
 
 audit_log = Table(
@@ -133,8 +145,10 @@ audit_log = Table(
 import_refs = Table(
     "label_import_refs",
     metadata,
-    Column("event_id", String(EVENT_ID_MAX), primary_key=True),
+    Column("project", String(PROJECT_MAX), nullable=False),
+    Column("event_id", String(EVENT_ID_MAX), nullable=False),
     Column("ref", JSON, nullable=False),
+    PrimaryKeyConstraint("project", "event_id", name="label_import_refs_pkey"),
 )
 
 # Item payloads that arrived with an import (the scorer's ``items`` holds streamed ones).

@@ -1,7 +1,9 @@
 """The review queue in Redis: per-project priority order, leases, overlap, idempotent submit.
 
 Every state change is one Lua script, so concurrent reviewers and routers
-cannot interleave half-way. Keys (prefix ``loopwise:router:``):
+cannot interleave half-way. Keys (prefix ``loopwise:router:{k}:``, where ``{k}`` is the
+hash tag of the project's shard, :mod:`shared.sharding`, so that on a Redis Cluster a
+project's keys and the label stream shard its scripts publish to share one slot):
 ``queue:{project}`` zset task → priority (tasks with an open slot; the
 adjudication queue is ``adjudication:{project}``); ``leases:{project}`` zset
 "task|labeler" → lease expiry (ms); ``task:{id}`` hash of the task (what the scripts
@@ -15,6 +17,14 @@ submit is accepted from them); ``task:{id}:submitted`` labeler → event id;
 ``held:{queue|adjudication}:{project}`` labeler → the task of their newest lease (a
 reload gets it back while the lease lives); ``progress:{project}:{labeler}:{day}``
 quarter-hour → the labeler's recorded submits (the reviewer page's "labeled today").
+A task id starts with its shard (``3.<uuid>``), so ``task:{id}`` is found from the id
+alone.
+
+On a cluster every script runs in one slot: the keys known before the call (the
+anchors, the tasks named, the stream) are declared in KEYS, which routes the call and
+lets Redis check that they share the slot; those a script finds as it runs (a task
+popped off a full queue, a lease that lapsed) are named from the same tagged prefix. A
+routed batch is split per shard, one call a shard.
 
 Retention: a task that is finished (done, dropped, a gold task expired or skipped) is
 kept, with its ``:leases``/``:seen``/``:handed``/``:submitted``/``:skipped``/``:leased_at``
@@ -32,19 +42,24 @@ prediction finds its task and adds nothing; after it, it would be queued again.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
-from shared.redislink import RedisLink, Unsupported
+from shared import sharding
+from shared.events import stable_key
+from shared.redisconn import is_cluster_client
+from shared.redislink import ClusterLink, RedisLink, Unsupported
 from shared.wire import text as _text
 
 from .progress import PROGRESS_TTL_MS, bucket_of, parse_buckets
@@ -204,7 +219,7 @@ local function lease(tid, tkey)
 end
 if ARGV[8] then
   local tkey = prefix .. 'task:' .. ARGV[8]
-  redis.call('SADD', ARGV[9], ARGV[10])
+  if ARGV[9] ~= '' then redis.call('SADD', ARGV[9], ARGV[10]) end
   redis.call('HSET', tkey, 'task_id', ARGV[8], 'state', 'open', 'done', 0, unpack(ARGV, 11))
   return lease(ARGV[8], tkey)
 end
@@ -383,6 +398,8 @@ class NewTask:
 
 # A task as the enqueue script takes it: id, project, item id, priority, needed, kind, body.
 QueuedTask = tuple[str, str, str, float, int, str, bytes]
+# A label event to publish with a routed batch: its project (which picks the shard), JSON.
+ProjectEvent = tuple[str, bytes]
 
 
 class Paused(Exception):
@@ -403,37 +420,75 @@ def _task(fields: dict[Any, Any]) -> dict[str, str]:
 
 
 class ScriptRunner:
-    """EVALSHA over one pipelining connection (:class:`shared.redislink.RedisLink`).
+    """EVALSHA over pipelining connections (:mod:`shared.redislink`): one connection on a
+    single Redis, one a master on a cluster (``ClusterLink``).
 
     The review API makes one script call a request and routing one a chunk; through
     redis-py's pool each call took a connection of its own and paid for a write task,
     a read timeout and a pure-Python packer, as much as the call itself. Calls made in
-    the same event-loop turn now go out in one write. A client that connects in a way
-    the link does not handle (TLS) falls back to redis-py's EVALSHA.
+    the same event-loop turn now go out in one write. ``pipelined=False``, or a client
+    that connects in a way the links do not handle (TLS), uses redis-py's EVALSHA (its
+    cluster client routes each call by its keys); ``loopwise bench cluster`` compares the
+    two on a cluster.
     """
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, *, pipelined: bool = True) -> None:
         self.client = client
+        self._link: RedisLink | None = None
+        self._cluster: ClusterLink | None = None
+        if not pipelined:
+            return
         try:
-            self._link: RedisLink | None = RedisLink(client)
+            if is_cluster_client(client):
+                self._cluster = ClusterLink(cast(RedisCluster, client))
+            else:
+                self._link = RedisLink(client)
         except Unsupported:
-            self._link = None
+            pass
+
+    async def _send(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        if self._cluster is not None:
+            return await self._cluster.execute(keys[0], "EVALSHA", script.sha, len(keys),
+                                               *keys, *args)
+        assert self._link is not None
+        return await self._link.execute("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def __call__(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
-        if self._link is None:
+        if self._link is None and (self._cluster is None or not keys):
             return await script(keys=keys, args=args)
         for attempt in (1, 2):
-            reply = await self._link.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+            reply = await self._send(script, keys, args)
             if not isinstance(reply, ResponseError):
                 return reply
             if attempt == 2 or not str(reply).startswith("NOSCRIPT"):
                 raise reply
-            await self.client.script_load(script.script)  # Redis restarted or was flushed
+            # Redis restarted, was flushed, or a replica took over (scripts are not
+            # replicated): load it again (on every master of a cluster).
+            await self.client.script_load(script.script)
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
         if self._link is not None:
             await self._link.aclose()
+        if self._cluster is not None:
+            await self._cluster.aclose()
+
+
+def project_key(name: str, project: str, shards: int, prefix: str = PREFIX) -> str:
+    """The router's key ``name`` of ``project`` (for the tests and benchmarks that look
+    at the router's keys as witnesses; the router itself goes through ReviewQueue)."""
+    return f"{prefix}{sharding.tag(sharding.shard_of(project, shards))}:{name}:{project}"
+
+
+def task_key_of(task_id: str, prefix: str = PREFIX) -> str:
+    shard = sharding.shard_of_task(task_id)
+    return f"{prefix}{sharding.tag(shard) if shard is not None else '{none}'}:task:{task_id}"
+
+
+def routed_task_id(prediction_event_id: str, project: str, shards: int) -> str:
+    """The id of the review task routing makes of a prediction."""
+    return sharding.task_id(sharding.shard_of(project, shards),
+                            stable_key("task", prediction_event_id))
 
 
 def _queue_name(kind: str) -> str:
@@ -448,9 +503,11 @@ def _now_ms() -> int:
 class ReviewQueue:
     def __init__(self, redis: aioredis.Redis, prefix: str = PREFIX, scan_limit: int = 200,
                  finished_ttl_ms: int = FINISHED_TTL_MS,
-                 dropped_ttl_ms: int = DROPPED_TTL_MS) -> None:
+                 dropped_ttl_ms: int = DROPPED_TTL_MS, shards: int = 1,
+                 pipelined: bool = True) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.shards = shards
         self.scan_limit = scan_limit
         self.finished_ttl_ms = finished_ttl_ms  # a finished task expires this long after
         self.dropped_ttl_ms = dropped_ttl_ms  # a dropped-task record leaves its list then
@@ -462,36 +519,61 @@ class ReviewQueue:
         self._observations = redis.register_script(_OBSERVATIONS)
         self._forget_items = redis.register_script(_FORGET_ITEMS)
         self._count_submit = redis.register_script(_COUNT_SUBMIT)
-        self._run = ScriptRunner(redis)
+        self._run = ScriptRunner(redis, pipelined=pipelined)
 
     async def aclose(self) -> None:
         await self._run.aclose()
 
+    # --- keys: every one carries its shard's hash tag ------------------------------
+    def shard_of(self, project: str) -> int:
+        return sharding.shard_of(project, self.shards)
+
+    def shard_prefix(self, shard: int | None) -> str:
+        """``loopwise:router:{k}:``; a task id that names no shard gets a prefix under
+        which no key exists (such a task is unknown)."""
+        return f"{self.prefix}{sharding.tag(shard) if shard is not None else '{none}'}:"
+
+    def project_prefix(self, project: str) -> str:
+        return self.shard_prefix(self.shard_of(project))
+
+    def key(self, name: str, project: str) -> str:
+        """A per-project key, ``loopwise:router:{k}:<name>:<project>``."""
+        return f"{self.project_prefix(project)}{name}:{project}"
+
+    def new_task_id(self, project: str, base: str) -> str:
+        """The id of a new task of ``project``: ``base`` after the project's shard."""
+        return sharding.task_id(self.shard_of(project), base)
+
+    def labels_stream(self, stream: str, shard: int) -> str:
+        """The shard of ``stream`` a script of that shard may XADD to (same slot)."""
+        return sharding.shard_stream(stream, shard)
+
     def queue_key(self, project: str, kind: str = "review") -> str:
-        return f"{self.prefix}{_queue_name(kind)}:{project}"
+        return self.key(_queue_name(kind), project)
 
     def leases_key(self, project: str, kind: str = "review") -> str:
         """The lease index a task's kind uses. Comparisons have their own: the next-task
         script puts a task whose lease lapsed back into the queue it was called for."""
-        if kind == "comparison":
-            return f"{self.prefix}leases:comparison:{project}"
-        return f"{self.prefix}leases:{project}"
+        return self.key("leases:comparison" if kind == "comparison" else "leases", project)
 
     def held_key(self, project: str, kind: str = "review") -> str:
         """Labeler -> the task of their newest lease from this queue (see ``_NEXT``); one
         per queue, so a held review task is never handed back to a call for another kind."""
-        return f"{self.prefix}held:{_queue_name(kind)}:{project}"
+        return self.key(f"held:{_queue_name(kind)}", project)
 
     def order_key(self, task_id: str) -> str:
         """labeler -> the order a comparison task's candidates were shown to them (JSON);
         expires with the task."""
-        return f"{self.prefix}task:{task_id}:order"
+        return f"{self.task_key(task_id)}:order"
 
     def task_key(self, task_id: str) -> str:
-        return f"{self.prefix}task:{task_id}"
+        return f"{self.shard_prefix(sharding.shard_of_task(task_id))}task:{task_id}"
 
     def dropped_key(self, project: str) -> str:
-        return f"{self.prefix}dropped:{project}"
+        return self.key("dropped", project)
+
+    def items_key(self, project: str) -> str:
+        return self.key("items", project)
 
     async def enqueue_many(self, tasks: list[NewTask], cap: int | dict[str, int] = 0,
                            kind: str = "review") -> tuple[int, Counter[str]]:
@@ -502,9 +584,11 @@ class ReviewQueue:
 
     async def enqueue_rows(self, tasks: list[QueuedTask], cap: int | dict[str, int] = 0,
                            kind: str = "review",
-                           labels: tuple[str, list[bytes]] | None = None
+                           labels: tuple[str, list[ProjectEvent]] | None = None
                            ) -> tuple[int, Counter[str]]:
-        """Add tasks, and XADD label events ``(stream, [json, ...])``, in one script call.
+        """Add tasks, and XADD label events ``(stream, [(project, json), ...])`` to their
+        project's shard of the stream, in one script call a shard (concurrent; on one
+        Redis they go out in one write).
 
         A known task id is left as it is (a redelivery adds nothing). With a cap, the
         queue keeps its most uncertain tasks and records the least uncertain ones it
@@ -513,7 +597,27 @@ class ReviewQueue:
         stream, events = labels or ("", [])
         if not tasks and not events:
             return 0, Counter()
-        args: list[Any] = [self.prefix, _queue_name(kind), _now_ms(), stream, self.finished_ttl_ms,
+        by_shard: dict[int, tuple[list[QueuedTask], list[bytes]]] = defaultdict(
+            lambda: ([], []))
+        for row in tasks:
+            by_shard[self.shard_of(row[1])][0].append(row)
+        for project, event in events:
+            by_shard[self.shard_of(project)][1].append(event)
+        calls = [self._enqueue_shard(shard, rows, cap, kind, stream, evs)
+                 for shard, (rows, evs) in by_shard.items()]
+        added, dropped = 0, Counter[str]()
+        for n, d in await asyncio.gather(*calls) if len(calls) > 1 else [await calls[0]]:
+            added += n
+            dropped.update(d)
+        return added, dropped
+
+    async def _enqueue_shard(self, shard: int, tasks: list[QueuedTask],
+                             cap: int | dict[str, int], kind: str, stream: str,
+                             events: list[bytes]) -> tuple[int, Counter[str]]:
+        name = _queue_name(kind)
+        prefix = self.shard_prefix(shard)
+        shard_stream = self.labels_stream(stream, shard) if events else ""
+        args: list[Any] = [prefix, name, _now_ms(), shard_stream, self.finished_ttl_ms,
                            self.dropped_ttl_ms, len(events), *events, len(tasks)]
         for row in tasks:
             args += row
@@ -523,7 +627,13 @@ class ReviewQueue:
         args.append(len(caps))
         for project, c in caps.items():
             args += (project, c)
-        added, dropped = await self._run(self._enqueue, [], args)
+        # Declared: the stream, the tasks named, each project's queue, index and drops.
+        keys = [shard_stream] if events else []
+        keys += [f"{prefix}task:{row[0]}" for row in tasks]
+        for project in sorted(projects):
+            keys += (f"{prefix}{name}:{project}", f"{prefix}items:{project}",
+                     f"{prefix}dropped:{project}")
+        added, dropped = await self._run(self._enqueue, keys, args)
         return int(added), +Counter(json.loads(dropped) or {})
 
     async def next(self, project: str, labeler: str, lease_seconds: int, kind: str = "review",
@@ -538,12 +648,15 @@ class ReviewQueue:
         ``Paused``. Returns (task id, lease expiry ms, task).
         """
         extra = [direct.task_id, *(remember or ("", "")), *direct.flat()] if direct else []
+        declared = [k for k in (paused_key, remember[0] if remember else "") if k]
+        if direct:
+            declared.append(self.task_key(direct.task_id))
         got = await self._run(
             self._next, [self.queue_key(project, kind), self.leases_key(project, kind),
                          self.held_key(project, kind), self.queue_key(project),
-                         self.queue_key(project, "adjudication")],
-            [labeler, _now_ms(), lease_seconds * 1000, self.scan_limit, self.prefix,
-             paused_key, self.finished_ttl_ms, *extra])
+                         self.queue_key(project, "adjudication"), *declared],
+            [labeler, _now_ms(), lease_seconds * 1000, self.scan_limit,
+             self.project_prefix(project), paused_key, self.finished_ttl_ms, *extra])
         if not got:
             return None
         if len(got) == 1:
@@ -557,8 +670,9 @@ class ReviewQueue:
         Standing: ``duplicate`` (with the event id), ``not_handed``, ``skipped``, ``on_time``
         or ``late``.
         """
+        prefix = self.shard_prefix(sharding.shard_of_task(task_id))
         task, standing, detail = await self._state(
-            keys=[], args=[self.prefix, task_id, labeler, _now_ms()])
+            keys=[self.task_key(task_id)], args=[prefix, task_id, labeler, _now_ms()])
         return _task(_pairs(task)) or None, _text(standing), _text(detail) or None
 
     async def task(self, task_id: str) -> dict[str, str] | None:
@@ -566,7 +680,7 @@ class ReviewQueue:
 
     async def task_of_item(self, project: str, item_id: str) -> dict[str, str] | None:
         """The latest task made for an item (its payload, for adjudication)."""
-        task_id = await self.redis.hget(f"{self.prefix}items:{project}", item_id)
+        task_id = await self.redis.hget(self.items_key(project), item_id)
         return await self.task(_text(task_id)) if task_id else None
 
     async def commit_submit(self, project: str, task_id: str, labeler: str, event_id: str,
@@ -588,18 +702,32 @@ class ReviewQueue:
         or ``not_handed``.
         """
         obs_key, obs_value, obs_max = observation or ("", "", 0)
+        prefix, queue, leases, tkey = self._task_keys(project, task_id, kind)
+        shard = sharding.shard_of_task(task_id)
+        if shard is None:  # an id that names no shard is no task of ours
+            return "not_handed", "", False
+        stream = self.labels_stream(stream, shard)
+        declared = [queue, leases, tkey, stream] + ([obs_key] if obs_key else [])
         got = await self._run(
-            self._submit, [self.queue_key(project, kind), self.leases_key(project, kind)],
-            [self.prefix, task_id, labeler, _now_ms(), event_id, stream, on_time_json,
+            self._submit, declared,
+            [prefix, task_id, labeler, _now_ms(), event_id, stream, on_time_json,
              late_json, obs_key, obs_value, obs_max, self.finished_ttl_ms])
         return _text(got[0]), _text(got[1]), _text(got[2]) == "1"
 
     async def skip(self, project: str, task_id: str, labeler: str, kind: str = "review") -> str:
-        got = await self._skip(
-            keys=[self.queue_key(project, kind), self.leases_key(project, kind)],
-            args=[self.prefix, task_id, labeler, self.finished_ttl_ms],
-        )
+        prefix, queue, leases, tkey = self._task_keys(project, task_id, kind)
+        got = await self._skip(keys=[queue, leases, tkey],
+                               args=[prefix, task_id, labeler, self.finished_ttl_ms])
         return _text(got)
+
+    def _task_keys(self, project: str, task_id: str, kind: str
+                   ) -> tuple[str, str, str, str]:
+        """(prefix, queue, leases, task key) in the slot the task id names, which is its
+        project's (the one it was made in, should the shard count ever change)."""
+        prefix = self.shard_prefix(sharding.shard_of_task(task_id))
+        leases = "leases:comparison" if kind == "comparison" else "leases"
+        return (prefix, f"{prefix}{_queue_name(kind)}:{project}", f"{prefix}{leases}:{project}",
+                f"{prefix}task:{task_id}")
 
     async def observations_since(self, key: str, seen: int, limit: int
                                  ) -> tuple[int, list[bytes]]:
@@ -612,18 +740,21 @@ class ReviewQueue:
         """Remove the item-index entries (every project's) whose task has expired, a
         chunk of HSCAN at a time; how many went."""
         removed = 0
-        async for key in self.redis.scan_iter(match=f"{self.prefix}items:*", count=chunk):
+        async for raw_key in self.redis.scan_iter(match=f"{self.prefix}{{*}}:items:*",
+                                                  count=chunk):
+            key = _text(raw_key)
+            prefix = key[:key.index("}:") + 2]  # the shard's tagged prefix
             cursor = None
             while cursor != 0:
                 cursor, pairs = await self.redis.hscan(key, cursor or 0, count=chunk)
                 if isinstance(pairs, dict) and pairs:  # (a list only with NOVALUES)
                     flat = [x for pair in pairs.items() for x in pair]
                     removed += int(await self._forget_items(keys=[key],
-                                                            args=[self.prefix, *flat]))
+                                                            args=[prefix, *flat]))
         return removed
 
     def progress_key(self, project: str, labeler: str, day: date) -> str:
-        return f"{self.prefix}progress:{project}:{labeler}:{day.isoformat()}"
+        return self.key("progress", f"{project}:{labeler}:{day.isoformat()}")
 
     async def count_submit(self, project: str, labeler: str, at: datetime) -> None:
         """Count a recorded submit in the labeler's quarter-hour bucket (progress.py)."""

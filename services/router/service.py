@@ -61,7 +61,7 @@ from .progress import (
     labeled_since,
     waiting,
 )
-from .queue import PREFIX, NewTask, Paused, QueuedTask, ReviewQueue
+from .queue import NewTask, Paused, ProjectEvent, QueuedTask, ReviewQueue, routed_task_id
 from .recalibration import (
     BLIND,
     CONFIDENCE,
@@ -191,7 +191,8 @@ class RouterService:
         self.redis = runtime.bus.redis
         self.queue = ReviewQueue(
             self.redis, finished_ttl_ms=self.settings.task_retention_seconds * 1000,
-            dropped_ttl_ms=self.settings.dropped_task_retention_seconds * 1000)
+            dropped_ttl_ms=self.settings.dropped_task_retention_seconds * 1000,
+            shards=self.settings.shards)
         self.rng = random.Random()
         self._settings = RefreshingCache(self._load_settings, SETTINGS_CACHE_SECONDS)
         self._gold = RefreshingCache(self._load_gold, GOLD_CACHE_SECONDS)
@@ -225,7 +226,7 @@ class RouterService:
         """Declared (settings kept from ``loopwise:projects``) or with data here: a label
         seen in its predictions, a task, gold items (shared.auth.require_known)."""
         names = ("settings", "options", "model", "gold")
-        keys = [self._key(name, project) for name in names] + [f"{PREFIX}items:{project}"]
+        keys = [self._key(name, project) for name in names] + [self.queue.items_key(project)]
         return bool(await self.redis.exists(*keys))
 
     async def stop(self) -> None:
@@ -255,9 +256,9 @@ class RouterService:
                 await self.recalibrate(project)
 
     # --- keys -------------------------------------------------------------------
-    @staticmethod
-    def _key(name: str, project: str) -> str:
-        return f"{PREFIX}{name}:{project}"
+    def _key(self, name: str, project: str) -> str:
+        """A router key of the project, in its shard's slot (``ReviewQueue.key``)."""
+        return self.queue.key(name, project)
 
     # --- settings (owned by the labels service), policy and calibration -------------
     async def on_settings(self, batch: list[Delivery[ProjectSettingsChanged]]) -> None:
@@ -424,9 +425,9 @@ class RouterService:
                 pipe.set(self._key("model", project), versions[project])
                 self._model_written[project] = versions[project]
             if fresh_labels:
-                asked.append((project, len(pipe.command_stack)))  # where its reply will be
+                asked.append((project, len(pipe)))  # where its reply will be
                 pipe.smembers(self._key("options", project))
-        if pipe.command_stack:
+        if len(pipe):
             replies = await pipe.execute()
             for project, at in asked:
                 self._options.put(project, LabelOptions.of(replies[at]))
@@ -452,7 +453,7 @@ class RouterService:
         neither) before the batch is acknowledged."""
         contexts = await self._batch_context(batch)
         caps = {p: c.policy.queue_cap for p, c in contexts.items()}
-        auto_labels: list[bytes] = []
+        auto_labels: list[ProjectEvent] = []
         tasks: list[QueuedTask] = []
         writes: list[asyncio.Future] = []
         decisions: Counter[tuple[str, str]] = Counter()
@@ -467,8 +468,8 @@ class RouterService:
                      "payload": pred.payload})
             decision = route(pred, ctx.threshold, ctx.audit_rate)
             if decision.auto_accept and decision.label is not None:
-                auto_labels.append(
-                    ctx.auto_label(pred, event_id, decision.label, decision.confidence))
+                auto_labels.append((pred.project, ctx.auto_label(
+                    pred, event_id, decision.label, decision.confidence)))
                 decisions[(pred.project, "auto")] += 1
             else:
                 shown = present(ctx.policy, pred.probs, ctx.options, decision.audit)
@@ -485,7 +486,8 @@ class RouterService:
                     "prelabel": shown.prelabel or "", "audit": "1" if decision.audit else "0",
                     "audit_rate": ctx.audit_rate_text,
                 })
-                tasks.append((stable_key("task", event_id), pred.project, pred.item_id,
+                tasks.append((routed_task_id(event_id, pred.project, self.queue.shards),
+                              pred.project, pred.item_id,
                               decision.priority, ctx.policy.overlap, "review", body))
                 decisions[(pred.project, "audit" if decision.audit else "review")] += 1
             if i % WRITE_CHUNK == 0 or i == len(batch):
@@ -526,7 +528,8 @@ class RouterService:
                     await self.redis.srem(key, event.labeler_id)
             elif isinstance(event, AdjudicationRequestEvent):
                 payload = await self._payload_of(event.project, event.item_id)
-                task_id = str(stable_id("adjudication", str(event.event_id)))
+                task_id = self.queue.new_task_id(
+                    event.project, str(stable_id("adjudication", str(event.event_id))))
                 task = ReviewTask(
                     task_id=task_id, project=event.project, item_id=event.item_id,
                     kind="adjudication", mode=ReviewMode.adjudication,
@@ -598,7 +601,8 @@ class RouterService:
         item = pick_gold(self.rng, fresh)
         shown = gold_showing(item, policy, options, self.rng)
         nonce = f"{time.time_ns()}"
-        task_id = str(stable_id("task", "gold", project, item.item_id, labeler, nonce))
+        task_id = self.queue.new_task_id(
+            project, str(stable_id("task", "gold", project, item.item_id, labeler, nonce)))
         task = ReviewTask(
             task_id=task_id, project=project, item_id=item.item_id, kind="gold",
             mode=ReviewMode(shown.mode), options=shown.options,
@@ -814,7 +818,8 @@ class RouterService:
         for d in batch:
             event = d.event
             policy = await self.policy(event.project)
-            task_id = stable_key("comparison", event.project, event.comparison_id)
+            task_id = self.queue.new_task_id(
+                event.project, stable_key("comparison", event.project, event.comparison_id))
             task = ReviewTask(
                 task_id=task_id, project=event.project, item_id=event.comparison_id,
                 kind="comparison", mode=ReviewMode.comparison, options=[],

@@ -40,6 +40,20 @@ SELECTED_PREFIX = "loopwise:scorer:selected:"
 LABELS_PAGE = 100_000  # current labels read from the labels service per call
 HISTORY_PAGE = 50_000  # label events read from the labels service per call
 SCHEDULE_TICK_SECONDS = 5.0
+# Replicas share the count of new labels towards a retrain (each sees a share of the
+# labels), and a model one replica trained is served by the others within this long.
+RETRAIN_PREFIX = "loopwise:scorer:new-labels:"
+MODEL_CHECK_SECONDS = 5.0
+TRAINING_PREFIX = "loopwise:scorer:training:"
+TRAINING_LEASE_SECONDS = 600.0  # longer than any training; lapses if the trainer dies
+COUNT_TOWARDS_RETRAIN = """
+local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+if n >= tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[1], 0)
+  return 1
+end
+return 0
+"""
 
 
 def holdout_accuracy(inputs: list, labels: list[str], kind: str) -> float | None:
@@ -61,7 +75,8 @@ class ScorerService:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.models: dict[str, TrainedModel | None] = {}
-        self.new_labels: Counter[str] = Counter()
+        self._model_checked: dict[str, float] = {}  # project -> when the store was asked
+        self._count_towards_retrain = runtime.bus.redis.register_script(COUNT_TOWARDS_RETRAIN)
         self.locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.reward_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._keep_newest = runtime.bus.redis.register_script(KEEP_NEWEST)
@@ -126,9 +141,19 @@ class ScorerService:
             await self.select(project, config.select_budget)
 
     async def model_for(self, project: str) -> TrainedModel | None:
-        if project not in self.models:
-            async with self.runtime.engine.connect() as conn:
+        """The project's newest model; asked of the store at most every
+        ``MODEL_CHECK_SECONDS``, so a model another replica trained is served here too."""
+        now = asyncio.get_running_loop().time()
+        if now - self._model_checked.get(project, -MODEL_CHECK_SECONDS) < MODEL_CHECK_SECONDS:
+            return self.models.get(project)
+        async with self.runtime.engine.connect() as conn:
+            newest = await store.latest_model_version(conn, project)
+            cached = self.models.get(project)
+            if newest is None:
+                self.models[project] = None
+            elif cached is None or cached.version != newest:
                 self.models[project] = await store.latest_model(conn, project)
+        self._model_checked[project] = now
         return self.models[project]
 
     # --- stream -----------------------------------------------------------------
@@ -201,14 +226,17 @@ class ScorerService:
         ]
 
     async def on_labels(self, batch: list[Delivery[LabelEvent]]) -> None:
-        """Count new non-auto labels; retrain a project once enough have arrived."""
-        for d in batch:
-            # A preference trains the reward model, not the classifier.
-            if d.event.source is not LabelSource.auto and d.event.preference is None:
-                self.new_labels[d.event.project] += 1
-        for project, n in list(self.new_labels.items()):
-            if n >= self.runtime.settings.retrain_every and not self.locks[project].locked():
-                self.new_labels[project] = 0
+        """Count new non-auto labels; retrain a project once enough have arrived. The
+        count is kept in Redis, shared by the replicas that each read a share of them;
+        the one whose labels reach the threshold retrains."""
+        # A preference trains the reward model, not the classifier.
+        counts = Counter(d.event.project for d in batch
+                         if d.event.source is not LabelSource.auto and d.event.preference is None)
+        for project, n in counts.items():
+            due = await self._count_towards_retrain(
+                keys=[f"{RETRAIN_PREFIX}{project}"],
+                args=[n, self.runtime.settings.retrain_every])
+            if due and not self.locks[project].locked():
                 self.runtime.supervisor.spawn("retrain", self._retrain(project))
 
     async def _retrain(self, project: str) -> None:
@@ -241,7 +269,13 @@ class ScorerService:
     # --- model lifecycle ----------------------------------------------------------
     async def train(self, project: str) -> dict[str, Any]:
         """Train on the project's current labels and make the result the serving model."""
-        async with self.locks[project]:
+        # One training of a project at a time across the replicas as well: two would
+        # count the same models and both name theirs ``<project>-v<n+1>``.
+        across = self.runtime.bus.redis.lock(f"{TRAINING_PREFIX}{project}",
+                                             timeout=TRAINING_LEASE_SECONDS,
+                                             blocking_timeout=TRAINING_LEASE_SECONDS,
+                                             thread_local=False)
+        async with self.locks[project], across:
             config = await self.config(project)
             current, label_set_version = await self.current_labels(project, config.include_auto)
             gold = await self._gold(project)
@@ -268,6 +302,7 @@ class ScorerService:
             async with self.runtime.engine.begin() as conn:
                 await store.save_model(conn, project, model, len(labels), model_metrics)
             self.models[project] = model
+            self._model_checked[project] = asyncio.get_running_loop().time()
             await self.runtime.bus.publish(streams.MODELS, [ModelTrainedEvent(
                 event_id=stable_id("model", version), project=project, model_version=version,
                 label_set=label_set, strategy=config.strategy, metrics=model_metrics)])

@@ -86,6 +86,18 @@ async def latest_model(conn: AsyncConnection, project: str) -> TrainedModel | No
     return loads(row.version, row.blob) if row else None
 
 
+async def latest_model_version(conn: AsyncConnection, project: str) -> str | None:
+    """The newest model's version alone (no blob): cheap enough to ask every few seconds."""
+    return (
+        await conn.execute(
+            select(models.c.version)
+            .where(models.c.project == project)
+            .order_by(desc(models.c.created_at))
+            .limit(1)
+        )
+    ).scalar()
+
+
 async def next_version(conn: AsyncConnection, project: str) -> str:
     n = (await conn.execute(select(func.count()).where(models.c.project == project))).scalar_one()
     return f"{project}-v{n + 1}"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import re
+from typing import Any
 
 from alembic import context
 from sqlalchemy.engine import Connection
@@ -20,11 +22,22 @@ for module in TABLE_MODULES:
 
 config = context.config
 target_metadata = metadata
+# The hash partitions of the label store (migration 0008) are PostgreSQL's, not tables
+# of the metadata: autogenerate must not propose dropping them.
+PARTITION = re.compile(r"^(label_events|label_version_changes)_p\d\d(_.*)?$")
+
+
+def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+                   ) -> bool:
+    table = getattr(obj, "table", obj) if type_ == "index" else obj
+    table_name = getattr(table, "name", name) or ""
+    return not (reflected and PARTITION.match(table_name))
 
 
 def run_migrations_offline() -> None:
     context.configure(
-        url=config.get_main_option("sqlalchemy.url"), target_metadata=metadata, literal_binds=True
+        url=config.get_main_option("sqlalchemy.url"), target_metadata=metadata, literal_binds=True,
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -35,6 +48,7 @@ def _run(connection: Connection) -> None:
         connection=connection,
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()

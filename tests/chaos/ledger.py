@@ -30,9 +30,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.labels.tables import label_events
-from services.router.queue import PREFIX
-from shared import streams
+from services.router.queue import routed_task_id, task_key_of
+from shared import sharding, streams
 from shared.events import stable_key
+from shared.redisconn import connect
+from shared.settings import Settings
 
 AUTO_CONFIDENCE = 0.95  # above the default fixed threshold (0.9): an auto label
 REVIEW_CONFIDENCE = 0.6  # below it: a review task
@@ -69,6 +71,10 @@ class Producer:
     items: list[Prediction]
     rate: float
     chunk: int = 100
+    stream: str = streams.PREDICTIONS
+    # On a Redis Cluster (asynchronous replication) a chunk counts as sent once this many
+    # replicas have it (WAIT), else it is sent again: a failover cannot lose it.
+    replicas: int = 0
     acked: int = 0  # predictions Redis acknowledged
     acked_at: list[float] = field(default_factory=list)  # monotonic time, per chunk
     resent: int = 0  # chunks sent again after an error
@@ -81,7 +87,7 @@ class Producer:
             await self._progress.wait()
 
     async def run(self) -> None:
-        redis = aioredis.from_url(self.redis_url, socket_timeout=5)
+        redis = connect(self.redis_url, socket_timeout=5)
         started = time.monotonic()
         try:
             for start in range(0, len(self.items), self.chunk):
@@ -92,8 +98,12 @@ class Producer:
                     try:
                         pipe = redis.pipeline(transaction=False)
                         for w in wires:
-                            pipe.xadd(streams.PREDICTIONS, {"data": w})
+                            pipe.xadd(self.stream, {"data": w})
                         await pipe.execute()
+                        if self.replicas and await redis.execute_command(  # type: ignore[call-arg]
+                                "WAIT", self.replicas, 2000,
+                                target_nodes=redis.get_node_from_key(self.stream)) < self.replicas:
+                            raise RedisError("not yet on a replica")
                         break
                     except (RedisError, OSError):
                         self.resent += 1
@@ -203,10 +213,12 @@ async def account(redis: aioredis.Redis, engine: AsyncEngine, project: str,
                   submitted: dict[str, str] | None = None,
                   groups: tuple[tuple[str, str], ...] = (
                       (streams.PREDICTIONS, streams.GROUP_ROUTER),
-                      (streams.LABELS, streams.GROUP_LABELS))) -> Accounting:
+                      (streams.LABELS, streams.GROUP_LABELS)),
+                  shards: int | None = None) -> Accounting:
     """Where every prediction ended up. ``exactly_once``: each must be one auto label or
     one task; ``at_most_once``: may be gone (Redis lost it) but never twice."""
     submitted = submitted or {}
+    shards = shards or Settings().shards
     everything = [*exactly_once, *at_most_once]
     acct = Accounting(expected=len(everything))
     async with engine.connect() as conn:
@@ -227,7 +239,7 @@ async def account(redis: aioredis.Redis, engine: AsyncEngine, project: str,
     acct.auto_twice = sorted(i for i, n in auto_items.items() if n > 1)
     pipe = redis.pipeline(transaction=False)
     for p in everything:
-        pipe.exists(f"{PREFIX}task:{stable_key('task', p.event_id)}")
+        pipe.exists(task_key_of(routed_task_id(p.event_id, project, shards)))
     queued = [bool(x) for x in await pipe.execute()] if everything else []
     acct.tasks = sum(queued)
     known_auto = set()
@@ -246,7 +258,10 @@ async def account(redis: aioredis.Redis, engine: AsyncEngine, project: str,
     acct.submits = sum(1 for key in submitted.items() if human.get(key))
     acct.submits_missing = sorted(t for t, who in submitted.items() if not human.get((t, who)))
     acct.submits_twice = sorted(f"{t}|{who}" for (t, who), n in human.items() if n > 1)
-    for stream, group in groups:
+    named = [(name, group) for stream, group in groups
+             for name in (sharding.every_stream(stream, shards)
+                          if stream in streams.SHARDED else [stream])]
+    for stream, group in named:
         try:
             last = (await redis.xinfo_stream(stream))["last-generated-id"]
             info = {g["name"].decode(): g for g in await redis.xinfo_groups(stream)}

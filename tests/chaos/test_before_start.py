@@ -7,8 +7,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
-import redis.asyncio as aioredis
 
+from shared.redisconn import connect
 from tests.chaos.conftest import chaos_settings, start_services
 from tests.chaos.ledger import Producer, predictions, settle
 
@@ -22,7 +22,7 @@ async def test_predictions_posted_before_the_services_start_are_all_routed(
     project = f"early-{uuid.uuid4().hex[:8]}"
     items = predictions(EARLY, auto_share=0.5, seed=13)
     await Producer(chaos.redis_url, project, items, rate=1e9, chunk=500).run()
-    redis = aioredis.from_url(chaos.redis_url)
+    redis = connect(chaos.redis_url)
     assert await redis.xinfo_groups("loopwise:predictions") == []  # nobody consumes yet
     group = start_services(chaos, "router", "labels")
     try:

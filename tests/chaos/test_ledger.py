@@ -9,9 +9,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from services.labels.store import append_events
-from services.router.queue import PREFIX
+from services.router.queue import routed_task_id, task_key_of
 from shared import streams
 from shared.events import LabelEvent, stable_key
+from shared.settings import Settings
 from tests.chaos.ledger import account, predictions
 
 pytestmark = pytest.mark.integration
@@ -32,7 +33,8 @@ async def test_the_accounting_names_lost_doubled_and_pending_predictions(
             await append_events(conn, [auto_label(fine_auto), auto_label(both),
                                        auto_label(misrouted)])
         for p in (fine_task, both):
-            await redis.hset(f"{PREFIX}task:{stable_key('task', p.event_id)}", "state", "open")
+            await redis.hset(task_key_of(routed_task_id(p.event_id, project, Settings().shards)),
+                             "state", "open")
         await redis.xadd(streams.PREDICTIONS, {"data": "{}"})
         await redis.xgroup_create(streams.PREDICTIONS, streams.GROUP_ROUTER, id="0")
         items = [p.__class__(p.event_id, p.item_id, auto=p is fine_auto)

@@ -18,13 +18,13 @@ import uuid
 
 import orjson
 import pytest
-import redis.asyncio as aioredis
 from sqlalchemy import func, select
 
 from services.labels.tables import label_events
 from shared import streams
 from shared.db import make_engine
 from shared.events import LabelEvent
+from shared.redisconn import connect
 from shared.wire import encode_event
 from tests.chaos.conftest import chaos_settings, metric, readiness, start_services
 from tests.helpers import wait_for
@@ -43,7 +43,7 @@ async def test_labels_survive_a_postgresql_outage(private_redis, private_postgre
                          labeler_id="alice", source="human", mode="blind")
               for n in range(LABELS)]
     group = start_services(settings, "labels")
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect(settings.redis_url)
     engine = make_engine(settings.database_url)
     try:
         batches_before = metric(settings, "labels", HANDLER_BATCHES, service="labels",
@@ -137,7 +137,7 @@ async def test_a_60_s_postgresql_outage_mid_stream_loses_no_prediction(
     project = f"outage60-{uuid.uuid4().hex[:8]}"
     items = predictions(MIDSTREAM_PREDICTIONS, auto_share=0.5, seed=60)
     group = start_services(settings, "router", "labels")
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect(settings.redis_url)
     engine = make_engine(settings.database_url)
     tokens = {f"rev{n}": await create_token(engine, f"rev{n}", "labeler", project)
               for n in range(4)}

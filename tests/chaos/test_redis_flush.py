@@ -7,12 +7,12 @@ from __future__ import annotations
 import uuid
 
 import pytest
-import redis.asyncio as aioredis
 from sqlalchemy import func, select
 
 from services.labels.tables import label_events
 from shared import streams
 from shared.events import LabelEvent
+from shared.redisconn import connect
 from shared.wire import encode_event
 from tests.chaos.conftest import chaos_settings, metric, readiness, start_services
 from tests.helpers import wait_for
@@ -25,7 +25,7 @@ async def test_consumers_recover_when_redis_comes_back_empty(private_redis, sett
     chaos = chaos_settings(private_redis.url, settings.database_url)
     project = f"flush-{uuid.uuid4().hex[:8]}"
     group = start_services(chaos, "labels", "quality")
-    redis = aioredis.from_url(chaos.redis_url)
+    redis = connect(chaos.redis_url)
 
     async def post(items: range) -> None:
         pipe = redis.pipeline(transaction=False)

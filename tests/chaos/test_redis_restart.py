@@ -22,9 +22,9 @@ import time
 import uuid
 
 import pytest
-import redis.asyncio as aioredis
 
 from shared.auth import create_token
+from shared.redisconn import connect
 from tests.chaos.conftest import PORT_BASE, PrivateRedis, chaos_settings, metric, start_services
 from tests.chaos.ledger import Producer, Reviewers, predictions, settle
 
@@ -64,7 +64,7 @@ async def test_nothing_is_lost_when_redis_with_aof_is_killed_and_restarted(
     project = f"aof-{uuid.uuid4().hex[:8]}"
     items = predictions(PREDICTIONS, auto_share=0.5, seed=46)
     group = start_services(chaos, "router", "labels")
-    redis = aioredis.from_url(chaos.redis_url)
+    redis = connect(chaos.redis_url)
     tokens = {f"rev{n}": await create_token(engine, f"rev{n}", "labeler", project)
               for n in range(4)}
     producer = Producer(chaos.redis_url, project, items, rate=RATE)
@@ -94,7 +94,7 @@ async def test_predictions_after_redis_comes_back_empty_are_all_routed(
     project = f"empty-{uuid.uuid4().hex[:8]}"
     items = predictions(PREDICTIONS, auto_share=0.5, seed=47)
     group = start_services(chaos, "router", "labels")
-    redis = aioredis.from_url(chaos.redis_url)
+    redis = connect(chaos.redis_url)
     producer = Producer(chaos.redis_url, project, items, rate=RATE)
     try:
         _, (killed, back) = await asyncio.gather(

@@ -20,10 +20,10 @@ import time
 import uuid
 
 import pytest
-import redis.asyncio as aioredis
 
 from shared.auth import create_token
 from shared.db import make_engine
+from shared.redisconn import connect
 from tests.chaos.conftest import chaos_settings, start_services
 from tests.chaos.ledger import Producer, Reviewers, predictions, settle
 
@@ -46,7 +46,7 @@ async def test_sigkill_router_and_labels_five_times_each(private_redis, private_
     print(f"\nseed {seed}: kills {list(zip(victims, [f'{m:.0%}' for m in moments], strict=True))}")
 
     engine = make_engine(settings.database_url)
-    redis = aioredis.from_url(settings.redis_url)
+    redis = connect(settings.redis_url)
     group = start_services(settings, "router", "labels")
     tokens = {f"rev{n}": await create_token(engine, f"rev{n}", "labeler", project)
               for n in range(REVIEWERS)}

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from services.labels.app import create_app
 from services.labels.labelstudio import parse_export
@@ -421,3 +422,22 @@ async def test_stream_labels_outside_the_schema_are_deadlettered(app, world, red
     async with http(app, world["root"]) as root:
         labels = (await root.get(f"/v1/projects/{plain}/labels")).json()["labels"]
     assert {r["item_id"] for r in labels} == {"6141", "s1"}
+
+
+async def test_a_batch_mixing_new_and_redelivered_labels_counts_only_the_new(app, world):
+    plain = world["projects"]["plain"]
+    service = app.state.service
+
+    def stored() -> float:
+        return REGISTRY.get_sample_value("loopwise_labels_stored_total",
+                                         {"project": plain, "source": "human"}) or 0.0
+
+    first, second = (LabelEvent(project=plain, item_id=f"m{n}", label="cat", labeler_id="amy",
+                                source="human", mode="blind") for n in (1, 2))
+    before = stored()
+    await service.on_labels([Delivery("2-1", first)])
+    assert stored() == before + 1
+    await service.on_labels([Delivery("2-1", first), Delivery("2-2", second)])  # a redelivery
+    assert stored() == before + 2
+    await service.on_labels([Delivery("2-2", second)])
+    assert stored() == before + 2

@@ -16,8 +16,10 @@ from sqlalchemy import select
 
 from services.labels.tables import label_events
 from services.quality.service import QualityService
+from services.router.queue import project_key
 from shared import streams
 from shared.events import LabelEvent
+from shared.settings import Settings
 from shared.wire import encode_event
 from tests.helpers import client, groups_idle, metrics_text, token, wait_for
 
@@ -183,7 +185,7 @@ async def test_a_rubber_stamper_is_flagged_paused_and_their_labels_sent_for_re_r
     assert f'loopwise_gold_catch_rate{{labeler="stamper",project="{project}"}} 0.0' in text
 
     # The router heard the flag and paused the stamper.
-    paused_key = f"loopwise:router:paused:{project}"
+    paused_key = project_key("paused", project, Settings().shards)
     await groups_idle(redis, (streams.QUALITY, streams.GROUP_ROUTER))
     assert await redis.sismember(paused_key, "stamper")
 

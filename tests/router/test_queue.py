@@ -10,8 +10,8 @@ from services.router.queue import NewTask, Paused, ReviewQueue
 pytestmark = pytest.mark.integration
 
 
-def _task(project: str, priority: float, needed: int = 1) -> NewTask:
-    tid = str(uuid.uuid4())
+def _task(queue: ReviewQueue, project: str, priority: float, needed: int = 1) -> NewTask:
+    tid = queue.new_task_id(project, str(uuid.uuid4()))
     return NewTask(tid, project, f"item-{tid[:6]}", priority, needed, {"payload": "null",
                                                                        "probs": "{}"})
 
@@ -22,13 +22,18 @@ async def _commit(queue: ReviewQueue, project: str, task_id: str, who: str, even
                                      f'{{"event_id": "{event_id}"}}')
 
 
-@pytest.fixture
-def queue(redis) -> ReviewQueue:
-    return ReviewQueue(redis, prefix=f"test:{uuid.uuid4().hex[:8]}:")
+@pytest.fixture(params=[1, 3], ids=["one-shard", "three-shards"])
+def queue(redis, request) -> ReviewQueue:
+    return ReviewQueue(redis, prefix=f"test:{uuid.uuid4().hex[:8]}:", shards=request.param)
+
+
+def _published(queue: ReviewQueue, stream: str, project: str) -> str:
+    """The shard of ``stream`` the project's submits are published to."""
+    return queue.labels_stream(stream, queue.shard_of(project))
 
 
 async def test_most_uncertain_first_and_redelivery_adds_nothing(queue, project):
-    low, high = _task(project, 0.1), _task(project, 0.9)
+    low, high = _task(queue, project, 0.1), _task(queue, project, 0.9)
     assert (await queue.enqueue_many([low, high]))[0] == 2
     assert (await queue.enqueue_many([low]))[0] == 0
     first = await queue.next(project, "alice", 60)
@@ -42,7 +47,7 @@ async def test_most_uncertain_first_and_redelivery_adds_nothing(queue, project):
 async def test_a_live_lease_is_handed_back_until_submitted_skipped_or_expired(queue, project):
     """A reload (a second next without an answer) gets the held task back with its lease
     unchanged, instead of hiding it for the lease's length and leasing another."""
-    a, b, c = _task(project, 0.9), _task(project, 0.5), _task(project, 0.1)
+    a, b, c = _task(queue, project, 0.9), _task(queue, project, 0.5), _task(queue, project, 0.1)
     await queue.enqueue_many([a, b, c])
     held = await queue.next(project, "alice", 60)
     again = await queue.next(project, "alice", 60)
@@ -55,14 +60,14 @@ async def test_a_live_lease_is_handed_back_until_submitted_skipped_or_expired(qu
     assert await queue.next(project, "alice", 60) is None  # nothing is handed back after a skip
     await _commit(queue, project, b.task_id, "bob", "e-b")
     assert (await queue.next(project, "carol", 1))[0] == c.task_id
-    d = _task(project, 0.3)
+    d = _task(queue, project, 0.3)
     await queue.enqueue_many([d])
     await asyncio.sleep(1.1)  # carol's lease runs out: she is given the next task, not c again
     assert (await queue.next(project, "carol", 60))[0] == d.task_id
 
 
 async def test_overlap_hands_a_task_to_distinct_labelers_only(queue, project):
-    t = _task(project, 0.5, needed=3)
+    t = _task(queue, project, 0.5, needed=3)
     await queue.enqueue_many([t])
     assert (await queue.next(project, "alice", 60))[0] == t.task_id
     assert (await _commit(queue, project, t.task_id, "alice", "e-alice"))[0] == "recorded"
@@ -79,7 +84,7 @@ async def test_overlap_hands_a_task_to_distinct_labelers_only(queue, project):
 
 
 async def test_expired_lease_returns_the_task_and_late_submit_is_accepted_once(queue, project):
-    t = _task(project, 0.5)
+    t = _task(queue, project, 0.5)
     await queue.enqueue_many([t])
     await queue.next(project, "alice", 1)
     await asyncio.sleep(1.1)
@@ -92,7 +97,7 @@ async def test_expired_lease_returns_the_task_and_late_submit_is_accepted_once(q
 
 
 async def test_submit_requires_having_been_handed_the_task(queue, project):
-    t = _task(project, 0.5)
+    t = _task(queue, project, 0.5)
     await queue.enqueue_many([t])
     task, standing, _ = await queue.task_with_state(t.task_id, "mallory")
     assert task["item_id"] == t.item_id and standing == "not_handed"
@@ -100,7 +105,7 @@ async def test_submit_requires_having_been_handed_the_task(queue, project):
 
 
 async def test_skip_returns_the_task_to_others_not_to_the_skipper(queue, project):
-    t = _task(project, 0.5)
+    t = _task(queue, project, 0.5)
     await queue.enqueue_many([t])
     await queue.next(project, "alice", 60)
     assert await queue.skip(project, t.task_id, "alice") == "skipped"
@@ -110,7 +115,7 @@ async def test_skip_returns_the_task_to_others_not_to_the_skipper(queue, project
 
 
 async def test_concurrent_pulls_never_hand_one_slot_twice(queue, project):
-    tasks = [_task(project, i / 100) for i in range(50)]
+    tasks = [_task(queue, project, i / 100) for i in range(50)]
     await queue.enqueue_many(tasks)
     got = await asyncio.gather(*(queue.next(project, f"u{i}", 60) for i in range(80)))
     handed = [g[0] for g in got if g]
@@ -118,7 +123,7 @@ async def test_concurrent_pulls_never_hand_one_slot_twice(queue, project):
 
 
 async def test_a_full_queue_keeps_the_most_uncertain_and_records_what_it_dropped(queue, project):
-    tasks = [_task(project, p) for p in (0.5, 0.1, 0.9, 0.3, 0.7)]
+    tasks = [_task(queue, project, p) for p in (0.5, 0.1, 0.9, 0.3, 0.7)]
     added, dropped = await queue.enqueue_many(tasks, cap=3)
     assert added == 5 and dropped == {project: 2}
     kept = [(await queue.next(project, f"u{i}", 60))[0] for i in range(3)]
@@ -129,7 +134,7 @@ async def test_a_full_queue_keeps_the_most_uncertain_and_records_what_it_dropped
 
 
 async def test_a_direct_task_is_handed_out_by_the_same_script_and_never_requeued(queue, project):
-    gold = _task(project, 0.0)
+    gold = _task(queue, project, 0.0)
     gold.fields["kind"] = "gold"
     got = await queue.next(project, "alice", 1, direct=gold)
     assert got[0] == gold.task_id
@@ -139,14 +144,14 @@ async def test_a_direct_task_is_handed_out_by_the_same_script_and_never_requeued
 
 
 async def test_a_submission_publishes_its_event_once_with_its_observation(queue, redis, project):
-    t = _task(project, 0.5)
+    t = _task(queue, project, 0.5)
     await queue.enqueue_many([t])
     await queue.next(project, "alice", 60)
-    stream, observations = f"{queue.prefix}labels", f"{queue.prefix}obs"
+    stream, observations = f"{queue.prefix}labels", queue.key("obs", project)
     for _ in range(2):  # a retried submit publishes nothing more
         await queue.commit_submit(project, t.task_id, "alice", "e1", stream, '{"n": 1}',
                                   observation=(observations, "0.6|1|1.0", 10))
-    entries = await redis.xrange(stream)
+    entries = await redis.xrange(_published(queue, stream, project))
     assert [e[1][b"data"] for e in entries] == [b'{"n": 1}']
     assert await redis.lrange(observations, 0, -1) == [b"0.6|1|1.0"]
     # A reader takes in only what it has not seen, and everything after a reset.
@@ -161,8 +166,8 @@ async def test_a_submission_publishes_its_event_once_with_its_observation(queue,
 
 
 async def test_a_paused_labeler_gets_no_task(queue, redis, project):
-    await queue.enqueue_many([_task(project, 0.5)])
-    paused = f"{queue.prefix}paused:{project}"
+    await queue.enqueue_many([_task(queue, project, 0.5)])
+    paused = queue.key("paused", project)
     await redis.sadd(paused, "mallory")
     with pytest.raises(Paused):
         await queue.next(project, "mallory", 60, paused_key=paused)
@@ -171,7 +176,7 @@ async def test_a_paused_labeler_gets_no_task(queue, redis, project):
 
 async def test_one_step_submit_decides_standing_and_records_once(queue, redis, project):
     """The path of a process that handed the task out: standing and record in one script."""
-    t = _task(project, 0.5, needed=2)
+    t = _task(queue, project, 0.5, needed=2)
     await queue.enqueue_many([t])
     stream = f"{queue.prefix}labels"
 
@@ -188,7 +193,8 @@ async def test_one_step_submit_decides_standing_and_records_once(queue, redis, p
     assert await submit("bob", "b1") == ("recorded", "b1", False)
     assert await submit("alice", "a1") == ("recorded", "a1", True)  # late, accepted once
     assert await submit("alice", "a2") == ("duplicate", "a1", False)
-    assert [e[1][b"data"] for e in await redis.xrange(stream)] == [
+    assert [e[1][b"data"] for e in await redis.xrange(
+        _published(queue, stream, project))] == [
         b'{"id": "b1", "late": false}', b'{"id": "a1", "late": true}']
     assert (await queue.task(t.task_id))["state"] == "done"
     assert (await queue.task_with_state(t.task_id, "carol"))[1] == "on_time"
@@ -217,9 +223,9 @@ async def test_a_lapsed_lease_goes_back_to_its_own_kind_of_queue(queue, project)
     """Review and adjudication leases share one index a project; the sweep that runs in
     either kind's ``next`` must return a lapsed task to the queue of its own kind, never to
     the other (a review task must not be offered as an adjudication, nor vanish from review)."""
-    review = _task(project, 0.5)
-    adjudication = NewTask(str(uuid.uuid4()), project, "item-adj", 0.5, 1,
-                           {"kind": "adjudication", "payload": "null", "probs": "{}"})
+    review = _task(queue, project, 0.5)
+    adjudication = NewTask(queue.new_task_id(project, str(uuid.uuid4())), project, "item-adj",
+                           0.5, 1, {"kind": "adjudication", "payload": "null", "probs": "{}"})
     await queue.enqueue_many([review])
     await queue.enqueue_many([adjudication], kind="adjudication")
     assert (await queue.next(project, "alice", 1))[0] == review.task_id

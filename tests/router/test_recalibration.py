@@ -10,9 +10,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from services.router.queue import project_key
 from services.router.service import RouterService
 from shared import metrics
 from shared.projects import ProjectSettings, RoutingPolicy
+from shared.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -21,13 +23,13 @@ async def _router(redis, settings, project: str, **routing) -> RouterService:
     runtime = SimpleNamespace(settings=settings, bus=SimpleNamespace(redis=redis))
     router = RouterService(runtime)  # type: ignore[arg-type]
     chosen = ProjectSettings(routing=RoutingPolicy(**routing))
-    await redis.hset(f"loopwise:router:settings:{project}", "settings",
+    await redis.hset(project_key("settings", project, settings.shards), "settings",
                      chosen.model_dump_json())
     return router
 
 
 async def _observe(redis, project: str, rows: list[str]) -> None:
-    key = f"loopwise:router:observations:{project}"
+    key = project_key("observations", project, Settings().shards)
     for row in rows:
         await redis.lpush(key, row)
         await redis.incr(f"{key}:n")
@@ -47,7 +49,7 @@ async def test_overlapping_recalibrations_count_each_observation_once(redis, set
     assert calibration["procedure"] == "fixed-sequence" and calibration["since"] == 150
     # Another process that decided from the same window (since 0) after this adoption:
     # its decision is dropped.
-    assert await router._adopt(keys=[f"loopwise:router:calibration:{project}"],
+    assert await router._adopt(keys=[project_key("calibration", project, settings.shards)],
                                args=[json.dumps(0), "threshold", "0.5"]) == 0
     assert (await router.calibration(project))["threshold"] == 0.95
 

@@ -12,12 +12,15 @@ from services.router.service import RouterService
 from shared import streams
 from shared.bus import Delivery
 from shared.events import PredictionEvent
+from tests.helpers import stream_entries
 
 pytestmark = pytest.mark.integration
 
 
 async def test_a_batch_of_several_projects_routes_each_with_its_own_options(
         redis, settings, project):
+    # Three shards (on a cluster, its own count): the batch's projects fall in several.
+    settings = settings.model_copy(update={"stream_shards": settings.stream_shards or 3})
     runtime = SimpleNamespace(settings=settings, bus=SimpleNamespace(redis=redis))
     router = RouterService(runtime)  # type: ignore[arg-type]
     projects = [f"{project}-{k}" for k in ("a", "b", "c")]
@@ -36,8 +39,9 @@ async def test_a_batch_of_several_projects_routes_each_with_its_own_options(
         task_id = (await redis.zrange(router.queue.queue_key(p), 0, 0))[0].decode()
         task = await router.queue.task(task_id)
         assert task["project"] == p and json.loads(task["options"]) == labels[p]
-        assert await redis.get(f"loopwise:router:model:{p}") == f"m-{p[-1]}".encode()
-    autos = [json.loads(e[1][b"data"]) for e in await redis.xrange(streams.LABELS, "-", "+")]
+        assert await redis.get(router.queue.key("model", p)) == f"m-{p[-1]}".encode()
+    autos = [json.loads(e[1][b"data"]) for e in await stream_entries(
+        redis, streams.LABELS, settings.shards)]
     ours = [a for a in autos if a["project"] in projects]
     assert len(ours) == 6 and len({a["event_id"] for a in ours}) == 3  # item 0 of each
     ours = list({a["event_id"]: a for a in ours}.values())

@@ -18,9 +18,9 @@ HOUR_MS = 3_600_000
 SUFFIXES = ("", ":leases", ":seen", ":handed", ":submitted", ":skipped")
 
 
-def _task(project: str, priority: float = 0.5, needed: int = 1, kind: str = "review"
-          ) -> NewTask:
-    tid = str(uuid.uuid4())
+def _task(queue: ReviewQueue, project: str, priority: float = 0.5, needed: int = 1,
+          kind: str = "review") -> NewTask:
+    tid = queue.new_task_id(project, str(uuid.uuid4()))
     return NewTask(tid, project, f"item-{tid[:6]}", priority, needed,
                    {"payload": "null", "probs": "{}", "kind": kind})
 
@@ -45,7 +45,7 @@ async def _submit(queue: ReviewQueue, project: str, task_id: str, who: str) -> s
 
 
 async def test_a_done_task_expires_with_its_keys_and_an_open_one_never(queue, project):
-    t = _task(project, needed=2)
+    t = _task(queue, project, needed=2)
     await queue.enqueue_many([t])
     await queue.next(project, "alice", 60)
     assert await _submit(queue, project, t.task_id, "alice") == "recorded"
@@ -63,7 +63,7 @@ async def test_a_done_task_expires_with_its_keys_and_an_open_one_never(queue, pr
 
 async def test_a_finished_task_is_gone_after_its_time(redis, project):
     queue = ReviewQueue(redis, prefix=f"test:{uuid.uuid4().hex[:8]}:", finished_ttl_ms=50)
-    t = _task(project)
+    t = _task(queue, project)
     await queue.enqueue_many([t])
     await queue.next(project, "alice", 60)
     assert await _submit(queue, project, t.task_id, "alice") == "recorded"
@@ -76,7 +76,7 @@ async def test_a_finished_task_is_gone_after_its_time(redis, project):
 
 
 async def test_a_skip_after_the_finish_expires_with_the_task(queue, project):
-    t = _task(project)
+    t = _task(queue, project)
     await queue.enqueue_many([t])
     await queue.next(project, "alice", 1)
     await queue.redis.zadd(queue.leases_key(project), {f"{t.task_id}|alice": 0})
@@ -88,7 +88,7 @@ async def test_a_skip_after_the_finish_expires_with_the_task(queue, project):
 
 
 async def test_gold_tasks_expire_once_skipped(queue, project):
-    gold = _task(project, kind="gold")
+    gold = _task(queue, project, kind="gold")
     await queue.next(project, "alice", 60, direct=gold)
     assert await queue.skip(project, gold.task_id, "alice") == "skipped"
     assert (await queue.task(gold.task_id))["state"] == "skipped"
@@ -99,18 +99,18 @@ async def test_dropped_tasks_expire_and_their_records_leave_the_list_by_age(
         queue, project, monkeypatch):
     now = 10 * HOUR_MS
     monkeypatch.setattr(queue_module, "_now_ms", lambda: now)
-    first = [_task(project, 0.1), _task(project, 0.9)]
+    first = [_task(queue, project, 0.1), _task(queue, project, 0.9)]
     _, dropped = await queue.enqueue_many(first, cap=1)
     assert dropped[project] == 1
     assert 0 < await queue.redis.pttl(queue.task_key(first[0].task_id)) <= HOUR_MS
     assert 0 < await queue.redis.pttl(queue.dropped_key(project)) <= HOUR_MS
 
     now += HOUR_MS // 2  # half an hour later: the first record is kept
-    await queue.enqueue_many([_task(project, 0.05)], cap=1)
+    await queue.enqueue_many([_task(queue, project, 0.05)], cap=1)
     assert [r["task_id"] for r in await queue.dropped(project)][:1] == [first[0].task_id]
 
     now += HOUR_MS  # 1.5 h after the first drop, 1 h after the second
-    late = _task(project, 0.01)
+    late = _task(queue, project, 0.01)
     await queue.enqueue_many([late], cap=1)
     assert [r["task_id"] for r in await queue.dropped(project)] == [late.task_id]
 
@@ -121,9 +121,9 @@ def test_a_task_may_not_expire_before_its_lease():
 
 
 async def test_the_item_index_forgets_items_whose_task_expired(queue, project):
-    kept, gone = _task(project), _task(project)
+    kept, gone = _task(queue, project), _task(queue, project)
     await queue.enqueue_many([kept, gone])
     await queue.redis.delete(queue.task_key(gone.task_id))  # as its expiry would
     assert await queue.forget_expired_items(chunk=1) == 1
     assert (await queue.task_of_item(project, kept.item_id))["task_id"] == kept.task_id
-    assert await queue.redis.hget(f"{queue.prefix}items:{project}", gone.item_id) is None
+    assert await queue.redis.hget(queue.items_key(project), gone.item_id) is None

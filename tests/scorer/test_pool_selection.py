@@ -7,8 +7,10 @@ import json
 import pytest
 from sklearn.datasets import load_digits
 
+from services.router.queue import project_key, task_key_of
 from shared import streams
 from shared.events import LabelEvent
+from shared.settings import Settings
 from shared.wire import encode_event
 from tests.helpers import client, configure, groups_idle, token, wait_for
 
@@ -18,9 +20,9 @@ pytestmark = pytest.mark.integration
 async def _queued(redis, project) -> dict[str, float]:
     await groups_idle(redis, (streams.PREDICTIONS, streams.GROUP_ROUTER))
     out = {}
-    for task_id, priority in await redis.zrange(f"loopwise:router:queue:{project}", 0, -1,
-                                                withscores=True):
-        item = await redis.hget(f"loopwise:router:task:{task_id.decode()}", "item_id")
+    queue = project_key("queue", project, Settings().shards)
+    for task_id, priority in await redis.zrange(queue, 0, -1, withscores=True):
+        item = await redis.hget(task_key_of(task_id.decode()), "item_id")
         out[item.decode()] = priority
     return out
 
@@ -99,6 +101,6 @@ async def test_a_scheduled_project_gets_batches_without_asking(services, engine,
         assert bad.status_code == 422
 
     async def queued() -> bool:
-        return await redis.zcard(f"loopwise:router:queue:{project}") == 7
+        return await redis.zcard(project_key("queue", project, Settings().shards)) == 7
 
     await wait_for(queued, 30, "a scheduled batch in the review queue")

@@ -6,13 +6,13 @@ number) replays only the votes stored after it. Rows stored before this revision
 no number: a project without a checkpoint replays them all, as before.
 
 Revision ID: 0009_quality_checkpoint
-Revises: 0006_prediction_payloads
+Revises: 0008_partitioned_label_store
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0009_quality_checkpoint"
-down_revision = "0011_preference_learning"
+down_revision = "0008_partitioned_label_store"
 branch_labels = None
 depends_on = None
 
