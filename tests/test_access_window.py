@@ -52,6 +52,8 @@ async def _ended(engine, how: str, bearer: str, user: str, project: str) -> None
 @pytest.mark.parametrize("how", ["revoked", "expired", "disabled", "removed"])
 async def test_ended_access_is_refused_by_every_service_within_two_seconds_even_when_idle(
         services, engine, project, how):
+    admin = await token(engine, "admin", "admin", project)
+    await configure(services, admin, project, routing={"overlap": 1})  # declared: not a 404
     user = f"u-{how}-{project}"
     if how == "removed":  # a '*' token reaches the project through the membership
         await create_token(engine, user, "reviewer", project)

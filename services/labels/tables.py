@@ -71,7 +71,7 @@ label_events = Table(
     Column("late_submit", Boolean, nullable=False, default=False),
     Column("supersedes", String(EVENT_ID_MAX), nullable=True),
     # a comparison's verdict in full (shared.events.Preference); null for other labels
-    Column("preference", JSON, nullable=True),
+    Column("preference", JSON(none_as_null=True), nullable=True),
     Column("stored_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("project", "event_id", name="label_events_pkey"),
     Index("ix_label_events_project_item", "project", "item_id"),

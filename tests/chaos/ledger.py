@@ -261,7 +261,10 @@ async def account(redis: aioredis.Redis, engine: AsyncEngine, project: str,
     named = [(name, group) for stream, group in groups
              for name in (sharding.every_stream(stream, shards)
                           if stream in streams.SHARDED else [stream])]
+    plain = {stream for stream, _ in groups}
     for stream, group in named:
+        if stream not in plain and not await redis.exists(stream):
+            continue  # a shard nobody wrote to: nothing can be pending on it
         try:
             last = (await redis.xinfo_stream(stream))["last-generated-id"]
             info = {g["name"].decode(): g for g in await redis.xinfo_groups(stream)}

@@ -26,7 +26,7 @@ from shared.events import LabelEvent
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-BEFORE = "0006_prediction_payloads"  # the schema with a global UNIQUE(event_id)
+BEFORE = "0011_preference_learning"  # the last schema with a global UNIQUE(event_id)
 
 
 def label(project: str, item: str, value: str, minutes: int, **kw: Any) -> LabelEvent:
