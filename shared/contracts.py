@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from shared import streams
 from shared.events import (
     AdjudicationRequestEvent,
+    ComparisonEvent,
     DeadLetterEvent,
     GuidelineAlertEvent,
     ItemEvent,
@@ -47,6 +48,7 @@ WIRE_FORMAT = ("Each entry has one field, `data`, holding the event as a JSON ob
 EVENT_MODELS: dict[str, type[BaseModel]] = {
     "item": ItemEvent,
     "prediction": PredictionEvent,
+    "comparison": ComparisonEvent,
     "label": LabelEvent,
     "quality": QualityEvent,
     "labeler_flag": LabelerFlagEvent,
@@ -61,6 +63,7 @@ EVENT_MODELS: dict[str, type[BaseModel]] = {
 STREAM_EVENTS: dict[str, type[BaseModel]] = {
     streams.ITEMS: ItemEvent,
     streams.PREDICTIONS: PredictionEvent,
+    streams.COMPARISONS: ComparisonEvent,
     streams.LABELS: LabelEvent,
     streams.QUALITY: QualityEvent,
     streams.PROJECTS: ProjectSettingsChanged,
@@ -96,6 +99,8 @@ CONSUMERS = (
     Consumer("router", streams.QUALITY, streams.GROUP_ROUTER,
              "pauses flagged labelers, queues adjudications"),
     Consumer("router", streams.PROJECTS, streams.GROUP_ROUTER, "keeps the routing policy"),
+    Consumer("router", streams.COMPARISONS, streams.GROUP_ROUTER,
+             "queues each comparison for reviewers, candidates in an order drawn per reviewer"),
     Consumer("labels", streams.LABELS, streams.GROUP_LABELS,
              "stores every label, append-only, once per event_id"),
     Consumer("quality", streams.LABELS, streams.GROUP_QUALITY,
@@ -107,6 +112,9 @@ PRODUCERS = (
     Producer("producers", streams.ITEMS, "items to score (any Redis client)"),
     Producer("producers", streams.PREDICTIONS, "predictions of an outside model"),
     Producer("scorer", streams.PREDICTIONS, "its model's scores of new items and selections"),
+    Producer("producers", streams.COMPARISONS, "comparisons of candidate outputs to judge"),
+    Producer("router", streams.COMPARISONS, "comparisons posted over HTTP"),
+    Producer("scorer", streams.COMPARISONS, "the pairs its reward model is least sure about"),
     Producer("router", streams.LABELS, "auto labels and every submitted review"),
     Producer("labels", streams.LABELS, "labels posted over HTTP and Label Studio imports"),
     Producer("quality", streams.LABELS, "consensus labels"),

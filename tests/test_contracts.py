@@ -18,10 +18,11 @@ import httpx
 import jsonschema
 import pytest
 
-from shared import streams
+from shared import sharding, streams
 from shared.auth import create_token
 from shared.contracts import CONSUMERS, STREAM_EVENTS, event_schemas, generated_files
 from shared.openapi import BEARER_SCHEME, ErrorBody, UnprocessableBody
+from shared.settings import Settings
 from tests.conftest import ROOT
 from tests.helpers import client, configure, groups_idle
 
@@ -252,7 +253,11 @@ def test_each_service_serves_the_committed_asyncapi_and_consumes_what_it_says(
     ready = httpx.get(f"{base}/readyz", timeout=30).json()
     consuming = {(c["stream"], c["group"]) for c in ready["consumers"]}
     declared = {(c.stream, c.group) for c in CONSUMERS if c.service == service}
-    assert consuming == declared
+    # A sharded stream is read as its plain name and each shard (shared.sharding): the
+    # document names the stream, the README the sharding scheme.
+    shards = {(name, g) for s, g in declared if s in streams.SHARDED
+              for name in sharding.every_stream(s, Settings().shards)}
+    assert consuming == declared | shards
     for stream, group in declared:
         channel = served["channels"][f"{service}.reads.{stream}"]
         assert channel["address"] == stream

@@ -167,7 +167,17 @@ async def get_current_labels(
     }
 
 
-@router.get("/projects/{project}/events")
+class LabelHistoryOut(BaseModel):
+    project: str
+    view: str = Field(description="which labels count: current, a version, or as of a time")
+    version: int | None = None
+    count: int
+    offset: int
+    events: list[dict[str, Any]] = Field(
+        description="label events that count, oldest first, with all their provenance")
+
+
+@router.get("/projects/{project}/events", response_model=LabelHistoryOut)
 async def get_label_history(
     project: Project,
     request: Request,

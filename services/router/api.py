@@ -322,7 +322,14 @@ async def skip(task_id: TaskId, request: Request, principal: CurrentPrincipal) -
     return {"task_id": task_id, "status": outcome}
 
 
-@router.post("/projects/{project}/comparisons", status_code=202)
+class ComparisonsPublished(BaseModel):
+    project: str
+    published: int
+    event_ids: list[str]
+
+
+@router.post("/projects/{project}/comparisons", status_code=202,
+             response_model=ComparisonsPublished)
 async def post_comparisons(
     project: Project, body: ComparisonsIn, request: Request,
     principal: Annotated[Principal, Depends(project_access("admin"))],

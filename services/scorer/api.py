@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.auth import Principal, project_access
 from shared.events import CANDIDATES_MAX, Candidate, ItemEvent
@@ -142,7 +142,63 @@ async def predict(
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail=str(exc)) from exc
 
 
-@router.get("/projects/{project}/comparison")
+class ModelComparisonOut(BaseModel):
+    """The loop's model against the baselines on held-out gold (``available`` false, with
+    a ``reason``, when there is nothing to judge on)."""
+
+    model_config = ConfigDict(extra="allow")
+    project: str
+    label_set_version: str | None = None
+    label_events: int
+    available: bool
+    reason: str | None = None
+    kind: str | None = Field(None, description="features or text")
+    budget: int | None = Field(None, description="labeled items each arm trains on")
+    gold_items: int | None = None
+    arms: dict[str, Any] | None = Field(
+        None, description="per arm: accuracy on gold with its interval, McNemar vs the loop")
+    curves: dict[str, Any] | None = Field(None, description="accuracy per budget, per arm")
+
+
+class RewardTrainedOut(BaseModel):
+    version: str
+    pair_count: int
+    metrics: dict[str, Any] = Field(description="held-out pairwise accuracy and the split")
+
+
+class RewardModelRow(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    version: str
+    created_at: datetime
+    pair_count: int
+    metrics: dict[str, Any]
+
+
+class RewardModelsOut(BaseModel):
+    project: str
+    models: list[RewardModelRow]
+
+
+class RewardScoresOut(BaseModel):
+    project: str
+    version: str
+    scores: list[float] = Field(description="one a text, higher is better")
+
+
+class SelectedComparison(BaseModel):
+    comparison_id: str
+    priority: float | None
+
+
+class ComparisonsSelectedOut(BaseModel):
+    project: str
+    strategy: str
+    reward_model: str | None
+    selected: list[SelectedComparison]
+    pool_pairs: int
+
+
+@router.get("/projects/{project}/comparison", response_model=ModelComparisonOut)
 async def comparison(
     project: Project,
     request: Request,
@@ -230,7 +286,7 @@ class CompareSelectIn(BaseModel):
                                   description="comparison ids already compared")
 
 
-@router.post("/projects/{project}/reward/train")
+@router.post("/projects/{project}/reward/train", response_model=RewardTrainedOut)
 async def train_reward(
     project: Project, request: Request,
     principal: Annotated[Principal, Depends(project_access("admin"))],
@@ -243,7 +299,7 @@ async def train_reward(
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from exc
 
 
-@router.get("/projects/{project}/reward/models")
+@router.get("/projects/{project}/reward/models", response_model=RewardModelsOut)
 async def reward_models(
     project: Project, request: Request,
     principal: Annotated[Principal, Depends(project_access("reviewer"))],
@@ -258,7 +314,7 @@ class ScoreIn(BaseModel):
     texts: list[Text] = Field(min_length=1, max_length=10_000)
 
 
-@router.post("/projects/{project}/reward/score")
+@router.post("/projects/{project}/reward/score", response_model=RewardScoresOut)
 async def score_texts(
     project: Project, body: ScoreIn, request: Request,
     principal: Annotated[Principal, Depends(project_access("reviewer"))],
@@ -273,7 +329,8 @@ async def score_texts(
             "scores": [round(float(x), 6) for x in model.score(body.texts)]}
 
 
-@router.post("/projects/{project}/reward/select", status_code=202)
+@router.post("/projects/{project}/reward/select", status_code=202,
+             response_model=ComparisonsSelectedOut)
 async def select_comparisons(
     project: Project, body: CompareSelectIn, request: Request,
     principal: Annotated[Principal, Depends(project_access("admin"))],
