@@ -41,11 +41,10 @@ from sqlalchemy import select
 
 from loopwise.processes import ServiceGroup
 from services.labels.tables import label_events
-from services.router.queue import PREFIX
+from services.router.queue import routed_task_id, task_key_of
 from shared import streams
 from shared.auth import create_token
 from shared.db import make_engine, upgrade
-from shared.events import stable_key
 from shared.redisconn import connect
 from shared.settings import SERVICES, Settings
 
@@ -196,7 +195,8 @@ async def _latencies(redis: aioredis.Redis, database_url: str, run: Run
     sampled = np.flatnonzero(~run.auto[:run.posted])[::TASK_SAMPLE]
     pipe = redis.pipeline(transaction=False)
     for n in sampled:
-        pipe.hget(f"{PREFIX}task:{stable_key('task', _event_id(run.salt, int(n)))}", "body")
+        task_id = routed_task_id(_event_id(run.salt, int(n)), run.project, Settings().shards)
+        pipe.hget(task_key_of(task_id), "body")
     bodies = await pipe.execute()
     task_posted, task_lat, missing = [], [], 0
     for n, body in zip(sampled, bodies, strict=True):
