@@ -758,6 +758,12 @@ def labels_import(
     item_key: Annotated[str | None, typer.Option(help="data field holding the item id")] = None,
     batch_id: Annotated[str | None, typer.Option(help="batch id (default: file digest)")] = None,
     dry_run: Annotated[bool, typer.Option(help="check and report, write nothing")] = False,
+    users: Annotated[str | None, typer.Option(
+        help="Label Studio's GET /api/users/ saved as a file: annotators named by id are "
+             "known by their email")] = None,
+    annotator_domain: Annotated[str, typer.Option(
+        help="an annotator email of this domain is that loopwise labeler "
+             "(alice@DOMAIN -> alice)")] = "loopwise.local",
     acting_as: ActingAs = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -765,15 +771,21 @@ def labels_import(
     from pathlib import Path
 
     from services.labels.commands import cli_actor, import_labelstudio_file
-    from services.labels.labelstudio import LabelStudioFormatError
+    from services.labels.labelstudio import LabelStudioFormatError, user_emails
 
     data = Path(file).read_bytes()
+    try:
+        emails = user_emails(Path(users).read_bytes()) if users else None
+    except LabelStudioFormatError as exc:
+        raise CommandError(f"{users} is not Label Studio's user list: {exc.problems[0]}"
+                           ) from exc
     settings = _upgraded()
     try:
         with _status(f"importing {file} ({len(data):,} bytes) into {project}"):
             summary = asyncio.run(import_labelstudio_file(
                 settings, project, data, cli_actor(acting_as), label_key=label_key,
-                item_key=item_key, batch_id=batch_id, dry_run=dry_run,
+                item_key=item_key, batch_id=batch_id, dry_run=dry_run, users=emails,
+                annotator_domain=annotator_domain,
             ))  # fmt: skip
     except LabelStudioFormatError as exc:
         problems = "; ".join(map(str, exc.problems[:3]))

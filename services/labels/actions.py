@@ -135,16 +135,19 @@ async def submit_labels(ctx: Context, actor: Actor, principal: auth.Principal, p
 
 async def import_labelstudio(ctx: Context, actor: Actor, project: str, data: bytes, *,
                              label_key: str | None = None, item_key: str | None = None,
-                             batch_id: str | None = None, dry_run: bool = False
-                             ) -> dict[str, Any]:
+                             batch_id: str | None = None, dry_run: bool = False,
+                             users: dict[int, str] | None = None,
+                             annotator_domain: str = ANNOTATOR_DOMAIN) -> dict[str, Any]:
     """Parse (full JSON or JSON-MIN; the project's labels find JSON-MIN's label column),
     check against the project's schema, then store all of it or nothing, and publish the
     labels. Raises ValueError (incl. LabelStudioFormatError) with every
-    problem before anything is written."""
+    problem before anything is written. ``users`` and ``annotator_domain``: who each
+    annotation is by (``labelstudio.Annotators``)."""
     async with ctx.engine.connect() as conn:
         options = (await store.label_options_of(conn, [project]))[project]
     result = parse_export(data, project=project, label_key=label_key, item_key=item_key,
-                          batch_id=batch_id, label_options=options)
+                          batch_id=batch_id, label_options=options, users=users,
+                          annotator_domain=annotator_domain)
     async with ctx.engine.begin() as conn:
         problems = label_problems(project, options, (e.label for e in result.events))
         if problems:

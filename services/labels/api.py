@@ -476,13 +476,21 @@ async def import_labelstudio(
     item_key: str | None = None,
     batch_id: Annotated[str | None, Query(max_length=64)] = None,
     dry_run: bool = False,
+    annotator_domain: Annotated[str, Query(
+        max_length=253, pattern=r"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$",
+        description="an annotator email of this domain is that loopwise labeler (the "
+                    "export's annotator_domain)")
+    ] = ANNOTATOR_DOMAIN,
 ) -> dict[str, Any]:
-    """Import a Label Studio JSON export (the request body); all annotations or none."""
+    """Import a Label Studio JSON export (the request body); all annotations or none.
+    The body may also be ``{"tasks": <export>, "users": <Label Studio's GET /api/users/>}``
+    so that annotators named by id alone are known by their email."""
     data = await request.body()  # its size was checked at the door
     try:
         return await actions.import_labelstudio(
             _ctx(request), Actor.of(principal, request), project, data, label_key=label_key,
             item_key=item_key, batch_id=batch_id, dry_run=dry_run,
+            annotator_domain=annotator_domain,
         )  # fmt: skip
     except LabelStudioFormatError as exc:
         raise HTTPException(

@@ -139,6 +139,8 @@ def parse_export(
     batch_id: str | None = None,
     item_key: str | None = None,
     label_options: Iterable[str] | None = None,
+    users: Mapping[int, str] | None = None,
+    annotator_domain: str = ANNOTATOR_DOMAIN,
 ) -> ImportResult:
     """Read a Label Studio JSON or JSON-MIN export into label events with provenance.
 
@@ -148,7 +150,9 @@ def parse_export(
     ``label_key``, or else the one column whose every value is one of
     ``label_options`` (the project's labels). ``item_key`` names a ``data`` field
     holding the item id (as written by :func:`to_export`); by default the item id is
-    the task id.
+    the task id. ``users`` (Label Studio user id -> email, as its ``GET /api/users/``
+    lists them) and ``annotator_domain`` decide who each annotation is by
+    (:class:`Annotators`).
     ``batch_id`` defaults to a digest of the export, so the same file gives the
     same batch. Event ids derive from (project, task id, annotation id, label):
     importing the same file again yields the same events, while an annotation
@@ -160,9 +164,14 @@ def parse_export(
     if not re.fullmatch(PROJECT_PATTERN, project):
         raise ValueError(f"invalid project name {project!r}")
     tasks = _load_json(data)
+    if isinstance(tasks, dict) and isinstance(tasks.get("tasks"), list):
+        # {"tasks": <an export>, "users": <Label Studio's GET /api/users/>}: one body
+        users = {**_user_emails(tasks.get("users")), **(users or {})}
+        tasks = tasks["tasks"]
     if _is_json_min(tasks):
         tasks = _from_json_min(tasks, label_key, label_options)
     _check_structure(tasks, item_key)
+    annotators = Annotators.of(tasks, users or {}, annotator_domain)
     result = ImportResult(batch_id=batch_id or _digest_batch_id(tasks))
     for task in tasks:
         item_id, payload = _item_of(task, item_key)
@@ -178,6 +187,7 @@ def parse_export(
                     item_id=item_id,
                     batch_id=result.batch_id,
                     label_key=label_key,
+                    annotators=annotators,
                 )
             except _Skip as skip:
                 result.skipped.append(SkippedAnnotation(task_id, item_id, annotation_id, str(skip)))
@@ -391,16 +401,18 @@ def _label_of(
     item_id: str,
     batch_id: str,
     label_key: str | None,
+    annotators: Annotators | None = None,
 ) -> tuple[LabelEvent, AnnotationRef, list[dict[str, Any]]]:
     """The one label event of an annotation, or ``_Skip`` saying why there is none."""
     if annotation.get("was_cancelled"):
         raise _Skip("cancelled by the annotator (was_cancelled)")
     result, ignored = _label_result(annotation.get("result") or [], label_key)
     label = _single_choice(result)
-    rejection = _rejecting_review(annotation)
+    annotators = annotators or Annotators({}, ANNOTATOR_DOMAIN)
+    rejection = _rejecting_review(annotation, annotators)
     if rejection:
         raise _Skip(rejection)
-    labeler_id = _labeler_id(annotation.get("completed_by"))
+    labeler_id = annotators.labeler(annotation.get("completed_by"))
     if labeler_id is None:
         raise _Skip("no annotator: 'completed_by' is missing or unreadable")
     created_at = _timestamp(annotation.get("updated_at") or annotation.get("created_at"))
@@ -512,7 +524,7 @@ def _single_choice(result: dict[str, Any]) -> str:
     return choices[0]
 
 
-def _rejecting_review(annotation: dict[str, Any]) -> str | None:
+def _rejecting_review(annotation: dict[str, Any], annotators: Annotators) -> str | None:
     """A reason when the latest review rejected the annotation: it is not a label to learn from."""
     reviews = [r for r in annotation.get("reviews") or [] if isinstance(r, dict)]
     if not reviews:
@@ -520,7 +532,7 @@ def _rejecting_review(annotation: dict[str, Any]) -> str | None:
     latest = max(reviews, key=lambda r: str(r.get("created_at") or ""))
     if latest.get("accepted") is not False:
         return None
-    reviewer = _labeler_id(latest.get("created_by")) or "a reviewer"
+    reviewer = annotators.labeler(latest.get("created_by")) or "a reviewer"
     return f"rejected in review by {reviewer} (review {latest.get('id')})"
 
 
@@ -550,16 +562,95 @@ def _predicted_choice(prediction: dict[str, Any], from_name: Any) -> str | None:
     return None
 
 
-def _labeler_id(completed_by: Any) -> str | None:
-    """``ls:<email>`` when the export names the user, else ``ls:<user id>``."""
-    if isinstance(completed_by, dict):
-        email = completed_by.get("email")
-        if isinstance(email, str) and email:
+@dataclass(frozen=True)
+class Annotators:
+    """Who a Label Studio ``completed_by`` is in loopwise: one labeler per person, whichever
+    form the export names them in (a bare user id, as 1.23 and JSON-MIN write it, or an
+    object with ``id`` and ``email``, as older exports do).
+
+    The email decides when it is known: from the object itself, or for a bare id from the
+    ``users`` given (Label Studio's ``GET /api/users/``) or from an object naming the same
+    id elsewhere in the export. An email of ``annotator_domain`` is a loopwise labeler that
+    :func:`annotator_email` wrote out (``alice@loopwise.local`` is ``alice`` again, ``=XX``
+    undone), so a round trip through Label Studio keeps the labeler; any other email is
+    ``ls:<email>``. An id whose email is not known is ``ls:<id>``.
+    """
+
+    emails: Mapping[int, str]
+    domain: str
+
+    @classmethod
+    def of(cls, tasks: list[dict[str, Any]], users: Mapping[int, str], domain: str
+           ) -> Annotators:
+        emails = {int(k): v for k, v in users.items()}
+        for task in tasks:
+            for annotation in task.get("annotations") or []:
+                if not isinstance(annotation, dict):
+                    continue
+                named = [annotation.get("completed_by"),
+                         *(r.get("created_by") for r in annotation.get("reviews") or []
+                           if isinstance(r, dict))]
+                for who in named:
+                    if isinstance(who, dict) and _is_int_id(who.get("id")) \
+                            and isinstance(who.get("email"), str) and who["email"]:
+                        emails.setdefault(int(who["id"]), who["email"])
+        return cls(emails, domain)
+
+    def labeler(self, completed_by: Any) -> str | None:
+        email: str | None = None
+        user_id: Any = completed_by
+        if isinstance(completed_by, dict):
+            given = completed_by.get("email")
+            email = given if isinstance(given, str) and given else None
+            user_id = completed_by.get("id")
+        if email is None and _is_int_id(user_id):
+            email = self.emails.get(int(user_id))
+        if email is not None:
+            local, _, host = email.rpartition("@")
+            if local and host.lower() == self.domain.lower():
+                return _unescape_local(local)
             return f"{LABELER_PREFIX}{email}"
-        completed_by = completed_by.get("id")
-    if _is_id(completed_by):
-        return f"{LABELER_PREFIX}{completed_by}"
-    return None
+        if _is_id(user_id):
+            return f"{LABELER_PREFIX}{user_id}"
+        return None
+
+
+def _user_emails(users: Any) -> dict[int, str]:
+    """Label Studio's user list (``GET /api/users/``: objects with ``id`` and ``email``)
+    as id -> email; entries without both are passed over."""
+    if not isinstance(users, list):
+        return {}
+    return {int(u["id"]): u["email"] for u in users if isinstance(u, dict)
+            and _is_int_id(u.get("id")) and isinstance(u.get("email"), str) and u["email"]}
+
+
+def user_emails(data: bytes) -> dict[int, str]:
+    """A file of Label Studio's ``GET /api/users/`` answer, as id -> email."""
+    return _user_emails(_load_json(data))
+
+
+def _is_int_id(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, str) and value.isascii() and value.isdigit()
+
+
+def _unescape_local(local: str) -> str:
+    """The labeler id :func:`_email_local` wrote as ``local`` (``=XX`` are UTF-8 bytes)."""
+    if "=" not in local:
+        return local
+    out = bytearray()
+    i = 0
+    while i < len(local):
+        if local[i] == "=" and re.fullmatch(r"[0-9A-F]{2}", local[i + 1:i + 3]):
+            out.append(int(local[i + 1:i + 3], 16))
+            i += 3
+        else:
+            out.extend(local[i].encode())
+            i += 1
+    return out.decode("utf-8", "replace")
 
 
 def _timestamp(value: Any) -> datetime:

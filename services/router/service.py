@@ -707,6 +707,8 @@ class RouterService:
                 agreed_with_prelabel=(label == task.prelabel) if task.prelabel else None,
                 revised_after_reveal=supersedes is not None, supersedes=supersedes,
                 model_version=task.model_version, model_label=task.model_label,
+                # the model's confidence in model_label (a Label Studio prediction's score)
+                confidence=task.confidence if door == "review" and task.model_label else None,
                 guideline_version=guideline_version or settings.routing.guideline_version,
                 task_id=task.task_id, batch_id=session_batch_id(door, principal.user_id),
                 created_at=datetime.now(UTC), duration_ms=duration_ms,

@@ -19,6 +19,7 @@ import pytest
 from services.labels.labelstudio import (
     ImportResult,
     LabelStudioFormatError,
+    annotator_email,
     parse_export,
     to_export,
 )
@@ -300,8 +301,8 @@ def test_item_ids_survive_label_studio_renumbering_through_item_key() -> None:
 
     # a loopwise labeler goes to Label Studio as <labeler>@loopwise.local (a member's email)
     assert exported[0]["annotations"][0]["completed_by"] == {"email": "alice@loopwise.local"}
-    assert (event.item_id, event.label, event.labeler_id) == (
-        "doc-7", "spam", "ls:alice@loopwise.local")
+    # ... and comes back as the same labeler, not as a new one
+    assert (event.item_id, event.label, event.labeler_id) == ("doc-7", "spam", "alice")
     assert event.created_at == label.created_at
     assert event.duration_ms == 1500
     assert event.task_id == "ls:901"
@@ -428,3 +429,47 @@ def test_every_problem_of_a_malformed_file_is_listed_before_anything_is_imported
 
     assert caught.value.problems == ["task #1 (id 2): no 'data'", "task #2: no 'id'"]
     assert isinstance(caught.value, ValueError)
+
+
+# --- who an annotation is by -------------------------------------------------------------------
+
+
+def _annotated_by(*who: object) -> list[dict]:
+    return [{"id": 100 + i, "data": {"text": f"t{i}"}, "annotations": [{
+        "id": 200 + i, "completed_by": by, "created_at": "2026-01-02T03:04:05Z",
+        "result": [{"id": f"r{i}", "type": "choices", "from_name": "label", "to_name": "text",
+                    "value": {"choices": ["cat"]}}]}]} for i, by in enumerate(who)]
+
+
+def _labelers(tasks: list[dict], **options: object) -> list[str]:
+    events = parse_export(tasks, project="p", **options).events  # type: ignore[arg-type]
+    return [e.labeler_id for e in sorted(events, key=lambda e: e.item_id)]
+
+
+def test_one_label_studio_user_is_one_labeler_whatever_form_the_export_names_them_in() -> None:
+    # 1.23 and JSON-MIN write the bare id; older exports an object with the email
+    assert _labelers(_annotated_by(14, {"id": 14, "email": "ann@x.org"}, "14")) == [
+        "ls:ann@x.org"] * 3
+    # with Label Studio's user list, a bare id alone is known by its email too
+    assert _labelers(_annotated_by(14, 15), users={14: "ann@x.org"}) == [
+        "ls:ann@x.org", "ls:15"]
+    assert _labelers(_annotated_by({"email": "ann@x.org"}, 16)) == ["ls:ann@x.org", "ls:16"]
+
+
+def test_an_annotator_email_of_the_annotator_domain_is_the_loopwise_labeler_again() -> None:
+    for labeler in ("alice", "john.doe", "a b", "a=20b", ".x", "Ünï"):
+        completed_by = annotator_email(labeler)
+        assert _labelers(_annotated_by(completed_by)) == [labeler]
+        # as Label Studio exports it after the import: its own id, its user list
+        assert _labelers(_annotated_by(7), users={7: completed_by["email"]}) == [labeler]
+    assert _labelers(_annotated_by({"email": "bob@lab.example"}),
+                     annotator_domain="lab.example") == ["bob"]
+
+
+def test_an_export_may_come_with_label_studios_user_list() -> None:
+    users = [{"id": 2, "email": "alice@loopwise.local", "username": "alice"},
+             {"id": 3, "email": "ann@x.org"}, {"id": 4}]
+    body = json.dumps({"tasks": _annotated_by(2, 3, 4), "users": users}).encode()
+    assert [e.labeler_id for e in sorted(parse_export(body, project="p").events,
+                                          key=lambda e: e.item_id)] == [
+        "alice", "ls:ann@x.org", "ls:4"]

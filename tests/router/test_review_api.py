@@ -63,6 +63,8 @@ async def test_blind_mode_reveals_after_submit_and_records_a_revision(services, 
     assert (first.label, first.mode, first.revised_after_reveal, first.model_label) == \
         ("8", "blind", False, "3")
     assert first.shown_prelabel is None and first.agreed_with_prelabel is None
+    # the model's confidence in its label is kept: a Label Studio export's prediction score
+    assert first.confidence == 0.6 and second.confidence == 0.6
     assert (second.label, second.revised_after_reveal, second.supersedes) == \
         ("3", True, first.event_id)
 
