@@ -624,9 +624,7 @@ class QualityService:
         state = self.state(project)
         table, engine = state.table, state.engine
         if not len(table.classes):  # no human vote yet (auto labels only): nothing to fit
-            state.consensus = {"method": CONSENSUS_VERSION, "computed_at": utcnow().isoformat(),
-                               "items_with_consensus": 0, "mean_confidence": None,
-                               "classes": [], "labelers": {}, "refits": engine.refits}
+            state.consensus = _consensus_summary(Settlement(), engine.refits)
             return
         changed = [np.zeros(0, dtype=np.intp)]
         if state.pending_refit is not None:  # a background refit finished: take it
@@ -659,15 +657,7 @@ class QualityService:
             min_votes=config.min_votes, min_confidence=config.min_confidence)
         await self._publish_consensus(project, settlement)
         await self._publish_adjudication(project, settlement)
-        state.consensus = {
-            "method": CONSENSUS_VERSION,
-            "computed_at": utcnow().isoformat(),
-            "items_with_consensus": settlement.items_with_consensus,
-            "mean_confidence": settlement.mean_confidence,
-            "classes": settlement.classes,
-            "labelers": settlement.labeler_agreement,
-            "refits": engine.refits,
-        }
+        state.consensus = _consensus_summary(settlement, engine.refits)
 
     @staticmethod
     def _adopt(state: ProjectState, refit: Refit, since: set[int]) -> npt.NDArray[np.intp]:
@@ -870,3 +860,16 @@ class QualityService:
                 "cusum_partial": self.config.partial_cusum_threshold,
             },
         }
+
+
+def _consensus_summary(settlement: Settlement, refits: int) -> dict[str, Any]:
+    """The summary's consensus section (an empty settlement: nothing fitted yet)."""
+    return {
+        "method": CONSENSUS_VERSION,
+        "computed_at": utcnow().isoformat(),
+        "items_with_consensus": settlement.items_with_consensus,
+        "mean_confidence": settlement.mean_confidence,
+        "classes": settlement.classes,
+        "labelers": settlement.labeler_agreement,
+        "refits": refits,
+    }

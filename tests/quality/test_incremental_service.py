@@ -24,7 +24,8 @@ def vote(project: str, n: int, item: str, who: str, label: str) -> dict:
             "created_at": T0 + timedelta(seconds=n), "guideline_version": "g1"}
 
 
-async def test_large_projects_are_settled_from_the_touched_items(engine, project):
+def quality_service(engine, config: QualityConfig) -> tuple[QualityService, list]:
+    """A quality service on the real database whose published events are collected."""
     said: list = []
 
     async def publish(stream: str, events: list) -> list[str]:
@@ -33,7 +34,12 @@ async def test_large_projects_are_settled_from_the_touched_items(engine, project
 
     service = QualityService(
         SimpleNamespace(engine=engine, bus=SimpleNamespace(publish=publish)),  # type: ignore[arg-type]
-        QualityConfig(full_refit_max_votes=1000))
+        config)
+    return service, said
+
+
+async def test_large_projects_are_settled_from_the_touched_items(engine, project):
+    service, said = quality_service(engine, QualityConfig(full_refit_max_votes=1000))
     state = service.state(project)
     votes = arriving(9000, seed=4)
     for n, (item, who, label) in enumerate(votes[:6000]):
@@ -75,15 +81,7 @@ async def test_large_projects_are_settled_from_the_touched_items(engine, project
 async def test_a_project_with_auto_labels_only_settles_to_nothing(engine, project):
     """Auto labels are not votes: a project that has only them (every confident prediction
     accepted, nobody reviewing yet) settles without fitting a zero-class model."""
-    said: list = []
-
-    async def publish(stream: str, events: list) -> list[str]:
-        said.extend(events)
-        return []
-
-    service = QualityService(
-        SimpleNamespace(engine=engine, bus=SimpleNamespace(publish=publish)),  # type: ignore[arg-type]
-        QualityConfig())
+    service, said = quality_service(engine, QualityConfig())
     state = service.state(project)
     for n in range(50):
         state.apply({**vote(project, n, f"i{n}", "router", "cat"), "source": "auto"})
