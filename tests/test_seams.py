@@ -284,4 +284,6 @@ async def test_values_the_store_cannot_hold_never_pass_the_router(services, engi
     async with client(services, "router", await token(engine, "al", "labeler", project)) as http:
         task = (await http.get(f"/v1/projects/{project}/tasks/next")).json()
         assert task["item_id"] == "fine"
+        # the only task routed: once answered (skipped), nothing else waits
+        assert (await http.post(f"/v1/tasks/{task['task_id']}/skip")).status_code == 200
         assert (await http.get(f"/v1/projects/{project}/tasks/next")).status_code == 204

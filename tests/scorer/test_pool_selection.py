@@ -8,7 +8,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from services.router.queue import project_key, task_key_of
-from shared import streams
+from shared import sharding, streams
 from shared.events import LabelEvent
 from shared.settings import Settings
 from shared.wire import encode_event
@@ -60,7 +60,9 @@ async def test_select_cold_start_then_uncertain_diverse_batches_into_the_review_
         version = models[-1]["version"]
         assert models[-1]["metrics"]["label_set"]["labels"] >= 60
 
-        start = (await redis.xinfo_stream(streams.PREDICTIONS))["last-generated-id"]
+        # The scorer writes a project's predictions to the project's shard (shared.sharding).
+        shard_stream = sharding.project_stream(streams.PREDICTIONS, project, Settings().shards)
+        start = (await redis.xinfo_stream(shard_stream))["last-generated-id"]
         r = await http.post(f"/v1/projects/{project}/select",
                             json={"budget": 30, "strategy": "margin", "diversity": "kmeanspp"})
         assert r.status_code == 200, r.text
@@ -71,7 +73,7 @@ async def test_select_cold_start_then_uncertain_diverse_batches_into_the_review_
         assert batch["model_version"] == version
 
         sent = [json.loads(f[b"data"]) for _, f in
-                await redis.xrange(streams.PREDICTIONS, min=f"({start.decode()}")]
+                await redis.xrange(shard_stream, min=f"({start.decode()}")]
         sent = [p for p in sent if p["project"] == project]
         assert {p["item_id"] for p in sent} == set(picked)
         assert all(p["review"] and p["model_version"] == version and p["probs"] for p in sent)
