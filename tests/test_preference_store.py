@@ -158,7 +158,11 @@ async def test_who_may_read_export_and_revert_preferences(services, engine, redi
         assert sorted((r["item_id"], r["label"]) for r in own["labels"]) == [
             ("cmp-0", "a"), ("cmp-1", "a")]
         blob = json.dumps(own)
-        assert "model-large" not in blob and "gold" not in blob and "answer" not in blob
+        assert "model-large" not in blob and "answer" not in blob
+        # typed rows carry every field; the gold mark and the preference stay empty
+        for r in own["labels"]:
+            assert r["gold_label"] is None and r.get("preference") is None
+            assert not any("gold" in str(v) for v in r.values() if v is not None)
         assert (await http.get(f"{p}/export", params={"format": "trl"})).status_code == 403
         assert (await http.get(f"{p}/items/cmp-0/trace")).status_code == 403
         assert (await http.post(f"{p}/reverts", json={"labeler_id": "ann"})).status_code == 403

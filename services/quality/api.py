@@ -71,6 +71,9 @@ class EvaluationOut(BaseModel):
     correction: dict[str, Any] | None = None
     over_time: dict[str, Any] | None = None
     labelers: dict[str, Any] | None = None
+    # The scorer's refit of the loop's model against its baselines on held-out gold, or
+    # ``{"available": false, "reason": ...}`` when it could not answer.
+    model_comparison: dict[str, Any] | None = None
 
 
 class FlagClearedOut(BaseModel):
