@@ -41,7 +41,7 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from bench.quality import simulate_crowd
-from shared import streams
+from shared import sharding, streams
 from shared.events import LabelEvent
 from shared.settings import Settings
 from shared.wire import encode_event
@@ -132,11 +132,13 @@ def reference_consensus(votes: Votes) -> dict[str, str]:
 
 @dataclass
 class Watcher:
-    """Follows ``loopwise:labels`` and keeps the newest consensus label per item of one
-    project, with when it was seen."""
+    """Follows the project's shard of ``loopwise:labels`` (where the quality service
+    publishes its consensus labels, :mod:`shared.sharding`) and keeps the newest
+    consensus label per item of one project, with when it was seen."""
 
     redis: aioredis.Redis
     project: str
+    stream: str
     after: str = "0-0"
     labels: dict[str, str] = field(default_factory=dict)
     seen_at: dict[str, float] = field(default_factory=dict)
@@ -150,7 +152,7 @@ class Watcher:
         needle = f'"project":"{self.project}"'.encode()
         while not self.stopping:
             try:
-                got = await self.redis.xread({streams.LABELS: self.after}, count=5000,
+                got = await self.redis.xread({self.stream: self.after}, count=5000,
                                              block=500)
             except (aioredis.TimeoutError, aioredis.ConnectionError):
                 task = asyncio.current_task()
@@ -192,12 +194,12 @@ class Watcher:
 @contextlib.asynccontextmanager
 async def watching(redis: aioredis.Redis, project: str) -> AsyncIterator[Watcher]:
     """A watcher from the stream's end, on a connection of its own."""
-    last = await redis.xinfo_stream(streams.LABELS) if await redis.exists(streams.LABELS) \
-        else None
+    stream = sharding.project_stream(streams.LABELS, project, Settings().shards)
+    last = await redis.xinfo_stream(stream) if await redis.exists(stream) else None
     kwargs = redis.connection_pool.connection_kwargs
     own = aioredis.Redis(host=kwargs.get("host", "127.0.0.1"), port=kwargs.get("port", 6379),
                          db=kwargs.get("db", 0), socket_timeout=60)
-    watcher = Watcher(own, project, after=last["last-generated-id"].decode() if last
+    watcher = Watcher(own, project, stream, after=last["last-generated-id"].decode() if last
                       else "0-0")
     task = watcher.task = asyncio.get_running_loop().create_task(watcher.run())
     try:

@@ -45,7 +45,7 @@ import redis
 from redis.utils import HIREDIS_AVAILABLE
 
 from bench import report
-from shared import streams
+from shared import sharding, streams
 from shared.redisconn import connect
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -630,7 +630,8 @@ def main(
                 used = watch.cpu_drained - watch.cpu_first
                 share = (f"{used / (watch.drained - first):.0%} of a core, "
                          f"{used / predictions * 1e6:.0f} µs per entry")
-            auto_labels = int(sync.xlen(streams.LABELS))
+            auto_labels = sum(int(sync.xlen(name)) for name in sharding.every_stream(
+                streams.LABELS, settings.shards))  # the router writes to the shards
             queued = expected_queued(sync, names)
             runs.append({
                 "workers": n_workers,

@@ -8,7 +8,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from loopwise.demo import run_loop
-from shared import streams
+from shared import sharding, streams
 from shared.events import ItemEvent, LabelEvent
 from shared.wire import encode_event
 from tests.helpers import client, groups_idle, token, wait_for
@@ -40,12 +40,14 @@ async def test_labels_on_the_stream_retrain_the_model_and_predictions_carry_its_
         version = (await http.get(f"/v1/projects/{project}/models")).json()["models"][0]
         assert version["label_count"] == settings.retrain_every
 
-    start = (await redis.xinfo_stream(streams.PREDICTIONS))["last-generated-id"]
+    # The scorer writes a project's predictions to the project's shard (shared.sharding).
+    shard_stream = sharding.project_stream(streams.PREDICTIONS, project, settings.shards)
+    start = (await redis.xinfo_stream(shard_stream))["last-generated-id"]
     for i in range(100, 110):
         await redis.xadd(streams.ITEMS, encode_event(ItemEvent(
             project=project, item_id=f"n{i}", features=x[i].tolist()).to_json()))
     await groups_idle(redis, (streams.ITEMS, streams.GROUP_SCORER))
-    mine = [json.loads(f[b"data"]) for _, f in await redis.xrange(streams.PREDICTIONS,
+    mine = [json.loads(f[b"data"]) for _, f in await redis.xrange(shard_stream,
                                                                   min=f"({start.decode()}")]
     mine = [p for p in mine if p["project"] == project]
     assert len(mine) == 10
