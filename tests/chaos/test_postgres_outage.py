@@ -36,6 +36,13 @@ BATCHES_WHILE_DOWN = 10  # labels keep arriving while the database is down
 HANDLER_BATCHES = "loopwise_handler_seconds_count"
 
 
+def _written_to(body: dict) -> dict:
+    """The readiness report of the consumer of the plain label stream (the one this test
+    writes to; the shard streams' consumers have nothing to read and stay consuming)."""
+    (consumer,) = [c for c in body["consumers"] if c["stream"] == streams.LABELS]
+    return consumer
+
+
 async def test_labels_survive_a_postgresql_outage(private_redis, private_postgres):
     settings = chaos_settings(private_redis.url, private_postgres.url)
     project = f"outage-{uuid.uuid4().hex[:8]}"
@@ -60,12 +67,12 @@ async def test_labels_survive_a_postgresql_outage(private_redis, private_postgre
 
         async def backing_off() -> bool:
             status, body = readiness(settings, "labels")
-            return status == 503 and [c["status"] for c in body["consumers"]] == ["backoff"]
+            return status == 503 and _written_to(body)["status"] == "backoff"
         await wait_for(backing_off, 30, "the labels consumer to back off, not ready")
         await asyncio.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - down_at)))
         status, body = readiness(settings, "labels")
         assert status == 503 and body["checks"]["database"].startswith("error")
-        assert body["consumers"][0]["status"] == "backoff"
+        assert _written_to(body)["status"] == "backoff"
         # Nothing given up meanwhile: every label is pending or not read yet.
         assert await _dead_letters(redis) == []
 
@@ -152,7 +159,7 @@ async def test_a_60_s_postgresql_outage_mid_stream_loses_no_prediction(
         down = time.monotonic()
         await asyncio.sleep(MIDSTREAM_OUTAGE_SECONDS)
         status, body = readiness(settings, "labels")
-        assert status == 503 and body["consumers"][0]["status"] == "backoff", body
+        assert status == 503 and "backoff" in {c["status"] for c in body["consumers"]}, body
         outage["posted_during"] = producer.acked
         await asyncio.to_thread(private_postgres.start)
         outage["back"] = time.monotonic()
