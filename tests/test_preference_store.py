@@ -146,7 +146,7 @@ async def export_of(http, p: str) -> list[tuple[str, str]]:
 
 async def test_who_may_read_export_and_revert_preferences(services, engine, redis, project):
     admin = await token(engine, "admin", "admin", project)
-    await configure(services, admin, project, routing={"overlap": 1})
+    await configure(services, admin, project, routing={"overlap": 1, "gold_rate": 1.0})
     await _post(services, admin, project, [_comparison(0, gold_choice="b"), _comparison(1)],
                 redis)
     ann = await token(engine, "ann", "labeler", project)

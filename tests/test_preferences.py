@@ -143,6 +143,84 @@ async def test_verdicts_ties_and_bad_answers(services, engine, redis, project):
     assert {p["prompt"] for p in pairs} == {"Explain item 9"}
 
 
+async def _take_all(http, project: str, calls: int, skip: set[str] | None = None
+                    ) -> list[dict]:
+    """Lease and answer (the careful answer) or skip comparisons, ``calls`` times at most;
+    the queue running dry does not stop it (gold pairs come at the gold rate)."""
+    served = []
+    for _ in range(calls):
+        r = await http.get(f"/v1/projects/{project}/comparisons/next")
+        if r.status_code == 204:
+            continue
+        assert r.status_code == 200, r.text
+        task = r.json()
+        served.append(task)
+        if skip is not None and task["comparison_id"] in skip:
+            done = await http.post(f"/v1/tasks/{task['task_id']}/skip")
+        else:
+            careful = next(c["position"] for c in task["candidates"]
+                           if c["text"].startswith("careful"))
+            done = await http.post(f"/v1/comparisons/{task['task_id']}/submit",
+                                   json={"verdict": "better", "chosen": careful})
+            assert "gold" not in done.text  # the reveal names models, never the gold mark
+        assert done.status_code == 200, done.text
+    return served
+
+
+async def test_gold_pairs_are_salted_once_a_reviewer_and_look_like_any_comparison(
+        services, engine, redis, project):
+    """Gold pairs are not queued: each reviewer gets each at the gold rate, once, in the
+    same shape as any comparison; a skipped one goes to nobody else; the store keeps the
+    gold mark and the quality service scores each reviewer on them."""
+    admin = await token(engine, "admin", "admin", project)
+    await configure(services, admin, project, routing={"overlap": 1, "gold_rate": 0.3})
+    gold = {f"cmp-g{i}" for i in range(3)}
+    await _post(services, admin, project, [
+        *[_comparison(i) for i in range(12)],
+        *[{**_comparison(0, gold_choice="b"), "comparison_id": g} for g in sorted(gold)]])
+    await groups_idle(redis, (streams.COMPARISONS, streams.GROUP_ROUTER))
+    served: dict[str, list[dict]] = {}
+    # 80 calls at a gold rate of 0.3: the chance a gold pair is never drawn is below 1e-9.
+    for who in ("ann", "bob"):
+        async with client(services, "router", await token(engine, who, "labeler",
+                                                          project)) as http:
+            served[who] = await _take_all(http, project, 80)
+    ids = {who: [t["comparison_id"] for t in tasks] for who, tasks in served.items()}
+    # Each reviewer had each gold pair exactly once; the queued pairs went to one of them.
+    for who in ("ann", "bob"):
+        assert sorted(i for i in ids[who] if i in gold) == sorted(gold)
+    regular = [i for who in ids for i in ids[who] if i not in gold]
+    assert sorted(regular) == sorted(f"cmp-{i}" for i in range(12))
+    # A gold pair is shown like any comparison: the same fields, no gold mark, no models.
+    shapes = {tuple(sorted(t)) for tasks in served.values() for t in tasks}
+    assert len(shapes) == 1
+    for tasks in served.values():
+        for t in tasks:
+            blob = json.dumps(t)
+            assert "gold" not in blob and "model-large" not in blob
+    # A skipped gold pair is not handed to anyone else, nor again to the one who skipped.
+    async with client(services, "router", await token(engine, "cy", "labeler",
+                                                      project)) as http:
+        cy = await _take_all(http, project, 80, skip=gold)
+    assert sorted(t["comparison_id"] for t in cy) == sorted(gold)
+    async with client(services, "router", await token(engine, "dee", "labeler",
+                                                      project)) as http:
+        dee = await _take_all(http, project, 80)
+    assert sorted(t["comparison_id"] for t in dee) == sorted(gold)
+
+    rows = await _preferences(engine, redis, project)
+    gold_rows = [r for r in rows if r.item_id in gold]
+    assert len(gold_rows) == 3 * 3  # ann, bob and dee; cy skipped hers
+    assert {r.gold_label for r in gold_rows} == {"b"}
+    assert {r.preference["gold_choice"] for r in gold_rows} == {"b"}
+    assert all(r.gold_label is None for r in rows if r.item_id not in gold)
+    await groups_idle(redis, (streams.LABELS, streams.GROUP_QUALITY))
+    async with client(services, "quality", admin) as http:
+        labelers = (await http.get(f"/v1/projects/{project}/quality")).json()["labelers"]
+    for who in ("ann", "bob", "dee"):
+        assert labelers[who]["gold_seen"] == 3 and labelers[who]["gold_accuracy"] == 1.0
+
+
 async def test_a_bad_comparison_is_refused_at_the_door_and_on_the_stream(services, engine,
                                                                          redis, project):
     admin = await token(engine, "admin", "admin", project)

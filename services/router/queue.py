@@ -80,6 +80,15 @@ local function settle(tkey, ttl)
     redis.call('PEXPIRE', tkey .. suffix, ttl)
   end
 end
+-- A task made for one labeler (a salted gold item or gold pair): never queued, so a lease
+-- that lapses or a skip ends it instead of handing it to someone else.
+local function salted(tkey)
+  local kind = redis.call('HGET', tkey, 'kind')
+  if kind == 'gold' then return true end
+  if kind ~= 'comparison' then return false end
+  local gold = redis.call('HGET', tkey, 'gold_label')
+  return gold ~= false and gold ~= ''
+end
 """
 
 # A whole routed batch in one call. ARGV: prefix, queue name ('queue' or 'adjudication'),
@@ -186,7 +195,7 @@ for _, member in ipairs(expired) do
   redis.call('HDEL', tkey .. ':leases', who)
   redis.call('SREM', tkey .. ':seen', who)
   if redis.call('HGET', tkey, 'state') == 'open' then
-    if redis.call('HGET', tkey, 'kind') == 'gold' then
+    if salted(tkey) then
       redis.call('HSET', tkey, 'state', 'expired')
       settle(tkey, task_ttl)
     else
@@ -325,7 +334,7 @@ if redis.call('EXISTS', tkey) == 0 then return 'missing' end
 if redis.call('HDEL', tkey .. ':leases', labeler) == 0 then return 'not_leased' end
 redis.call('ZREM', leases, ARGV[2] .. '|' .. labeler)
 redis.call('SADD', tkey .. ':skipped', labeler)
-if redis.call('HGET', tkey, 'kind') == 'gold' then
+if salted(tkey) then
   redis.call('HSET', tkey, 'state', 'skipped')
   settle(tkey, task_ttl)
   return 'skipped'

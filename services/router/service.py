@@ -196,6 +196,7 @@ class RouterService:
         self.rng = random.Random()
         self._settings = RefreshingCache(self._load_settings, SETTINGS_CACHE_SECONDS)
         self._gold = RefreshingCache(self._load_gold, GOLD_CACHE_SECONDS)
+        self._gold_pairs = RefreshingCache(self._load_gold_pairs, GOLD_CACHE_SECONDS)
         self._keep_newest = self.redis.register_script(KEEP_NEWEST)
         self._projects: set[str] = set()
         self._uncalibrated: set[str] = set()
@@ -225,12 +226,12 @@ class RouterService:
     async def knows_project(self, project: str) -> bool:
         """Declared (settings kept from ``loopwise:projects``) or with data here: a label
         seen in its predictions, a task, gold items (shared.auth.require_known)."""
-        names = ("settings", "options", "model", "gold")
+        names = ("settings", "options", "model", "gold", "gold-comparisons")
         keys = [self._key(name, project) for name in names] + [self.queue.items_key(project)]
         return bool(await self.redis.exists(*keys))
 
     async def stop(self) -> None:
-        for cache in (self._settings, self._gold, self._options):
+        for cache in (self._settings, self._gold, self._gold_pairs, self._options):
             await cache.aclose()
         await self.queue.aclose()
 
@@ -814,27 +815,74 @@ class RouterService:
         """Queue each comparison as a task for ``overlap`` distinct reviewers, highest
         ``priority`` first (the active pair selector's score; posting order otherwise).
         The task id is derived from the comparison id: a redelivery, or a repost of the
-        same comparison while its task is kept, adds nothing."""
+        same comparison while its task is kept, adds nothing.
+
+        A gold pair (one with a ``gold_choice``) is not queued: it joins the project's
+        gold pairs, salted into each reviewer's comparisons at the gold rate, once a
+        reviewer, like gold items (:meth:`next_comparison`)."""
         tasks: list[NewTask] = []
-        now = datetime.now(UTC).isoformat()
+        gold_pairs: dict[str, dict[Any, Any]] = {}
         for d in batch:
             event = d.event
+            self._projects.add(event.project)
+            if event.gold_choice is not None:
+                gold_pairs.setdefault(event.project, {})[event.comparison_id] = \
+                    event.model_dump_json()
+                continue
             policy = await self.policy(event.project)
             task_id = self.queue.new_task_id(
                 event.project, stable_key("comparison", event.project, event.comparison_id))
-            task = ReviewTask(
-                task_id=task_id, project=event.project, item_id=event.comparison_id,
-                kind="comparison", mode=ReviewMode.comparison, options=[],
-                payload_json=orjson.dumps(event.payload).decode(), created_at=now,
-                gold_label=event.gold_choice, prompt=event.prompt,
-                candidates_json=orjson.dumps(
-                    [c.model_dump(mode="json") for c in event.candidates]).decode())
-            tasks.append(NewTask(task_id=task_id, project=event.project,
-                                 item_id=event.comparison_id,
-                                 priority=0.0 if event.priority is None else event.priority,
-                                 needed=policy.overlap, fields=task.fields()))
-            self._projects.add(event.project)
+            tasks.append(self._comparison_task(event, task_id, policy.overlap))
+        if gold_pairs:
+            pipe = self.redis.pipeline(transaction=False)
+            for project, rows in gold_pairs.items():
+                pipe.hset(self._key("gold-comparisons", project), mapping=rows)
+            await pipe.execute()
+            for project in gold_pairs:
+                self._gold_pairs.drop(project)
         await self.queue.enqueue_many(tasks, kind="comparison")
+
+    @staticmethod
+    def _comparison_task(event: ComparisonEvent, task_id: str, needed: int) -> NewTask:
+        """The task of a comparison: queued for ``needed`` reviewers, or (a gold pair)
+        made for one reviewer; the two look alike to the reviewer."""
+        task = ReviewTask(
+            task_id=task_id, project=event.project, item_id=event.comparison_id,
+            kind="comparison", mode=ReviewMode.comparison, options=[],
+            payload_json=orjson.dumps(event.payload).decode(),
+            created_at=datetime.now(UTC).isoformat(),
+            gold_label=event.gold_choice, prompt=event.prompt,
+            candidates_json=orjson.dumps(
+                [c.model_dump(mode="json") for c in event.candidates]).decode())
+        return NewTask(task_id=task_id, project=event.project, item_id=event.comparison_id,
+                       priority=0.0 if event.priority is None else event.priority,
+                       needed=needed, fields=task.fields())
+
+    async def _load_gold_pairs(self, project: str) -> dict[str, ComparisonEvent]:
+        rows = await self.redis.hgetall(self._key("gold-comparisons", project))
+        return {text(k): ComparisonEvent.model_validate_json(v) for k, v in rows.items()}
+
+    async def gold_pairs(self, project: str) -> list[ComparisonEvent]:
+        """The project's gold pairs, as salting sees them."""
+        return sorted((await self._load_gold_pairs(project)).values(),
+                      key=lambda e: e.comparison_id)
+
+    async def _salted_pair(self, project: str, labeler: str, policy: RoutingPolicy
+                           ) -> tuple[NewTask | None, tuple[str, str] | None]:
+        """Maybe a gold pair for this reviewer (at the gold rate, one they have not had)."""
+        pairs = await self._gold_pairs.get(project) if policy.gold_rate else {}
+        if not pairs:
+            return None, None
+        seen_key = self._key(f"gold-seen-comparisons:{labeler}", project)
+        seen = await self.redis.smembers(seen_key)
+        fresh = [e for cid, e in sorted(pairs.items()) if cid.encode() not in seen]
+        if not should_salt(self.rng, policy.gold_rate, len(fresh)):
+            return None, None
+        event = self.rng.choice(fresh)
+        task_id = self.queue.new_task_id(project, str(stable_id(
+            "task", "gold-comparison", project, event.comparison_id, labeler,
+            f"{time.time_ns()}")))
+        return self._comparison_task(event, task_id, 1), (seen_key, event.comparison_id)
 
     async def _shown_order(self, task: ReviewTask, labeler: str) -> list[str]:
         """The order this reviewer sees the task's candidates in: drawn at random when the
@@ -853,10 +901,12 @@ class RouterService:
         reviewer's order; no candidate id, no model name, no gold mark."""
         if not principal.sees_payloads(project, await self._sensitive(project)):
             raise ReviewError(403, "this project is sensitive: only its members take its tasks")
+        direct, remember = await self._salted_pair(
+            project, principal.user_id, await self.policy(project))
         try:
             leased = await self.queue.next(
                 project, principal.user_id, self.settings.lease_seconds, kind="comparison",
-                paused_key=self._key("paused", project))
+                direct=direct, remember=remember, paused_key=self._key("paused", project))
         except Paused as exc:
             raise ReviewError(423, "you are paused pending a quality review of your recent "
                                    "labels; ask a project admin") from exc

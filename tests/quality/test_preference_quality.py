@@ -31,7 +31,8 @@ def _comparison(i: int) -> dict:
 async def test_agreement_gold_and_a_first_position_picker_flagged_and_paused(
         services, engine, redis, project):
     admin = await token(engine, "admin", "admin", project)
-    await configure(services, admin, project, routing={"overlap": 3},
+    # gold rate 1: each reviewer gets the gold pairs first, once each (salted, not queued)
+    await configure(services, admin, project, routing={"overlap": 3, "gold_rate": 1.0},
                     quality={"auto_pause": True})
     async with client(services, "router", admin) as http:
         r = await http.post(f"/v1/projects/{project}/comparisons",
