@@ -83,11 +83,7 @@ end
 -- A task made for one labeler (a salted gold item or gold pair): never queued, so a lease
 -- that lapses or a skip ends it instead of handing it to someone else.
 local function salted(tkey)
-  local kind = redis.call('HGET', tkey, 'kind')
-  if kind == 'gold' then return true end
-  if kind ~= 'comparison' then return false end
-  local gold = redis.call('HGET', tkey, 'gold_label')
-  return gold ~= false and gold ~= ''
+  return redis.call('HGET', tkey, 'kind') == 'gold' or redis.call('HGET', tkey, 'salted') == '1'
 end
 """
 
@@ -394,6 +390,9 @@ class NewTask:
     priority: float
     needed: int
     fields: dict[str, str]  # "kind" (default review) is a hash field; the rest, JSON body
+    # Made for one labeler and never queued (a gold pair; a gold item's kind says so):
+    # a lapsed lease or a skip ends it (the scripts' ``salted``).
+    salted: bool = False
 
     def body(self) -> bytes:
         return orjson.dumps({k: v for k, v in self.fields.items() if k != "kind"})
@@ -402,7 +401,8 @@ class NewTask:
         """Field/value pairs of the task hash beyond its id, state and done count."""
         return ["project", self.project, "item_id", self.item_id,
                 "priority", repr(self.priority), "needed", str(self.needed),
-                "kind", self.fields.get("kind", "review"), "body", self.body()]
+                "kind", self.fields.get("kind", "review"), "body", self.body(),
+                *(["salted", "1"] if self.salted else [])]
 
 
 # A task as the enqueue script takes it: id, project, item id, priority, needed, kind, body.

@@ -843,7 +843,8 @@ class RouterService:
         await self.queue.enqueue_many(tasks, kind="comparison")
 
     @staticmethod
-    def _comparison_task(event: ComparisonEvent, task_id: str, needed: int) -> NewTask:
+    def _comparison_task(event: ComparisonEvent, task_id: str, needed: int,
+                         salted: bool = False) -> NewTask:
         """The task of a comparison: queued for ``needed`` reviewers, or (a gold pair)
         made for one reviewer; the two look alike to the reviewer."""
         task = ReviewTask(
@@ -856,7 +857,7 @@ class RouterService:
                 [c.model_dump(mode="json") for c in event.candidates]).decode())
         return NewTask(task_id=task_id, project=event.project, item_id=event.comparison_id,
                        priority=0.0 if event.priority is None else event.priority,
-                       needed=needed, fields=task.fields())
+                       needed=needed, fields=task.fields(), salted=salted)
 
     async def _load_gold_pairs(self, project: str) -> dict[str, ComparisonEvent]:
         rows = await self.redis.hgetall(self._key("gold-comparisons", project))
@@ -882,7 +883,8 @@ class RouterService:
         task_id = self.queue.new_task_id(project, str(stable_id(
             "task", "gold-comparison", project, event.comparison_id, labeler,
             f"{time.time_ns()}")))
-        return self._comparison_task(event, task_id, 1), (seen_key, event.comparison_id)
+        return (self._comparison_task(event, task_id, 1, salted=True),
+                (seen_key, event.comparison_id))
 
     async def _shown_order(self, task: ReviewTask, labeler: str) -> list[str]:
         """The order this reviewer sees the task's candidates in: drawn at random when the

@@ -143,6 +143,27 @@ async def test_a_direct_task_is_handed_out_by_the_same_script_and_never_requeued
     assert (await queue.task(gold.task_id))["state"] == "expired"
 
 
+@pytest.mark.parametrize("end", ["lapse", "skip"])
+async def test_a_salted_gold_pair_ends_with_its_reviewer_and_is_never_requeued(
+        queue, project, end):
+    """A gold pair is a comparison made for one reviewer: neither a lapsed lease nor a
+    skip hands it to anyone else."""
+    pair = _task(queue, project, 0.0)
+    pair.fields["kind"] = "comparison"
+    salted = NewTask(pair.task_id, pair.project, pair.item_id, pair.priority, 1,
+                     pair.fields, salted=True)
+    got = await queue.next(project, "alice", 1, kind="comparison", direct=salted)
+    assert got[0] == salted.task_id
+    if end == "lapse":
+        await asyncio.sleep(1.1)
+    else:
+        assert await queue.skip(project, salted.task_id, "alice", kind="comparison") == "skipped"
+    assert await queue.next(project, "bob", 60, kind="comparison") is None
+    assert await queue.next(project, "alice", 60, kind="comparison") is None
+    assert (await queue.task(salted.task_id))["state"] == ("expired" if end == "lapse"
+                                                          else "skipped")
+
+
 async def test_a_submission_publishes_its_event_once_with_its_observation(queue, redis, project):
     t = _task(queue, project, 0.5)
     await queue.enqueue_many([t])
