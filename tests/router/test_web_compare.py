@@ -193,3 +193,68 @@ async def test_a_reviewer_compares_answers_blind_with_the_keyboard(services, eng
     assert rows["page-3"].label == ">".join([three[2], three[0], three[1]])
     assert json.dumps(rows["page-1"].preference["models"], sort_keys=True) == json.dumps(
         {IDS[0]: MODELS[0], IDS[1]: MODELS[1]}, sort_keys=True)
+
+
+def _failing(answer: dict | None):
+    """A route handler answering ``answer`` in the router's place (None: unreachable)."""
+    async def handle(route) -> None:
+        if answer is None:
+            await route.abort("connectionrefused")
+        else:
+            await route.fulfill(**answer)
+    return handle
+
+
+async def test_a_failing_router_reads_as_a_sentence_on_the_comparison_page(
+        services, engine, redis, project):
+    """The comparison page speaks through api.js like the labeling page: a 500 without a
+    body, a 503 and an unreachable router each read as what to do, never as "the server
+    answered 500", and the judgment is kept for another try."""
+    from playwright.async_api import async_playwright, expect
+
+    chromium = _chromium()
+    admin = await token(engine, "admin", "admin", project)
+    await configure(services, admin, project, routing={"overlap": 1})
+    async with client(services, "router", admin) as http:
+        r = await http.post(f"/v1/projects/{project}/comparisons",
+                            json={"comparisons": [_comparison(1, 2, 1.0)]})
+        assert r.status_code == 202, r.text
+    await groups_idle(redis, (streams.COMPARISONS, streams.GROUP_ROUTER))
+    bearer = await token(engine, "flo", "labeler", project)
+    answers = [  # what the browser gets instead of the router's answer to each submit
+        ({"status": 500, "body": "Internal Server Error", "content_type": "text/plain"},
+         "The router failed on this request (500)"),
+        ({"status": 503, "json": {"detail": "Redis is unavailable right now; try again in "
+                                             "a moment"}, "headers": {"Retry-After": "5"}},
+         "Redis is unavailable right now"),
+        (None, "Cannot reach the router"),
+    ]
+    async with async_playwright() as playwright:
+        browser = await _browser(playwright, chromium)
+        page = await browser.new_page(viewport={"width": 1100, "height": 760})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(services.url_of("router") + "/")
+        await page.fill("#token", bearer)
+        await page.fill("#project", project)
+        async with page.expect_response(lambda r: "/tasks/next" in r.url):
+            await page.click("#login button[type=submit]")
+        await page.locator("#idle-text").wait_for(state="visible")
+        await _take(page, lambda: page.keyboard.press("p"))
+        await page.keyboard.press("2")
+        for answer, says in answers:
+            await page.route("**/v1/comparisons/*/submit", _failing(answer))
+            await page.keyboard.press("Enter")
+            error = page.locator("#error")
+            await expect(error).to_contain_text(says, timeout=10_000)
+            message = await error.inner_text()
+            assert "server answered" not in message and "try again" in message.lower()
+            assert await _pressed(page) == ["2"]  # the judgment is kept
+            await page.unroute("**/v1/comparisons/*/submit")
+        # The router back: the same judgment goes through.
+        async with page.expect_response(lambda r: r.url.endswith("/submit")) as info:
+            await page.keyboard.press("Enter")
+        assert (await info.value).status == 200
+        await page.locator("#compare-reveal").wait_for(state="visible")
+        assert errors == []
+        await browser.close()

@@ -1,14 +1,14 @@
 // loopwise reviewer page, comparisons: which of two (or more) candidate outputs is better.
 //
-// Kept in its own file (the labeling page is app.js): it shares only the page's sign-in,
-// read from sessionStorage, and the #idle view it is started from. The candidates come
-// by position, in the order the router drew and recorded for this reviewer; the page
-// never receives a candidate id or a model name before the submit (the API sends none),
-// and builds the reveal only after it.
+// Kept in its own file (the labeling page is app.js): it shares the page's sign-in, read
+// from sessionStorage, the #idle view it is started from, and api.js (an ES module).
+// The candidates come by position, in the order the router drew and recorded for this
+// reviewer; the page never receives a candidate id or a model name before the submit
+// (the API sends none), and builds the reveal only after it.
 //
 // Keys: 1/2 (or 1..k) or the arrows pick, T tie, B both bad, R writes a reason,
 // Enter submits, N takes the next comparison, Escape goes back to labeling.
-"use strict";
+import { client } from "./api.js";
 
 (() => {
   const STORE = window.sessionStorage;
@@ -23,42 +23,9 @@
   };
 
   // --- the API (the same bearer token the labeling page signed in with) -------------------
-  class ApiError extends Error {
-    constructor(status, message) {
-      super(message);
-      this.status = status;
-    }
-  }
-
-  async function api(method, path, body) {
-    const token = STORE.getItem("loopwise.token") || "";
-    const init = { method, headers: { Authorization: `Bearer ${token}` } };
-    if (body !== undefined) {
-      init.headers["Content-Type"] = "application/json";
-      init.body = JSON.stringify(body);
-    }
-    let response;
-    try {
-      response = await fetch(path, init);
-    } catch (err) {
-      throw new ApiError(0, `cannot reach the router (${err.message})`);
-    }
-    if (response.status === 204) return { status: 204, data: null };
-    let data = null;
-    try {
-      data = await response.json();
-    } catch (err) {
-      data = null;
-    }
-    if (!response.ok) {
-      const detail = data && data.detail;
-      const text = typeof detail === "string" ? detail
-        : Array.isArray(detail) ? detail.map((d) => (d && d.msg) || JSON.stringify(d)).join("; ")
-          : `the server answered ${response.status}`;
-      throw new ApiError(response.status, text);
-    }
-    return { status: response.status, data };
-  }
+  // api.js's client: the same sentences a person can act on as the labeling page (a 503
+  // names the store that is down; never a bare "the server answered 500").
+  const api = client(() => STORE.getItem("loopwise.token") || "");
 
   function say(text) {
     $("status").textContent = text;
