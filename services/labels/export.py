@@ -44,11 +44,13 @@ def record(row: dict[str, Any]) -> dict[str, Any]:
     return {key: _plain(row.get(key)) for key in COLUMNS}
 
 
-async def jsonl(rows: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+async def _jsonl_chunks(objects: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    """JSON lines in chunks of about FLUSH_BYTES: a streamed response neither holds the
+    whole export nor sends one line a write."""
     buffer: list[str] = []
     size = 0
-    async for row in rows:
-        line = json.dumps(record(row), ensure_ascii=False) + "\n"
+    async for obj in objects:
+        line = json.dumps(obj, ensure_ascii=False) + "\n"
         buffer.append(line)
         size += len(line)
         if size >= FLUSH_BYTES:
@@ -56,6 +58,15 @@ async def jsonl(rows: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
             buffer, size = [], 0
     if buffer:
         yield "".join(buffer).encode()
+
+
+async def jsonl(rows: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    async def records() -> AsyncIterator[dict[str, Any]]:
+        async for row in rows:
+            yield record(row)
+
+    async for chunk in _jsonl_chunks(records()):
+        yield chunk
 
 
 async def csv_rows(rows: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
@@ -89,18 +100,13 @@ def preference_pairs(row: dict[str, Any]) -> list[dict[str, str]]:
 async def trl(rows: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
     """Every counted preference of a version as chosen/rejected JSONL: each reviewer's
     judgment is a training pair (a reverted one is not counted, so it is not exported)."""
-    buffer: list[str] = []
-    size = 0
-    async for row in rows:
-        for pair in preference_pairs(row):
-            line = json.dumps(pair, ensure_ascii=False) + "\n"
-            buffer.append(line)
-            size += len(line)
-        if size >= FLUSH_BYTES:
-            yield "".join(buffer).encode()
-            buffer, size = [], 0
-    if buffer:
-        yield "".join(buffer).encode()
+    async def pairs() -> AsyncIterator[dict[str, Any]]:
+        async for row in rows:
+            for pair in preference_pairs(row):
+                yield pair
+
+    async for chunk in _jsonl_chunks(pairs()):
+        yield chunk
 
 
 def _event(row: dict[str, Any]) -> LabelEvent:
