@@ -79,8 +79,15 @@ async def test_review_that_fixes_labels_shows_as_a_better_model_in_the_evaluatio
 async def test_review_that_changes_nothing_shows_no_difference(services, engine, redis,
                                                                project):
     bearer = await _stored_project(services, engine, redis, project, review_fixes=False)
+    # A frozen label set: the comparison names its version (a number, as the labels
+    # service numbers them; a typed answer that said otherwise was a 500).
+    async with client(services, "labels", await token(engine, "ada", "admin", project)) as h:
+        r = await h.post(f"/v1/projects/{project}/versions", json={"name": "round-1"})
+        assert r.status_code in (200, 201), r.text
+        number = r.json()["number"]
     comparison = (await _evaluation(services, bearer, project))["model_comparison"]
     assert comparison["available"], comparison
+    assert comparison["label_set_version"] == number
     versus = comparison["arms"]["single_unreviewed"]["versus_loop"]
     assert versus["verdict"] == NO_DIFFERENCE
     assert comparison["curves"]["loop"] == comparison["curves"]["single_unreviewed"]

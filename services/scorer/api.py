@@ -148,7 +148,7 @@ class ModelComparisonOut(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     project: str
-    label_set_version: str | None = None
+    label_set_version: int | None = None  # the labels service's label-set version number
     label_events: int
     available: bool
     reason: str | None = None
