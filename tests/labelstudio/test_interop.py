@@ -217,11 +217,10 @@ async def test_a_loopwise_export_imports_into_label_studio_with_every_annotation
         predictions = {
             item_of[p["task"]]: (p["model_version"], p["score"], choice(p["result"]))
             for p in await ls_predictions(ls, project_id)}
-        # an auto label's prediction has its confidence; a reviewed item's is the model's
-        # label the review recorded (a review's label event holds no confidence)
+        # an auto label's prediction has its confidence, and so has a reviewed item's: the
+        # model's label and confidence the review recorded with the reviewer's answer
         assert predictions == {
-            item_id: ("m-ls", max(probs.values()) if item_id in AUTO else None,
-                      max(probs, key=probs.__getitem__))
+            item_id: ("m-ls", max(probs.values()), max(probs, key=probs.__getitem__))
             for item_id, (probs, _) in {**AUTO, **REVIEWED}.items()}
 
         # ... and back: Label Studio's own export of that project imports into loopwise with
