@@ -56,9 +56,12 @@ async def wait_for(predicate, timeout: float = 30.0, what: str = "condition") ->
         await asyncio.sleep(0.2)
 
 
-async def groups_idle(redis: aioredis.Redis, *pairs: tuple[str, str], timeout: float = 60) -> None:
+async def groups_idle(redis: aioredis.Redis, *pairs: tuple[str, str], timeout: float = 60,
+                      shards: int | None = None) -> None:
+    """``shards``: how many shards the streams of ``redis`` have when it is not the
+    session's Redis (a private single Redis has none, even in the cluster stage)."""
     async def idle() -> bool:
-        return all([await group_idle(redis, s, g) for s, g in pairs])
+        return all([await group_idle(redis, s, g, shards) for s, g in pairs])
 
     await wait_for(idle, timeout, f"consumer groups {pairs} to drain")
 

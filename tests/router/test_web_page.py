@@ -110,12 +110,13 @@ async def _declare(settings, engine, project: str) -> None:
                     review={"display": "image 8x8", "guideline": GUIDELINE})
 
 
-async def _predict(redis, project: str, payloads: dict[str, dict]) -> None:
+async def _predict(redis, project: str, payloads: dict[str, dict],
+                   shards: int | None = None) -> None:
     for item_id, payload in payloads.items():
         body = {"project": project, "item_id": item_id, "model_version": "m-page",
                 "probs": _distribution(TOP[item_id]), "payload": payload}
         await redis.xadd(streams.PREDICTIONS, {"data": json.dumps(body)})
-    await groups_idle(redis, (streams.PREDICTIONS, streams.GROUP_ROUTER))
+    await groups_idle(redis, (streams.PREDICTIONS, streams.GROUP_ROUTER), shards=shards)
 
 
 async def _sign_in(page, url: str, bearer: str, project: str) -> dict:
@@ -356,7 +357,8 @@ async def test_with_redis_down_the_labeler_reads_what_is_wrong_and_keeps_the_pic
     try:
         redis = aioredis.from_url(private.redis_url)
         try:
-            await _predict(redis, project, {"by-text": _payloads("")["by-text"]})
+            await _predict(redis, project, {"by-text": _payloads("")["by-text"]},
+                           shards=1)  # the private Redis is a single one
         finally:
             await redis.aclose()
         bearer = await token(engine, "wes", "labeler", project)
