@@ -239,6 +239,19 @@ async def change_project(ctx: Context, actor: Actor, project: str,
     return settings_view(row)
 
 
+async def republish_settings(ctx: Context) -> int:
+    """Publish every declared project's settings as they are stored, with their stored
+    revisions: the copies the router, scorer and quality service keep in Redis are
+    rebuilt after that Redis lost them (a new, flushed or failed-over Redis). Consumers
+    keep the newest revision, so a copy that was not lost changes nothing."""
+    async with ctx.engine.connect() as conn:
+        rows = await store.all_projects(conn)
+    await _published(ctx, streams.PROJECTS, [ProjectSettingsChanged(
+        project=row["name"], settings=_settings_of(row),
+        revision=int((row.get("settings") or {}).get("revision", 0))) for row in rows])
+    return len(rows)
+
+
 # --- versions ----------------------------------------------------------------------------------
 
 

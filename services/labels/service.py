@@ -17,7 +17,7 @@ from shared.logs import get_logger
 from shared.projects import label_problems
 from shared.service import Runtime
 
-from . import audit
+from . import actions, audit
 from .store import append_events_counted, has_project, label_options_of
 
 log = get_logger(__name__)
@@ -25,6 +25,12 @@ STREAM_ACTOR = audit.Actor("service:labels", "service", f"stream:{streams.LABELS
 
 
 SCHEMA_CACHE_SECONDS = 2.0
+# Project settings live here; the router, scorer and quality service keep copies in Redis,
+# fed by loopwise:projects. This key says the Redis has been given every project's
+# settings; a Redis without it (new, flushed, failed over to an empty replica) gets them
+# again within SETTINGS_CHECK_SECONDS.
+SETTINGS_MARK = "loopwise:labels:settings-published"
+SETTINGS_CHECK_SECONDS = 5.0
 
 
 class LabelsService:
@@ -45,6 +51,24 @@ class LabelsService:
 
     async def start(self) -> None:
         self.runtime.bus.consume(streams.LABELS, streams.GROUP_LABELS, LabelEvent, self.on_labels)
+        self.runtime.supervisor.every("settings republish", SETTINGS_CHECK_SECONDS,
+                                      self.republish_if_lost, immediately=True)
+
+    async def republish_if_lost(self) -> None:
+        """Publish every project's settings again when this Redis does not hold them. The
+        mark is set first: a flush after it removes it, so the settings go out again on
+        the next check."""
+        redis = self.runtime.bus.redis
+        if not await redis.set(SETTINGS_MARK, "1", nx=True):
+            return
+        try:
+            count = await actions.republish_settings(actions.Context(
+                engine=self.runtime.engine, publish=self.runtime.bus.publish))
+        except Exception:
+            await redis.delete(SETTINGS_MARK)  # the next check tries again
+            raise
+        log.info("project settings published to a Redis that did not hold them",
+                 projects=count)
 
     async def stop(self) -> None:
         await self._schemas.aclose()

@@ -726,6 +726,12 @@ async def get_project(conn: AsyncConnection, name: str) -> dict[str, Any] | None
     return dict(row._mapping) if row else None
 
 
+async def all_projects(conn: AsyncConnection) -> list[dict[str, Any]]:
+    """Every declared project's row, by name."""
+    rows = await conn.execute(select(projects).order_by(projects.c.name))
+    return [dict(row._mapping) for row in rows]
+
+
 async def put_project(
     conn: AsyncConnection,
     name: str,

@@ -189,7 +189,7 @@ class QualityService:
     async def _load_settings(self) -> None:
         redis = self.runtime.bus.redis
         async for key in redis.scan_iter(match=f"{SETTINGS_PREFIX}*", count=500):
-            raw = await redis.hget(key, "event")
+            raw = await redis.hget(key, "settings")  # the event, as KEEP_NEWEST keeps it
             if raw:
                 kept = ProjectSettingsChanged.model_validate_json(raw)
                 self.settings[kept.project] = kept

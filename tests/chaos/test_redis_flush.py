@@ -72,3 +72,58 @@ async def test_consumers_recover_when_redis_comes_back_empty(private_redis, sett
     finally:
         group.stop()
         await redis.aclose()
+
+
+async def test_project_settings_come_back_to_every_copy_when_redis_comes_back_empty(
+        private_redis, settings, engine):
+    """The labels service owns the settings; the router, scorer and quality service keep
+    copies (in Redis, where a restarted service finds them). A Redis that lost them
+    (flushed here; a new or failed-over one alike) gets them again from their home, with
+    their revision, without anyone declaring the project again: the router routes with
+    the declared policy, not the defaults, and a quality service restarted afterwards
+    still measures the project with its declared settings."""
+    from tests.helpers import client, token
+
+    chaos = chaos_settings(private_redis.url, settings.database_url)
+    project = f"keep-{uuid.uuid4().hex[:8]}"
+    group = start_services(chaos, "scorer", "router", "labels", "quality")
+    redis = connect(chaos.redis_url)
+    admin = await token(engine, f"admin-{project}", "admin", project)
+    declared = {"routing": {"mode": "prelabel", "auto_accept_threshold": 0.77, "gold_rate": 0.0},
+                "selection": {"strategy": "entropy", "select_budget": 17},
+                "quality": {"auto_pause": False, "guideline_threshold": 0.42}}
+
+    async def copies() -> tuple:
+        async with client(chaos, "router", admin) as http:
+            policy = (await http.get(f"/v1/projects/{project}/policy")).json()
+        async with client(chaos, "scorer", admin) as http:
+            config = (await http.get(f"/v1/projects/{project}/config")).json()
+        async with client(chaos, "quality", admin) as http:
+            quality = (await http.get(f"/v1/projects/{project}/quality")).json()
+        return (policy.get("mode"), policy.get("auto_accept_threshold"),
+                config.get("strategy"), config.get("select_budget"),
+                (quality.get("settings") or {}).get("auto_pause"),
+                (quality.get("settings") or {}).get("guideline_threshold"))
+
+    expected = ("prelabel", 0.77, "entropy", 17, False, 0.42)
+
+    async def copies_hold() -> bool:
+        return await copies() == expected
+
+    try:
+        async with client(chaos, "labels", admin) as http:
+            r = await http.patch(f"/v1/projects/{project}", json=declared)
+            assert r.status_code == 200, r.text
+            revision = r.json()["revision"]
+        await wait_for(copies_hold, 30, "the declared settings in every copy")
+
+        await redis.flushdb()  # every copy kept in Redis is gone with the streams
+        await wait_for(copies_hold, 30, "the settings back in every copy after the flush")
+        group.kill("quality")
+        group.restart("quality", timeout=90)  # it reads its copy from Redis when it starts
+        assert await copies() == expected
+        async with client(chaos, "labels", admin) as http:  # nobody declared it again
+            assert (await http.get(f"/v1/projects/{project}")).json()["revision"] == revision
+    finally:
+        group.stop()
+        await redis.aclose()
