@@ -47,7 +47,10 @@ async def save_prediction_payloads(conn: AsyncConnection,
     """Keep the payload of each predicted item this service never got as an item (a
     producer's prediction, not one the scorer made): the first payload an item came with
     stays, so a redelivery or a later prediction of the same item changes nothing."""
-    rows = {(e.project, e.item_id): e for e in events if e.payload is not None}
+    rows: dict[tuple[str, str], PredictionEvent] = {}
+    for e in events:  # the first of a batch too (a dict built from the batch kept the last)
+        if e.payload is not None:
+            rows.setdefault((e.project, e.item_id), e)
     if not rows:
         return 0
     known: set[tuple[str, str]] = set()

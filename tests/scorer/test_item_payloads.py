@@ -42,3 +42,22 @@ async def test_an_item_that_came_only_as_a_prediction_keeps_its_payload(
     assert r.status_code == 200, r.text
     assert r.json()["items"] == {"p-1": {"text": "first payload", "camera": 3},
                                  "i-1": {"text": "the item's own payload"}}
+
+
+async def test_the_first_payload_stays_when_both_predictions_come_in_one_batch(engine, project):
+    """The stream hands the scorer several predictions of one item in one batch as often
+    as in two: the first one's payload is kept either way."""
+    from sqlalchemy import select
+
+    from services.scorer.store import save_prediction_payloads
+    from services.scorer.tables import prediction_payloads
+    from shared.events import PredictionEvent
+
+    batch = [PredictionEvent(project=project, item_id="p-1", model_version="m",
+                             probs={"a": 0.5, "b": 0.5}, payload={"n": n}) for n in (1, 2)]
+    async with engine.begin() as conn:
+        assert await save_prediction_payloads(conn, batch) == 1
+        await save_prediction_payloads(conn, batch[::-1])  # later: changes nothing
+        kept = (await conn.execute(select(prediction_payloads.c.payload).where(
+            prediction_payloads.c.project == project))).scalars().all()
+    assert kept == [{"n": 1}]
