@@ -532,12 +532,44 @@ def run_automation_bias(settings: Settings, reviewers: int = 6, seed_labels: int
         "|---|---:|---:|---:|---|---:|---|---:|---:|---:|",
         *(line for s in summaries for line in _headline(s)),
         "",
-        "In prelabel mode the stampers keep the model's errors and the planted ones: the "
-        "stage leaves more label error behind, the stampers' correction rate (0%, see "
-        "the reports' per-labeler figures) is far below the model's real error rate, and "
-        "the quality service flags them. In blind mode the same people must judge.",
+        _reading(summaries, stamp_names),
     ])
     return summaries, text
+
+
+def _reading(summaries: list[Summary], stampers: list[str]) -> str:
+    """What this run's figures say, in words taken from them (never a canned verdict)."""
+    by_mode = {s.mode: s.evaluation for s in summaries}
+    prelabel = by_mode.get("prelabel", {})
+
+    def stage(mode: str) -> dict[str, Any]:
+        return by_mode.get(mode, {}).get("stages", {}).get(f"review/{mode}", {})
+
+    def after(mode: str) -> float | None:
+        return (stage(mode).get("after") or {}).get("rate")
+
+    def rate(value: float | None) -> str:
+        return "—" if value is None else f"{value:.0%}"
+
+    labelers = prelabel.get("labelers", {})
+    stamp_rates = [labelers.get(n, {}).get("correction_rate") for n in stampers]
+    honest_rates = [v.get("correction_rate") for n, v in labelers.items()
+                    if n not in stampers and v.get("correction_rate") is not None]
+    model_error = (prelabel.get("before_review", {}).get("model_on_gold") or {}).get("rate")
+    flagged = next((s.flagged for s in summaries if s.mode == "prelabel"), [])
+    p_after, b_after = after("prelabel"), after("blind")
+    compared = ("more" if p_after is not None and b_after is not None and p_after > b_after
+                else "no more")
+    return (
+        f"In prelabel mode review caught {stage('prelabel').get('errors_caught', 0)} errors "
+        f"on gold against {stage('blind').get('errors_caught', 0)} in blind mode with the "
+        f"same people, and left {compared} label error behind ({rate(p_after)} against "
+        f"{rate(b_after)}); the prelabel stage's verdict: "
+        f"{stage('prelabel').get('verdict', '—')}. The stampers corrected "
+        f"{', '.join(rate(r) for r in stamp_rates)} of the pre-labels they were shown "
+        f"(the honest reviewers {', '.join(rate(r) for r in honest_rates)}), against a "
+        f"model error of {rate(model_error)} on gold; the quality service flagged "
+        f"{', '.join(flagged) or 'nobody'}. In blind mode the same people must judge.")
 
 
 __all__ = ["Behaviour", "Summary", "run_automation_bias", "run_demo"]
