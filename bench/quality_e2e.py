@@ -41,6 +41,7 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from bench.quality import simulate_crowd
+from bench.quality_scale import load_note
 from shared import sharding, streams
 from shared.events import LabelEvent
 from shared.settings import Settings
@@ -396,7 +397,10 @@ async def _run(sizes: tuple[int, ...], bursts: int, redis_url: str, database_url
 
 def run(sizes: tuple[int, ...], bursts: int, redis_url: str, database_url: str, port: int,
         restart: bool = True) -> dict[str, Any]:
-    return asyncio.run(_run(sizes, bursts, redis_url, database_url, port, restart))
+    load_start = os.getloadavg()[0]
+    result = asyncio.run(_run(sizes, bursts, redis_url, database_url, port, restart))
+    result["load"] = (load_start, os.getloadavg()[0])
+    return result
 
 
 def render(result: dict[str, Any]) -> list[str]:
@@ -417,8 +421,8 @@ def render(result: dict[str, Any]) -> list[str]:
         f"stream, **debounce included** (quiet {result['quiet_seconds']:g} s). Reference: "
         "Dawid-Skene fitted from scratch on the same votes. Restart: SIGKILL, then the "
         "process started again until `/readyz`, with the checkpoint, and with the "
-        "checkpoints deleted (every vote replayed: the baseline, same run). The machine "
-        "(2 cores) is shared with five other engineers' test runs: loaded-machine figures.",
+        "checkpoints deleted (every vote replayed: the baseline, same run). "
+        f"{load_note([result['load']] if 'load' in result else [])}",
         "",
         "| votes | all consensus published after posting began (s) | off the reference | "
         "accuracy (reference) | p50 (s) | p95 (s) | max (s) | p95 / smallest p95 | "

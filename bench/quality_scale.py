@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import subprocess
 import sys
 import time
@@ -156,13 +157,27 @@ def settle_latency(sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000), bursts
     shared), both p95s are reported."""
     out = []
     for n in sizes:
+        load_start = os.getloadavg()[0]
         runs = [asyncio.run(_latency(n, bursts, 3 if n <= 100_000 else 2))
                 for _ in range(repeats)]
         best = min(runs, key=lambda r: r["p95"])
         best["p95_runs"] = [r["p95"] for r in runs]
         best["baseline_runs_p50"] = [r["baseline_p50"] for r in runs]
+        best["load"] = (load_start, os.getloadavg()[0])
         out.append(best)
     return out
+
+
+def load_note(loads: list[tuple[float, float]]) -> str:
+    """The machine's 1-minute load average during the runs, as measured (2 cores: above 2
+    other work shared them), instead of a guess written into the report."""
+    if not loads:
+        return ""
+    low = min(min(pair) for pair in loads)
+    high = max(max(pair) for pair in loads)
+    shared = "shared with other work" if high > 2 else "not shared"
+    return (f"1-minute load average {low:.1f}-{high:.1f} during the runs (2 cores: "
+            f"{shared}).")
 
 
 # --------------------------------------------------------------------------- memory
@@ -419,8 +434,8 @@ def render_latency(rows: list[dict[str, Any]]) -> list[str]:
         "end-to-end section has it). Baseline, same run, same votes: the full recompute "
         "the service ran before issue 16 (`settle()` on every vote copied out of the "
         "state, Dawid-Skene from scratch). Last column: after the bursts, the published "
-        "consensus against a full refit on the same votes. Machine shared with five other "
-        "test runs: loaded-machine figures; of two runs a size, the lower p95 is kept.",
+        "consensus against a full refit on the same votes. Of two runs a size, the lower "
+        f"p95 is kept. {load_note([r['load'] for r in rows if 'load' in r])}",
         "",
         "| votes | bursts | p50 (ms) | p95 (ms) | max (ms) | p95 of each run (ms) | "
         "refits adopted | slowest adopting settle (ms) | baseline: full recompute p50 (ms) "
