@@ -157,11 +157,12 @@ async def test_every_client_method_against_the_running_services(services, engine
         assert await run(labeler, "next_task", project) is None  # nothing left
         assert await run(admin, "next_adjudication", project) is None
 
-        async def stored() -> bool:
+        async def stored() -> bool:  # the auto label, and the review's revision (its last)
             labels = await run(admin, "labels", project)
-            return {r["item_id"] for r in labels["labels"]} >= {"p1", "p2"}
+            by_item = {r["item_id"]: r for r in labels["labels"]}
+            return "p1" in by_item and by_item.get("p2", {}).get("label") == "a"
 
-        await wait_for(stored, 30, "the auto label and the review to be stored")
+        await wait_for(stored, 30, "the auto label and the revised review to be stored")
         labels = await run(admin, "labels", project)
         by_item = {r["item_id"]: r for r in labels["labels"]}
         assert by_item["p1"]["source"] == "auto" and by_item["p2"]["label"] == "a"
