@@ -143,7 +143,7 @@ def run(rate: float, seconds: float, warmup: float, redis_url: str, database_url
         port: int, items: int, every: float, env: dict[str, str],
         retention_seconds: int) -> str:
     say(f"Redis database {redis_url} is this benchmark's own: flushing it now")
-    sync_redis.Redis.from_url(redis_url).flushdb()
+    sync_redis.Redis.from_url(redis_url).flushdb(asynchronous=True)  # big leftovers: no timeout
     upgrade(database_url.split("?", 1)[0])
     settings = Settings(redis_url=redis_url, database_url=database_url, quality_port=port)
     logs = Path(tempfile.mkdtemp(prefix="loopwise-quality-memory-"))
