@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import metrics, streams
 from shared.bus import Delivery
-from shared.db import insert_ignoring_duplicates
+from shared.db import insert_ignoring_duplicates, insert_new, statement_chunks
 from shared.events import (
     AdjudicationRequestEvent,
     FlagSummary,
@@ -388,18 +388,9 @@ class QualityService:
         seq = self.stored_seq
         for r in rows:
             r["stored_seq"] = seq
-        async with self.runtime.engine.begin() as conn:
-            seen = set(
-                (
-                    await conn.execute(
-                        select(quality_label_votes.c.event_id).where(
-                            quality_label_votes.c.event_id.in_([r["event_id"] for r in rows])
-                        )
-                    )
-                ).scalars()
-            )
-            fresh = [r for r in rows if r["event_id"] not in seen]
-            await insert_ignoring_duplicates(conn, quality_label_votes, fresh)
+        async with self.runtime.engine.begin() as conn:  # a redelivered vote is not new
+            stored = set(await insert_new(conn, quality_label_votes, rows))
+        fresh = [r for r in rows if r["event_id"] in stored]
         flags: list[tuple[str, NewFlag]] = []
         for r in sorted(fresh, key=lambda r: r["created_at"]):
             flag = self.state(r["project"]).apply(r)
@@ -736,8 +727,7 @@ class QualityService:
                          "event_id": str(event_id), "updated_at": now})
         await self.runtime.bus.publish(streams.LABELS, events)
         async with self.runtime.engine.begin() as conn:
-            for start in range(0, len(rows), 1000):
-                chunk = rows[start:start + 1000]
+            for chunk in statement_chunks(rows):  # a few IN-list lengths, whatever the count
                 await conn.execute(quality_consensus.delete().where(
                     quality_consensus.c.project == project,
                     quality_consensus.c.item_id.in_([r["item_id"] for r in chunk])))
