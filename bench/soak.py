@@ -42,8 +42,9 @@ from sqlalchemy import select
 from loopwise.processes import ServiceGroup
 from services.labels.tables import label_events
 from services.router.queue import routed_task_id, task_key_of
-from shared import streams
+from shared import sharding, streams
 from shared.auth import create_token
+from shared.bus import group_drained
 from shared.db import make_engine, upgrade
 from shared.redisconn import connect
 from shared.settings import SERVICES, Settings
@@ -53,6 +54,7 @@ TICK = 0.01
 HOT = ("router", "labels")  # the services on the latency path
 TASK_SAMPLE = 20
 WATCHED = (streams.PREDICTIONS, streams.LABELS, streams.QUALITY, streams.DEADLETTER)
+DRAINED = ((streams.PREDICTIONS, streams.GROUP_ROUTER), (streams.LABELS, streams.GROUP_LABELS))
 GOAL_P99_S = 1.0
 GOAL_RSS_GROWTH = 0.10
 TRIM_INTERVAL_S = 30.0  # the services' default LOOPWISE_TRIM_INTERVAL_SECONDS
@@ -126,28 +128,37 @@ async def _produce(redis: aioredis.Redis, run: Run) -> None:
         await asyncio.sleep(TICK)
 
 
+def _names(stream: str, shards: int) -> list[str]:
+    """The Redis streams behind a stream of the design: each shard and the plain name for
+    a sharded one (the router writes labels to the shards), else the name itself."""
+    return sharding.every_stream(stream, shards) if stream in streams.SHARDED else [stream]
+
+
 async def _sample(redis: aioredis.Redis, procs: dict[str, Any], run: Run,
-                  stop: asyncio.Event) -> None:
+                  stop: asyncio.Event, shards: int) -> None:
+    """Each watched stream's length and each group's read count and lag, summed over the
+    stream's shards."""
     last_say = 0.0
+    watched = [(s, name) for s in WATCHED for name in _names(s, shards)]
+    grouped = [(s, g, name) for s, g in DRAINED for name in _names(s, shards)]
     while not stop.is_set():
         now = time.monotonic() - run.started
         pipe = redis.pipeline(transaction=False)
-        for s in WATCHED:
-            pipe.xlen(s)
-        pipe.xinfo_groups(streams.PREDICTIONS)
-        pipe.xinfo_groups(streams.LABELS)
+        for _, name in watched:
+            pipe.xlen(name)
+        for _, _, name in grouped:
+            pipe.xinfo_groups(name)
         replies = await pipe.execute(raise_on_error=False)
-        lengths = {s: int(v) if isinstance(v, int) else 0
-                   for s, v in zip(WATCHED, replies, strict=False)}
+        lengths = dict.fromkeys(WATCHED, 0)
+        for (s, _), v in zip(watched, replies[:len(watched)], strict=True):
+            lengths[s] += int(v) if isinstance(v, int) else 0
         read: dict[str, int] = {}
-        for stream, groups in zip((streams.PREDICTIONS, streams.LABELS), replies[len(WATCHED):],
-                                  strict=True):
+        for (stream, group, _), groups in zip(grouped, replies[len(watched):], strict=True):
             for g in groups if isinstance(groups, list) else []:
-                name = g["name"].decode()
-                if (stream, name) in ((streams.PREDICTIONS, streams.GROUP_ROUTER),
-                                      (streams.LABELS, streams.GROUP_LABELS)):
-                    read[stream] = int(g.get("entries-read") or 0)
-                    read[stream + ":lag"] = int(g.get("lag") or 0)
+                if g["name"].decode() == group:
+                    read[stream] = read.get(stream, 0) + int(g.get("entries-read") or 0)
+                    read[stream + ":lag"] = read.get(stream + ":lag", 0) + int(
+                        g.get("lag") or 0)
         sample = {"t": now, "posted": run.posted, "lengths": lengths, "read": read,
                   "rss": {name: rss_mib(proc.pid) for name, proc in procs.items()}}
         run.samples.append(sample)
@@ -162,17 +173,11 @@ async def _sample(redis: aioredis.Redis, procs: dict[str, Any], run: Run,
         await asyncio.sleep(1.0)
 
 
-async def _drained(redis: aioredis.Redis) -> bool:
-    """Router and labels groups have read up to the streams' last entries and have nothing
-    pending. (Not XINFO's lag: once a stream is trimmed Redis may not know it, nil.)"""
-    for stream, name in ((streams.PREDICTIONS, streams.GROUP_ROUTER),
-                         (streams.LABELS, streams.GROUP_LABELS)):
-        last = (await redis.xinfo_stream(stream))["last-generated-id"]
-        groups = {g["name"].decode(): g for g in await redis.xinfo_groups(stream)}
-        g = groups.get(name)
-        if g is None or int(g["pending"]) or g["last-delivered-id"] != last:
-            return False
-    return True
+async def _drained(redis: aioredis.Redis, shards: int) -> bool:
+    """Router and labels groups have read every shard up to its last entry and have
+    nothing pending."""
+    return all([await group_drained(redis, stream, group, shards)
+                for stream, group in DRAINED])
 
 
 async def _latencies(redis: aioredis.Redis, database_url: str, run: Run
@@ -297,12 +302,12 @@ async def _run(settings: Settings, procs: dict[str, Any], run: Run, database_url
         stop = asyncio.Event()
         run.started = time.monotonic()
         say(f"posting {run.total:,} predictions at {run.rate:,.0f}/s for {run.seconds:.0f} s")
-        sampler = asyncio.create_task(_sample(redis, procs, run, stop))
+        sampler = asyncio.create_task(_sample(redis, procs, run, stop, settings.shards))
         await _produce(redis, run)
         posting_took = time.monotonic() - run.started
         say(f"posted {run.posted:,} in {posting_took:.1f} s; waiting for the services to drain")
         for _ in range(240):  # at most 2 minutes
-            if await _drained(redis):
+            if await _drained(redis, settings.shards):
                 break
             await asyncio.sleep(0.5)
         drain = time.monotonic() - run.started - posting_took

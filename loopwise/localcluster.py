@@ -109,8 +109,10 @@ class LocalCluster:
             time.sleep(0.1)
 
     def client(self) -> redis.RedisCluster:
-        """A blocking cluster client (close it: ``with cluster.client() as c``)."""
-        return redis.RedisCluster(host="127.0.0.1", port=self.first_port)
+        """A blocking cluster client (close it: ``with cluster.client() as c``), started
+        from a node that runs: after ``kill_master`` the first port may be the dead one."""
+        alive = next((p for p in self.ports if p in self.processes), self.first_port)
+        return redis.RedisCluster(host="127.0.0.1", port=alive)
 
     def master_of(self, key: str) -> int:
         """The port of the master that holds ``key``'s slot."""
@@ -127,10 +129,8 @@ class LocalCluster:
 
     def wait_failover(self, key: str, dead: int, timeout: float = 60) -> int:
         """Until another node serves ``key``'s slot as master; its port."""
-        survivor = next(p for p in self.ports if p in self.processes)
-
         def promoted() -> bool:
-            with redis.RedisCluster(host="127.0.0.1", port=survivor) as c:
+            with self.client() as c:
                 return int(c.get_node_from_key(key).port) != dead and self._healthy()
 
         self._wait(promoted, timeout, f"a replica to take over {key}'s slot")
