@@ -90,6 +90,27 @@ async def insert_new(conn: AsyncConnection, table: Table,
     return inserted
 
 
+async def upsert(conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert rows, replacing the row of the same primary key where one exists.
+
+    One ``INSERT ... ON CONFLICT (key) DO UPDATE`` a chunk: the key's index finds each
+    row. A DELETE of the same rows by an IN list first, as before, left the plan to the
+    planner, and on a table that had grown faster than its statistics (a large project's
+    first consensus) it scanned all of the project's rows for every chunk: 1.6 s a chunk
+    of 512 at 300,000 rows, minutes for one settle.
+    """
+    if not rows:
+        return
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    keys = [c.name for c in table.primary_key.columns]
+    statement = insert(table)
+    statement = statement.on_conflict_do_update(
+        index_elements=keys,
+        set_={c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys})
+    for chunk in statement_chunks(rows):
+        await conn.execute(statement, list(chunk))
+
+
 async def insert_ignoring_duplicates(
     conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]]
 ) -> int:

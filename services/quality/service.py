@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import metrics, streams
 from shared.bus import Delivery
-from shared.db import insert_ignoring_duplicates, insert_new, statement_chunks
+from shared.db import insert_ignoring_duplicates, insert_new, upsert
 from shared.events import (
     AdjudicationRequestEvent,
     FlagSummary,
@@ -727,11 +727,7 @@ class QualityService:
                          "event_id": str(event_id), "updated_at": now})
         await self.runtime.bus.publish(streams.LABELS, events)
         async with self.runtime.engine.begin() as conn:
-            for chunk in statement_chunks(rows):  # a few IN-list lengths, whatever the count
-                await conn.execute(quality_consensus.delete().where(
-                    quality_consensus.c.project == project,
-                    quality_consensus.c.item_id.in_([r["item_id"] for r in chunk])))
-                await conn.execute(quality_consensus.insert(), chunk)
+            await upsert(conn, quality_consensus, rows)
         state = self.state(project)
         for c in settlement.publish:
             state.mark_published(c.item_id, c.label, c.revision)
