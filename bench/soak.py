@@ -128,19 +128,13 @@ async def _produce(redis: aioredis.Redis, run: Run) -> None:
         await asyncio.sleep(TICK)
 
 
-def _names(stream: str, shards: int) -> list[str]:
-    """The Redis streams behind a stream of the design: each shard and the plain name for
-    a sharded one (the router writes labels to the shards), else the name itself."""
-    return sharding.every_stream(stream, shards) if stream in streams.SHARDED else [stream]
-
-
 async def _sample(redis: aioredis.Redis, procs: dict[str, Any], run: Run,
                   stop: asyncio.Event, shards: int) -> None:
     """Each watched stream's length and each group's read count and lag, summed over the
     stream's shards."""
     last_say = 0.0
-    watched = [(s, name) for s in WATCHED for name in _names(s, shards)]
-    grouped = [(s, g, name) for s, g in DRAINED for name in _names(s, shards)]
+    watched = [(s, name) for s in WATCHED for name in sharding.names_of(s, shards)]
+    grouped = [(s, g, name) for s, g in DRAINED for name in sharding.names_of(s, shards)]
     while not stop.is_set():
         now = time.monotonic() - run.started
         pipe = redis.pipeline(transaction=False)

@@ -311,8 +311,6 @@ class Bus:
         shards and on its plain name, one consumer each (a cluster cannot read streams
         of several slots in one call).
         """
-        names = (sharding.every_stream(stream, self.settings.shards)
-                 if stream in streams.SHARDED else [stream])
-        for name in names:
+        for name in sharding.names_of(stream, self.settings.shards):
             self._consumers.append(StreamConsumer(self.redis, self.settings, self.service,
                                                   name, group, model, handler, self.publish))

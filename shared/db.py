@@ -67,6 +67,11 @@ def statement_chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:
         start += size
 
 
+def _insert_of(conn: AsyncConnection) -> Any:
+    """The dialect's INSERT construct (both have ON CONFLICT)."""
+    return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+
+
 async def insert_new(conn: AsyncConnection, table: Table,
                      rows: Sequence[dict[str, Any]]) -> list[Any]:
     """Insert rows; a row whose key already exists changes nothing (redelivery is harmless).
@@ -75,7 +80,7 @@ async def insert_new(conn: AsyncConnection, table: Table,
     """
     if not rows:
         return []
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    insert = _insert_of(conn)
     # Rows go as parameters of one cached statement (SQLAlchemy's "insertmanyvalues"
     # batches them into multi-row INSERTs), not as literal VALUES compiled afresh for
     # every batch: compiling 500 rows took about 1 s of CPU, and made the quality
@@ -101,7 +106,7 @@ async def upsert(conn: AsyncConnection, table: Table, rows: Sequence[dict[str, A
     """
     if not rows:
         return
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    insert = _insert_of(conn)
     keys = [c.name for c in table.primary_key.columns]
     statement = insert(table)
     statement = statement.on_conflict_do_update(

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import zlib
 
+from shared import streams
+
 DEFAULT_CLUSTER_SHARDS = 12  # about four slots a master on three masters
 
 
@@ -52,6 +54,12 @@ def project_stream(stream: str, project: str, shards: int) -> str:
 def every_stream(stream: str, shards: int) -> list[str]:
     """Each shard of ``stream``, then its plain name (what outside producers write)."""
     return [shard_stream(stream, k) for k in range(shards)] + [stream]
+
+
+def names_of(stream: str, shards: int) -> list[str]:
+    """The Redis streams behind a stream of the design: :func:`every_stream` for a
+    sharded one, else the stream itself."""
+    return every_stream(stream, shards) if stream in streams.SHARDED else [stream]
 
 
 def task_id(shard: int, base: str) -> str:

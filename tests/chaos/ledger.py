@@ -259,8 +259,7 @@ async def account(redis: aioredis.Redis, engine: AsyncEngine, project: str,
     acct.submits_missing = sorted(t for t, who in submitted.items() if not human.get((t, who)))
     acct.submits_twice = sorted(f"{t}|{who}" for (t, who), n in human.items() if n > 1)
     named = [(name, group) for stream, group in groups
-             for name in (sharding.every_stream(stream, shards)
-                          if stream in streams.SHARDED else [stream])]
+             for name in sharding.names_of(stream, shards)]
     plain = {stream for stream, _ in groups}
     for stream, group in named:
         if stream not in plain and not await redis.exists(stream):
